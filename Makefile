@@ -1,0 +1,33 @@
+# The two commands a new user runs:
+#   make demo DATA=../shared/data/hippocampus   set up .venv, verify and fingerprint DATA
+#   make test                                   set up .venv, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?= ../shared/data/hippocampus
+NAME ?= $(notdir $(abspath $(DATA)))
+JOBS ?= 2
+
+.PHONY: demo test bench clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m samdsk_plan verify $(DATA)
+	$(PY) -m samdsk_plan fingerprint $(DATA) -o dataset_fingerprints/$(NAME).json -j $(JOBS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed-bench
+	$(PY) benchmarks/fingerprint.py --data $(DATA) -j $(JOBS)
+
+clean-venv:
+	rm -rf $(VENV)
