@@ -1,0 +1,236 @@
+"""Check a dataset before anything is computed from it; report every problem at once.
+
+The per-case reader :func:`read_case_checked` is shared with the fingerprint, so what verify
+accepts is exactly what later stages can read.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+
+from samdsk_plan.io.cases import Case, Dataset, Problem
+from samdsk_plan.io.images import ImageData, read_image
+from samdsk_plan.io.parallel import parallel_map
+
+DEFAULT_TOLERANCE_MM = 1e-3
+
+
+@dataclass(frozen=True)
+class CaseArrays:
+    """A case read from disk and checked.
+
+    Attributes:
+        image: ``(C, I, J, K)`` voxel data, channels first, as stored (dtype not changed).
+        label: ``(I, J, K)`` int32 label map, or ``None`` for an unlabelled case.
+        spacing: voxel size along ``I, J, K`` in mm.
+        affine: 4x4 voxel -> RAS+ world matrix (mm).
+    """
+
+    case: Case
+    image: np.ndarray
+    label: np.ndarray | None
+    spacing: tuple[float, float, float]
+    affine: np.ndarray
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of :func:`verify_dataset`."""
+
+    dataset: Dataset
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def format(self) -> str:
+        d = self.dataset
+        head = (
+            f"{d.name} ({d.layout}, {d.source}): {len(d.cases)} cases, "
+            f"{len(d.labelled)} labelled, {len(d.unlabelled)} unlabelled, "
+            f"{len(d.channel_names)} channel(s), labels {_fmt_labels(d.labels)}"
+        )
+        if not self.problems:
+            return head + "\nOK: no problems found"
+        n_err, n_warn = len(self.errors), len(self.problems) - len(self.errors)
+        lines = [head, *(str(p) for p in self.problems)]
+        lines.append(f"{'FAILED' if n_err else 'OK'}: {n_err} error(s), {n_warn} warning(s)")
+        return "\n".join(lines)
+
+
+def _fmt_labels(labels: dict[int, str]) -> str:
+    return "{" + ", ".join(f"{v}: {n}" for v, n in sorted(labels.items())) + "}" if labels else "(none declared)"
+
+
+def _geometry_close(a: ImageData, b: ImageData, tolerance: float) -> str | None:
+    """Why two images' grids differ, or None when shape, spacing and affine agree."""
+    if a.spatial_shape != b.spatial_shape:
+        return f"shape {list(b.spatial_shape)} differs from {list(a.spatial_shape)}"
+    if not np.allclose(a.spacing, b.spacing, rtol=1e-5, atol=tolerance):
+        return f"spacing {_fmt(b.spacing)} differs from {_fmt(a.spacing)} mm"
+    if not np.allclose(a.affine, b.affine, rtol=1e-5, atol=tolerance):
+        diff = float(np.abs(a.affine - b.affine).max())
+        return f"affine (orientation/origin) differs by up to {diff:.4g} mm"
+    return None
+
+
+def _fmt(values) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
+def _read(path, problems: list[Problem]) -> ImageData | None:
+    if not path.exists():
+        problems.append(Problem(str(path), "file is missing"))
+        return None
+    try:
+        return read_image(path)
+    except Exception as exc:  # any backend failure means the file is unreadable
+        problems.append(Problem(str(path), f"cannot be read as an image ({type(exc).__name__}: {exc})"))
+        return None
+
+
+def _spatial(img: ImageData, path, expected_channels: int, problems: list[Problem]) -> np.ndarray | None:
+    """``(C, I, J, K)`` view of an image file holding ``expected_channels`` channels."""
+    a = img.array
+    if a.ndim == 3:
+        a = a[None]
+    elif a.ndim == 4:
+        a = np.moveaxis(a, -1, 0)
+    else:
+        problems.append(Problem(str(path), f"expected a 3D image, found {a.ndim} dimension(s) with shape {list(a.shape)}"))
+        return None
+    if a.shape[0] != expected_channels:
+        problems.append(Problem(str(path), f"holds {a.shape[0]} channel(s), expected {expected_channels}"))
+        return None
+    if min(img.spacing) <= 0:
+        problems.append(Problem(str(path), f"non-positive voxel spacing {_fmt(img.spacing)}"))
+        return None
+    return a
+
+
+def read_case_checked(
+    case: Case, channel_names: tuple[str, ...], labels: dict[int, str], tolerance: float = DEFAULT_TOLERANCE_MM
+) -> tuple[CaseArrays | None, list[Problem]]:
+    """Read one case and check it; returns the arrays only when no error was found.
+
+    Checks: files exist and are readable; 3D with the declared number of channels; all channel
+    files share one grid; intensities are finite; the label has the image's shape, spacing
+    and affine (within ``tolerance`` mm), integer values, and only values declared in
+    ``labels`` (unchecked when ``labels`` is empty).
+    """
+    problems: list[Problem] = []
+    per_file_channels = len(channel_names) if len(case.images) == 1 else 1
+    if len(case.images) not in (1, len(channel_names)):
+        problems.append(Problem(str(case.images[0]), f"case {case.case_id} has {len(case.images)} image files "
+                                                     f"but {len(channel_names)} channel(s) are declared"))
+        return None, problems
+    first: ImageData | None = None
+    channels = []
+    for path in case.images:
+        img = _read(path, problems)
+        if img is None:
+            continue
+        arr = _spatial(img, path, per_file_channels, problems)
+        if arr is None:
+            continue
+        if first is None:
+            first = img
+        else:
+            why = _geometry_close(first, img, tolerance)
+            if why:
+                problems.append(Problem(str(path), f"channel geometry differs from {case.images[0].name}: {why}"))
+                continue
+        if arr.dtype.kind == "f":
+            bad = int(np.count_nonzero(~np.isfinite(arr)))
+            if bad:
+                problems.append(Problem(str(path), f"{bad} voxel(s) are NaN or Inf"))
+        channels.append(arr)
+    label_arr = None
+    if case.label is not None:
+        lab = _read(case.label, problems)
+        if lab is not None:
+            label_arr = _check_label(lab, case.label, first, labels, tolerance, problems)
+    if problems:
+        return None, problems
+    image = channels[0] if len(channels) == 1 else np.concatenate(channels, axis=0)
+    return CaseArrays(case, image, label_arr, first.spacing, first.affine), problems
+
+
+def _check_label(
+    lab: ImageData, path, image: ImageData | None, labels: dict[int, str], tolerance: float, problems: list[Problem]
+) -> np.ndarray | None:
+    a = lab.array
+    if a.ndim == 4 and a.shape[3] == 1:
+        a = a[..., 0]
+    if a.ndim != 3:
+        problems.append(Problem(str(path), f"label must be 3D, found shape {list(a.shape)}"))
+        return None
+    if image is not None:
+        why = _geometry_close(image, ImageData(a, lab.spacing, lab.affine), tolerance)
+        if why:
+            problems.append(Problem(str(path), f"label does not match its image: {why}"))
+            return None
+    if a.dtype.kind == "f":
+        finite = np.isfinite(a)
+        if not finite.all() or not np.array_equal(a, np.round(a)):
+            bad = a[~finite | (a != np.round(a))]
+            problems.append(Problem(str(path), f"non-integer label values, e.g. {float(bad.flat[0]):g} "
+                                               f"({bad.size} voxel(s))"))
+            return None
+    elif a.dtype.kind not in "iub":
+        problems.append(Problem(str(path), f"label has non-numeric type {a.dtype}"))
+        return None
+    a = a.astype(np.int32, copy=False)
+    if labels:
+        undeclared = sorted(set(np.unique(a).tolist()) - set(labels))
+        if undeclared:
+            problems.append(Problem(str(path), f"label values {undeclared} are not declared in dataset.json "
+                                               f"(declared: {sorted(labels)})"))
+            return None
+    return a
+
+
+def _check_case(case: Case, channel_names, labels, tolerance) -> list[Problem]:
+    return read_case_checked(case, channel_names, labels, tolerance)[1]
+
+
+def dataset_problems(dataset: Dataset) -> list[Problem]:
+    """Problems of the dataset as a whole: layout problems, emptiness, duplicate ids, label map."""
+    problems = list(dataset.problems)
+    src = str(dataset.source)
+    if not dataset.cases:
+        problems.append(Problem(src, "dataset is empty: no cases listed or found"))
+    elif not dataset.labelled:
+        problems.append(Problem(src, "no labelled cases: training needs at least one", "warning"))
+    by_id: dict[str, list[Case]] = defaultdict(list)
+    for case in dataset.cases:
+        by_id[case.case_id].append(case)
+    for case_id, cases in by_id.items():
+        if len(cases) > 1:
+            files = ", ".join(str(c.images[0]) for c in cases)
+            problems.append(Problem(src, f"duplicate case id {case_id!r} ({len(cases)} entries: {files})"))
+    if not dataset.labels:
+        problems.append(Problem(src, "no label map declared; label values are not checked", "warning"))
+    elif 0 not in dataset.labels:
+        problems.append(Problem(src, "label map has no background (0)", "warning"))
+    return problems
+
+
+def verify_dataset(
+    dataset: Dataset, workers: int = 1, tolerance: float = DEFAULT_TOLERANCE_MM, progress: bool = True
+) -> VerifyReport:
+    """Check every case of ``dataset`` (in ``workers`` processes) and the dataset as a whole."""
+    report = VerifyReport(dataset, dataset_problems(dataset))
+    check = partial(_check_case, channel_names=dataset.channel_names, labels=dataset.labels, tolerance=tolerance)
+    for problems in parallel_map(check, list(dataset.cases), workers, desc="verify", progress=progress):
+        report.problems.extend(problems)
+    return report

@@ -1,0 +1,128 @@
+"""Synthetic datasets with known answers, written in each supported layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from samdsk_plan.io import write_image
+
+SHAPE = (20, 24, 28)
+SPACING = (1.0, 1.5, 2.0)
+LABELS = {0: "background", 1: "spheres", 2: "box", 3: "u_shape"}
+# Lattice points with x^2 + y^2 + z^2 <= 9: a radius-3 voxel ball.
+BALL_VOXELS = 123
+# Its slices at offsets -3..3 are discs with these pixel counts.
+BALL_SLICE_AREAS = [1, 21, 25, 29, 25, 21, 1]
+BOX_VOXELS = 4 * 6 * 6
+U_VOXELS = 120
+INTENSITY = {0: 5.0, 1: 110.0, 2: 120.0, 3: 130.0}  # inside the non-zero box, per label
+
+
+def affine_for(spacing=SPACING, origin=(-10.0, 20.0, 5.0)) -> np.ndarray:
+    a = np.diag([*spacing, 1.0])
+    a[:3, 3] = origin
+    return a
+
+
+def ball(center, radius=3, shape=SHAPE) -> np.ndarray:
+    grid = np.indices(shape)
+    return sum((g - c) ** 2 for g, c in zip(grid, center)) <= radius**2
+
+
+def case_arrays(kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """``"full"``: two balls (class 1), one box (class 2), a U (class 3, one region in 3D but two
+    per slice along axis 2 where its arms are apart). ``"partial"``: one ball, no box, the U."""
+    label = np.zeros(SHAPE, dtype=np.uint8)
+    label[ball((5, 6, 6))] = 1
+    if kind == "full":
+        label[ball((14, 6, 6))] = 1
+        label[10:14, 14:20, 14:20] = 2
+    label[2:5, 14:16, 2:10] = 3  # arm
+    label[2:5, 20:22, 2:10] = 3  # arm
+    label[2:5, 14:22, 2:4] = 3  # bottom joining the arms
+    image = np.zeros(SHAPE, dtype=np.float32)
+    image[1:19, 2:22, :] = INTENSITY[0]  # zero outside: crop to [18, 20, 28]
+    for value in (1, 2, 3):
+        image[label == value] = INTENSITY[value]
+    return image, label
+
+
+CASES = {"c_001": "full", "c_002": "partial"}
+UNLABELLED = {"c_100": "full"}
+
+
+def write_msd(root: Path, suffix: str = ".nii.gz") -> Path:
+    """An MSD dataset: two labelled cases, one unlabelled."""
+    training, test = [], []
+    for case_id, kind in CASES.items():
+        image, label = case_arrays(kind)
+        write_image(root / "imagesTr" / f"{case_id}{suffix}", image, affine_for())
+        write_image(root / "labelsTr" / f"{case_id}{suffix}", label, affine_for())
+        training.append({"image": f"./imagesTr/{case_id}{suffix}", "label": f"./labelsTr/{case_id}{suffix}"})
+    for case_id, kind in UNLABELLED.items():
+        write_image(root / "imagesTs" / f"{case_id}{suffix}", case_arrays(kind)[0], affine_for())
+        test.append(f"./imagesTs/{case_id}{suffix}")
+    meta = {"name": "synth", "modality": {"0": "MRI"}, "labels": {str(k): v for k, v in LABELS.items()},
+            "numTraining": len(training), "numTest": len(test), "training": training, "test": test}
+    (root / "dataset.json").write_text(json.dumps(meta, indent=1))
+    return root
+
+
+def write_nnunet(root: Path, file_ending: str = ".nii.gz") -> Path:
+    """The same cases in nnU-Net v2 raw layout."""
+    for case_id, kind in CASES.items():
+        image, label = case_arrays(kind)
+        write_image(root / "imagesTr" / f"{case_id}_0000{file_ending}", image, affine_for())
+        write_image(root / "labelsTr" / f"{case_id}{file_ending}", label, affine_for())
+    for case_id, kind in UNLABELLED.items():
+        write_image(root / "imagesTs" / f"{case_id}_0000{file_ending}", case_arrays(kind)[0], affine_for())
+    meta = {"channel_names": {"0": "MRI"}, "labels": {v: k for k, v in LABELS.items()},
+            "numTraining": len(CASES), "file_ending": file_ending}
+    (root / "dataset.json").write_text(json.dumps(meta, indent=1))
+    return root
+
+
+def write_datalist(root: Path) -> Path:
+    """The same cases as a MONAI datalist in ``root/lists/datalist.json`` with images in
+    ``root/data`` (so relative paths need the base dir)."""
+    data = root / "data"
+    training, testing = [], []
+    for case_id, kind in CASES.items():
+        image, label = case_arrays(kind)
+        write_image(data / f"{case_id}.nii.gz", image, affine_for())
+        write_image(data / f"{case_id}_seg.nii.gz", label, affine_for())
+        training.append({"image": f"{case_id}.nii.gz", "label": f"{case_id}_seg.nii.gz", "fold": 0})
+    for case_id, kind in UNLABELLED.items():
+        write_image(data / f"{case_id}.nii.gz", case_arrays(kind)[0], affine_for())
+        testing.append({"image": f"{case_id}.nii.gz"})
+    meta = {"modality": {"0": "MRI"}, "labels": {str(k): v for k, v in LABELS.items()},
+            "training": training, "testing": testing}
+    (root / "lists").mkdir(parents=True)
+    path = root / "lists" / "datalist.json"
+    path.write_text(json.dumps(meta, indent=1))
+    return path
+
+
+@pytest.fixture
+def msd_dataset(tmp_path: Path) -> Path:
+    return write_msd(tmp_path / "synth")
+
+
+@pytest.fixture
+def nnunet_dataset(tmp_path: Path) -> Path:
+    return write_nnunet(tmp_path / "nnunet" / "synth")
+
+
+HIPPOCAMPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hippocampus"
+
+
+@pytest.fixture
+def hippocampus() -> Path:
+    assert (HIPPOCAMPUS / "dataset.json").is_file(), (
+        f"the hippocampus dataset is expected at {HIPPOCAMPUS} (the shared/ folder beside the repository)"
+    )
+    return HIPPOCAMPUS
