@@ -1,0 +1,174 @@
+"""Dataset fingerprint: per-case records aggregated into the statistics planning needs.
+
+The JSON written by :func:`write_fingerprint` is deterministic: keys sorted, floats rounded
+to 9 significant digits, cases processed in case-id order, intensity samples seeded per case.
+Only ``provenance`` (tool version, creation time, source layout) may differ between two runs
+on the same data; everything else is the comparable part.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from samdsk_plan import __version__
+from samdsk_plan.errors import DatasetError, SamdskError
+from samdsk_plan.fingerprint.case import CaseFingerprint, fingerprint_case
+from samdsk_plan.fingerprint.components import CONNECTIVITIES, neighbour_count
+from samdsk_plan.fingerprint.stats import (
+    axis_summary,
+    count_summary,
+    intensity_summary,
+    rnd,
+    rnd_list,
+    value_summary,
+)
+from samdsk_plan.io import Dataset, Problem, atomic_write_json
+from samdsk_plan.io.parallel import parallel_map
+from samdsk_plan.io.verify import DEFAULT_TOLERANCE_MM, dataset_problems
+
+SCHEMA_VERSION = 1
+DEFAULT_INTENSITY_SAMPLES = 10_000_000
+
+
+class FingerprintError(SamdskError):
+    """The dataset failed the checks the fingerprint relies on; ``problems`` lists them all."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def compute_fingerprint(
+    dataset: Dataset,
+    workers: int = 1,
+    connectivity: str = "full",
+    max_intensity_samples: int = DEFAULT_INTENSITY_SAMPLES,
+    tolerance: float = DEFAULT_TOLERANCE_MM,
+    progress: bool = True,
+) -> dict:
+    """Fingerprint ``dataset`` (see ``docs/fingerprint.md`` for every field).
+
+    Args:
+        dataset: the dataset description (:func:`samdsk_plan.io.load_dataset`).
+        workers: processes reading cases in parallel.
+        connectivity: ``"full"`` (26 in 3D / 8 in 2D) or ``"face"`` (6 / 4) for region counts.
+        max_intensity_samples: foreground voxels pooled per channel for the dataset intensity
+            percentiles, split evenly over labelled cases (exact when the dataset has fewer).
+        tolerance: geometry tolerance in mm for the case checks.
+
+    Raises:
+        FingerprintError: the dataset has errors (every one is listed).
+        DatasetError: there is no labelled case to learn class statistics from.
+    """
+    if connectivity not in CONNECTIVITIES:
+        raise SamdskError(f"connectivity must be one of {', '.join(CONNECTIVITIES)}, got {connectivity!r}")
+    errors = [p for p in dataset_problems(dataset) if p.severity == "error"]
+    if errors:
+        raise FingerprintError(errors)
+    if not dataset.labelled:
+        raise DatasetError(f"{dataset.source}: no labelled cases; the fingerprint needs at least one")
+    cases = sorted(dataset.cases, key=lambda c: c.case_id)
+    per_case = max(1, max_intensity_samples // len(dataset.labelled))
+    work = partial(fingerprint_case, channel_names=dataset.channel_names, labels=dataset.labels,
+                   connectivity=connectivity, samples_per_case=per_case, tolerance=tolerance)
+    results = parallel_map(work, cases, workers, desc="fingerprint", progress=progress)
+    problems = [p for r in results if isinstance(r, list) for p in r]
+    if problems:
+        raise FingerprintError(problems)
+    return _aggregate(dataset, results, connectivity)
+
+
+def _aggregate(dataset: Dataset, results: list[CaseFingerprint], connectivity: str) -> dict:
+    labelled = [r for r in results if r.record["labelled"]]
+    shapes = np.array([r.record["shape"] for r in results])
+    spacings = np.array([r.record["spacing"] for r in results])
+    cropped = np.array([r.record["shape_after_crop"] for r in results])
+    median_spacing = np.median(spacings, axis=0)
+    values = sorted(dataset.foreground_labels) or sorted({v for r in labelled for v in r.classes})
+    names = {v: dataset.labels.get(v, f"label_{v}") for v in values}
+    intensity = {
+        str(c): intensity_summary(np.concatenate([r.intensity_samples[c] for r in labelled]))
+        for c in range(len(dataset.channel_names))
+    }
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "provenance": {
+            "tool": "samdsk-plan",
+            "version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "layout": dataset.layout,
+            "source": f"{dataset.name}/{dataset.source.name}",
+        },
+        "name": dataset.name,
+        "channel_names": {str(i): n for i, n in enumerate(dataset.channel_names)},
+        "labels": {str(v): n for v, n in sorted({0: dataset.labels.get(0, "background"), **names}.items())},
+        "conventions": {
+            "axes": "voxel axes 0, 1, 2 of the stored image (NIfTI i, j, k order)",
+            "spacing_unit": "mm",
+            "connectivity": {"name": connectivity, "neighbours_3d": neighbour_count(3, connectivity),
+                             "neighbours_2d": neighbour_count(2, connectivity)},
+            "intensity": "foreground (label > 0) voxels of labelled cases",
+            "shape_statistics": "over all cases, labelled and unlabelled",
+        },
+        "n_cases": {"labelled": len(labelled), "unlabelled": len(results) - len(labelled)},
+        "cases": {r.case_id: r.record for r in results},
+        "spacing": axis_summary(spacings),
+        "shape": axis_summary(shapes),
+        "shape_after_crop": axis_summary(cropped),
+        "median_relative_size_after_cropping": rnd(np.median([r.record["relative_size_after_crop"] for r in results])),
+        "anisotropy": {
+            "ratio": rnd(median_spacing.max() / median_spacing.min()),
+            "coarsest_axis": int(np.argmax(median_spacing)),
+            "finest_axis": int(np.argmin(median_spacing)),
+        },
+        "foreground_intensity_properties_per_channel": intensity,
+        "classes": {str(v): _class_statistics(v, names[v], labelled) for v in values},
+    }
+
+
+def _class_statistics(value: int, name: str, labelled: list[CaseFingerprint]) -> dict:
+    """Class statistics and ROI-count priors of one label value over the labelled cases."""
+    observed = [(r, r.classes.get(value)) for r in labelled]
+    present = [(r, o) for r, o in observed if o is not None]
+    fractions = [(o.voxels if o else 0) / np.prod(r.record["shape"]) for r, o in observed]
+    voxel_mm3 = [float(np.prod(r.spacing)) for r, _ in present]
+    areas_mm2 = {axis: [float(np.prod(np.delete(r.spacing, axis))) for r, _ in present] for axis in range(3)}
+
+    def concat(arrays: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(arrays) if arrays else np.zeros(0)
+
+    return {
+        "name": name,
+        "n_cases_present": len(present),
+        "present_fraction": rnd(len(present) / len(labelled)),
+        "volume_fraction": value_summary(fractions),
+        "components_3d": count_summary([o.component_voxels.size if o else 0 for _, o in observed]),
+        "regions_per_slice": {
+            str(axis): count_summary(concat([o.regions_per_slice[axis] for _, o in present])) for axis in range(3)
+        },
+        "component_size": {
+            "voxels": value_summary(concat([o.component_voxels for _, o in present])),
+            "mm3": value_summary(concat([o.component_voxels * v for (_, o), v in zip(present, voxel_mm3)])),
+        },
+        "region_area": {
+            str(axis): {
+                "pixels": value_summary(concat([o.region_areas[axis] for _, o in present])),
+                "mm2": value_summary(concat([o.region_areas[axis] * a for (_, o), a in zip(present, areas_mm2[axis])])),
+            }
+            for axis in range(3)
+        },
+    }
+
+
+def write_fingerprint(fingerprint: dict, path: str | Path) -> Path:
+    """Write ``fingerprint`` as canonical JSON, atomically."""
+    return atomic_write_json(path, fingerprint)
+
+
+def comparable(fingerprint: dict) -> dict:
+    """The part of a fingerprint that must be identical for identical data (no provenance)."""
+    return {k: v for k, v in fingerprint.items() if k != "provenance"}
