@@ -1,0 +1,106 @@
+"""``samdsk-plan`` command line. Each sub-command parses arguments and calls one stage function;
+user mistakes end in a one-paragraph message and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from samdsk_plan import __version__
+from samdsk_plan.errors import SamdskError
+
+EXIT_PROBLEMS = 1  # the dataset has problems (reported)
+EXIT_USAGE = 2  # the command could not run (bad arguments, unreadable input)
+
+
+def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="dataset folder (MSD or nnU-Net v2 raw, with dataset.json) or a JSON datalist")
+    p.add_argument("--layout", default="auto", choices=("auto", "msd", "nnunetv2", "datalist"),
+                   help="dataset layout (default: detect)")
+    p.add_argument("--base-dir", type=Path, default=None,
+                   help="folder that relative datalist paths start from (default: the JSON file's folder)")
+    p.add_argument("-j", "--workers", type=int, default=1, help="worker processes (default: 1)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="allowed spacing/affine difference between files of a case, in mm (default: 0.001)")
+    p.add_argument("--name", default=None,
+                   help="dataset name (default: the output file's name for fingerprint, else the folder's name)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="samdsk-plan",
+        description="Label-efficient 3D segmentation: fingerprint and verify datasets, plan, emit MONAI "
+                    "bundles and pseudo-label unlabelled images with SamDSK.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("verify", help="check a dataset and report every problem, each naming its file")
+    _add_dataset_args(p)
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("fingerprint", help="dataset statistics and ROI-count priors -> JSON")
+    _add_dataset_args(p)
+    p.add_argument("-o", "--output", type=Path, required=True, help="output JSON (dataset_fingerprints/NAME.json)")
+    p.add_argument("--connectivity", default="full", choices=("full", "face"),
+                   help="region connectivity: full = 26 (3D) / 8 (2D) neighbours, face = 6 / 4 (default: full)")
+    p.set_defaults(func=_cmd_fingerprint)
+    return parser
+
+
+def _load(args: argparse.Namespace):
+    from samdsk_plan.io import load_dataset
+
+    if args.workers < 1:
+        raise SamdskError(f"--workers must be at least 1, got {args.workers}")
+    name = args.name
+    if name is None and getattr(args, "output", None) is not None:
+        name = args.output.name.removesuffix(".json")
+    return load_dataset(args.data, layout=args.layout, base_dir=args.base_dir, name=name)
+
+
+def _tolerance(args: argparse.Namespace) -> dict:
+    return {} if args.tolerance is None else {"tolerance": args.tolerance}
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from samdsk_plan.io import verify_dataset
+
+    report = verify_dataset(_load(args), workers=args.workers, progress=not args.quiet, **_tolerance(args))
+    print(report.format())
+    return 0 if report.ok else EXIT_PROBLEMS
+
+
+def _cmd_fingerprint(args: argparse.Namespace) -> int:
+    from samdsk_plan.fingerprint import FingerprintError, compute_fingerprint, write_fingerprint
+
+    dataset = _load(args)
+    try:
+        fp = compute_fingerprint(dataset, workers=args.workers, connectivity=args.connectivity,
+                                 progress=not args.quiet, **_tolerance(args))
+    except FingerprintError as exc:
+        print(f"samdsk-plan: {dataset.source}: the dataset has {len(exc.problems)} problem(s); "
+              "nothing was written:", file=sys.stderr)
+        print("\n".join(str(p) for p in exc.problems), file=sys.stderr)
+        return EXIT_PROBLEMS
+    write_fingerprint(fp, args.output)
+    n = fp["n_cases"]
+    print(f"wrote {args.output}: {n['labelled']} labelled + {n['unlabelled']} unlabelled cases, "
+          f"{len(fp['classes'])} classes, connectivity {args.connectivity}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 dataset problems, 2 usage/input error)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SamdskError as exc:
+        print(f"samdsk-plan: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("samdsk-plan: interrupted", file=sys.stderr)
+        return 130
