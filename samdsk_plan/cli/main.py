@@ -48,6 +48,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connectivity", default="full", choices=("full", "face"),
                    help="region connectivity: full = 26 (3D) / 8 (2D) neighbours, face = 6 / 4 (default: full)")
     p.set_defaults(func=_cmd_fingerprint)
+
+    p = sub.add_parser("plan", help="nnU-Net-style plans and SamDSK settings from a fingerprint -> JSON")
+    p.add_argument("fingerprint", type=Path, help="fingerprint JSON (dataset_fingerprints/NAME.json)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output plans JSON")
+    p.add_argument("--gpu-memory", type=float, default=8.0, help="GPU memory budget in GB (default: 8)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a plan value by dotted path, VALUE as JSON (repeatable), "
+                        "e.g. --set samdsk.acceptance_threshold=0.8")
+    p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("emit", help="write a MONAI bundle folder from plans")
+    p.add_argument("plans", type=Path, help="plans JSON from 'samdsk-plan plan'")
+    p.add_argument("-o", "--output", type=Path, required=True, help="bundle folder (bundles/NAME)")
+    p.set_defaults(func=_cmd_emit)
+
+    p = sub.add_parser("split", help="reproducible labelled / hidden-label pool / test split -> datalist JSON")
+    p.add_argument("data", help="dataset folder or JSON datalist")
+    p.add_argument("--labeled-fraction", type=float, required=True, help="share of labelled cases kept labelled")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="share of labelled cases held out for testing")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layout", default="auto", choices=("auto", "msd", "nnunetv2", "datalist"))
+    p.add_argument("--base-dir", type=Path, default=None)
+    p.add_argument("-o", "--output", type=Path, required=True, help="output datalist JSON")
+    p.set_defaults(func=_cmd_split)
     return parser
 
 
@@ -90,6 +114,62 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
     n = fp["n_cases"]
     print(f"wrote {args.output}: {n['labelled']} labelled + {n['unlabelled']} unlabelled cases, "
           f"{len(fp['classes'])} classes, connectivity {args.connectivity}")
+    return 0
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SamdskError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise SamdskError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise SamdskError(f"{path}: expected a JSON object")
+    return data
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from samdsk_plan.io import atomic_write_json
+    from samdsk_plan.planning import parse_override, plan_from_fingerprint
+
+    fp = _read_json(args.fingerprint)
+    overrides = dict(parse_override(o) for o in args.overrides)
+    try:
+        plans = plan_from_fingerprint(fp, gpu_memory_gb=args.gpu_memory, overrides=overrides)
+    except KeyError as exc:
+        raise SamdskError(f"{args.fingerprint}: not a samdsk-plan fingerprint (missing {exc})") from None
+    atomic_write_json(args.output, plans)
+    cfg = plans["configurations"]["3d_fullres"]
+    print(f"wrote {args.output}: spacing {plans['target_spacing']} mm, 3D patch {cfg['patch_size']}, "
+          f"batch {cfg['batch_size']}, {len(cfg['network']['strides'])} stages")
+    return 0
+
+
+def _cmd_emit(args: argparse.Namespace) -> int:
+    from samdsk_plan.bundle import emit_bundle
+
+    plans = _read_json(args.plans)
+    try:
+        emit_bundle(plans, args.output)
+    except KeyError as exc:
+        raise SamdskError(f"{args.plans}: not a samdsk-plan plans file (missing {exc})") from None
+    print(f"wrote bundle {args.output}")
+    return 0
+
+
+def _cmd_split(args: argparse.Namespace) -> int:
+    from samdsk_plan.io import atomic_write_json, load_dataset
+    from samdsk_plan.io.splits import make_split
+
+    dataset = load_dataset(args.data, layout=args.layout, base_dir=args.base_dir)
+    split = make_split(dataset, args.labeled_fraction, args.test_fraction, args.seed)
+    atomic_write_json(args.output, split)
+    counts = split["split"]["counts"]
+    print(f"wrote {args.output}: {counts['training']} labelled training, {counts['hidden_label_pool']} hidden-label "
+          f"pool, {counts['testing']} test, {counts['unlabelled']} unlabelled cases")
     return 0
 
 

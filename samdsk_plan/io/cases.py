@@ -48,6 +48,7 @@ class Dataset:
         labels: label value -> name, background included; empty when the layout declares none.
         cases: labelled and unlabelled cases in the order the layout lists them.
         problems: structural problems found while reading the layout (duplicate ids, counts).
+        root: folder that the layout's relative paths start from.
     """
 
     name: str
@@ -57,6 +58,7 @@ class Dataset:
     labels: dict[int, str]
     cases: tuple[Case, ...]
     problems: tuple[Problem, ...] = field(default=())
+    root: Path | None = None
 
     @property
     def labelled(self) -> tuple[Case, ...]:

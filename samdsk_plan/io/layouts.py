@@ -190,7 +190,7 @@ def _read_msd(meta: dict[str, Any], json_path: Path, root: Path, name: str) -> D
         declared, actual = meta.get(key), len(meta.get(listed, []) or [])
         if isinstance(declared, int) and declared != actual:
             problems.append(Problem(str(json_path), f"{key} is {declared} but '{listed}' lists {actual} cases"))
-    return Dataset(name, "msd", json_path, channel_names, labels, tuple(cases), tuple(problems))
+    return Dataset(name, "msd", json_path, channel_names, labels, tuple(cases), tuple(problems), root)
 
 
 def _read_nnunetv2(meta: dict[str, Any], json_path: Path, root: Path, name: str) -> Dataset:
@@ -214,7 +214,7 @@ def _read_nnunetv2(meta: dict[str, Any], json_path: Path, root: Path, name: str)
         problems.append(Problem(str(json_path), "'numTraining' is missing or not an integer"))
     elif declared != n_training:
         problems.append(Problem(str(json_path), f"numTraining is {declared} but {n_training} training cases were found"))
-    return Dataset(name, "nnunetv2", json_path, channel_names, labels, tuple(cases), tuple(problems))
+    return Dataset(name, "nnunetv2", json_path, channel_names, labels, tuple(cases), tuple(problems), root)
 
 
 def _nnunet_folder_cases(
@@ -276,4 +276,4 @@ def _read_datalist(meta: dict[str, Any], json_path: Path, root: Path, name: str)
         n = max((len(c.images) for c in cases), default=1)
         channel_names = tuple(f"channel_{i}" for i in range(n))
     labels = _parse_labels(meta["labels"], json_path) if "labels" in meta else {}
-    return Dataset(name, "datalist", json_path, channel_names, labels, tuple(cases), tuple(problems))
+    return Dataset(name, "datalist", json_path, channel_names, labels, tuple(cases), tuple(problems), root)

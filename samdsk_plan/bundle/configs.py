@@ -1,0 +1,303 @@
+"""The emitted bundle's configs, built as plain dicts from a plan.
+
+IDs follow MONAI's model-zoo conventions (``network_def``, ``train#trainer``,
+``validate#evaluator``, ``dataset_dir``, ...) so ``ConfigWorkflow.check_properties`` and the
+zoo tools recognise them. Paths derive from ``bundle_root``; the data root comes from
+``--dataset_dir`` and the case list from ``--datalist`` (a dataset folder, a MONAI datalist or
+a ``samdsk-plan split`` file). No string contains ``#`` (MONAI rewrites it to ``::``).
+"""
+
+from __future__ import annotations
+
+IMPORTS = ["$import os", "$import numpy", "$import torch", "$import samdsk_plan.bundle.data as samdsk_data"]
+KEYS = ["image", "label"]
+
+
+def _files(part: str) -> str:
+    return (f"$samdsk_data.datalist_files(@datalist, '{part}', @dataset_dir, "
+            "@val_fraction, @split_seed)")
+
+
+def normalization_transforms(plans: dict, key: str = "image") -> list[dict]:
+    """MONAI intensity transforms implementing the plan's per-channel normalisation."""
+    schemes = plans["normalization"]
+    out = []
+    for n in schemes:
+        channels = None if len(schemes) == 1 else [n["channel"]]
+        if n["scheme"] == "ct":
+            lo, hi = n["clip"]
+            mean, std = n["mean"], n["std"]
+            out.append({"_target_": "ScaleIntensityRanged", "keys": key, "a_min": lo, "a_max": hi,
+                        "b_min": round((lo - mean) / std, 6), "b_max": round((hi - mean) / std, 6), "clip": True,
+                        **({"channel_wise": True} if channels else {})})
+        elif n["scheme"] == "zscore":
+            out.append({"_target_": "NormalizeIntensityd", "keys": key, "nonzero": n["nonzero"], "channel_wise": True})
+        elif n["scheme"] == "rescale_to_0_1":
+            out.append({"_target_": "ScaleIntensityd", "keys": key, "minv": 0.0, "maxv": 1.0, "channel_wise": True})
+    return out
+
+
+def _geometry(plans: dict, keys: list[str], resampled: list[str] | None = None) -> list[dict]:
+    """Load ``keys``; reorient to RAS and resample to the plan's spacing those in ``resampled``
+    (default: all of them)."""
+    resampled = keys if resampled is None else resampled
+    modes = {"image": "bilinear", "label": "nearest"}
+    return [
+        {"_target_": "LoadImaged", "keys": keys, "image_only": True},
+        {"_target_": "EnsureChannelFirstd", "keys": keys},
+        {"_target_": "Orientationd", "keys": resampled, "axcodes": "RAS"},
+        {"_target_": "Spacingd", "keys": resampled, "pixdim": plans["target_spacing"],
+         "mode": [modes[k] for k in resampled]},
+    ]
+
+
+def _network_def(plans: dict) -> dict:
+    net = plans["configurations"]["3d_fullres"]["network"]
+    return {
+        "_target_": "DynUNet", "spatial_dims": 3,
+        "in_channels": len(plans["dataset"]["channel_names"]),
+        "out_channels": len(plans["dataset"]["labels"]),
+        "kernel_size": net["kernel_size"], "strides": net["strides"],
+        "upsample_kernel_size": net["upsample_kernel_size"], "filters": net["filters"],
+        "norm_name": net["norm_name"], "deep_supervision": net["deep_supervision"],
+        "deep_supr_num": net["deep_supr_num"], "res_block": net["res_block"],
+    }
+
+
+def _common(plans: dict) -> dict:
+    cfg = plans["configurations"]["3d_fullres"]
+    return {
+        "imports": IMPORTS,
+        "bundle_root": ".",
+        "ckpt_dir": "$@bundle_root + '/models'",
+        "output_dir": "$@bundle_root + '/eval'",
+        "dataset_dir": "$@bundle_root + '/data'",
+        "datalist": "@dataset_dir",
+        "val_fraction": plans["training"]["val_fraction"],
+        "split_seed": 0,
+        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+        "amp": "$torch.cuda.is_available()",
+        "num_workers": 2,
+        "num_classes": len(plans["dataset"]["labels"]),
+        "class_names": plans["dataset"]["labels"],
+        "patch_size": cfg["patch_size"],
+        "sw_batch_size": 4,
+        "network_def": _network_def(plans),
+        "network": "$@network_def.to(@device)",
+        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": "@patch_size", "sw_batch_size": "@sw_batch_size",
+                    "overlap": 0.5, "mode": "gaussian"},
+    }
+
+
+def train_config(plans: dict) -> dict:
+    """``configs/train.json``: SupervisedTrainer on random patches, sliding-window validation."""
+    cfg, tr = plans["configurations"]["3d_fullres"], plans["training"]
+    fg = tr["foreground_oversampling"]
+    one_hot = {"_target_": "AsDiscreted", "keys": ["pred", "label"], "argmax": [True, False],
+               "to_onehot": "@num_classes"}
+    return {
+        **_common(plans),
+        "epochs": tr["epochs"],
+        "iterations_per_epoch": tr["iterations_per_epoch"],
+        "batch_size": cfg["batch_size"],
+        "val_interval": 10,
+        "learning_rate": tr["learning_rate"],
+        "cache_rate": 1.0,
+        "loss": {"_target_": "samdsk_plan.bundle.components.DeepSupervisionDiceCE"},
+        "optimizer": {"_target_": "torch.optim.SGD", "params": "$@network.parameters()", "lr": "@learning_rate",
+                      "momentum": tr["momentum"], "nesterov": True, "weight_decay": tr["weight_decay"]},
+        "lr_scheduler": {"_target_": "torch.optim.lr_scheduler.PolynomialLR", "optimizer": "@optimizer",
+                         "total_iters": "@epochs", "power": 0.9},
+        "train": {
+            "files": _files("train"),
+            "deterministic_transforms": _geometry(plans, KEYS) + normalization_transforms(plans)
+            + [{"_target_": "EnsureTyped", "keys": KEYS}],
+            "random_transforms": [
+                {"_target_": "SpatialPadd", "keys": KEYS, "spatial_size": "@patch_size"},
+                {"_target_": "RandCropByPosNegLabeld", "keys": KEYS, "label_key": "label",
+                 "spatial_size": "@patch_size", "pos": 1, "neg": round((1 - fg) / fg, 3), "num_samples": 1},
+                {"_target_": "RandAffined", "keys": KEYS, "prob": 0.2, "rotate_range": [0.52, 0.52, 0.52],
+                 "scale_range": [0.3, 0.3, 0.3], "mode": ["bilinear", "nearest"], "padding_mode": "zeros"},
+                {"_target_": "RandGaussianNoised", "keys": "image", "prob": 0.1, "std": 0.1},
+                {"_target_": "RandGaussianSmoothd", "keys": "image", "prob": 0.2, "sigma_x": [0.5, 1.0],
+                 "sigma_y": [0.5, 1.0], "sigma_z": [0.5, 1.0]},
+                {"_target_": "RandScaleIntensityd", "keys": "image", "prob": 0.15, "factors": 0.25},
+                {"_target_": "RandAdjustContrastd", "keys": "image", "prob": 0.15, "gamma": [0.7, 1.5]},
+                {"_target_": "RandFlipd", "keys": KEYS, "prob": 0.5, "spatial_axis": 0},
+                {"_target_": "RandFlipd", "keys": KEYS, "prob": 0.5, "spatial_axis": 1},
+                {"_target_": "RandFlipd", "keys": KEYS, "prob": 0.5, "spatial_axis": 2},
+                {"_target_": "EnsureTyped", "keys": KEYS, "track_meta": False},
+            ],
+            "preprocessing": {"_target_": "Compose",
+                              "transforms": "$@train::deterministic_transforms + @train::random_transforms"},
+            "dataset": {"_target_": "CacheDataset", "data": "@train::files", "transform": "@train::preprocessing",
+                        "cache_rate": "@cache_rate", "num_workers": "@num_workers"},
+            "sampler": {"_target_": "torch.utils.data.RandomSampler", "data_source": "@train::dataset",
+                        "replacement": True, "num_samples": "$@iterations_per_epoch * @batch_size"},
+            "dataloader": {"_target_": "DataLoader", "dataset": "@train::dataset", "batch_size": "@batch_size",
+                           "sampler": "@train::sampler", "num_workers": "@num_workers"},
+            "inferer": {"_target_": "SimpleInferer"},
+            "common_handlers": [
+                {"_target_": "LrScheduleHandler", "lr_scheduler": "@lr_scheduler", "print_lr": True},
+                {"_target_": "ValidationHandler", "validator": "@validate::evaluator", "epoch_level": True,
+                 "interval": "@val_interval"},
+            ],
+            "logging_handlers": [
+                {"_target_": "StatsHandler", "tag_name": "train_loss",
+                 "output_transform": "$monai.handlers.from_engine(['loss'], first=True)"},
+            ],
+            "handlers": "$@train::common_handlers + @train::logging_handlers",
+            "trainer": {"_target_": "SupervisedTrainer", "device": "@device", "max_epochs": "@epochs",
+                        "train_data_loader": "@train::dataloader", "network": "@network",
+                        "optimizer": "@optimizer", "loss_function": "@loss", "inferer": "@train::inferer",
+                        "train_handlers": "@train::handlers", "amp": "@amp"},
+        },
+        "validate": {
+            "files": _files("val"),
+            "preprocessing": {"_target_": "Compose", "transforms": "%train::deterministic_transforms"},
+            "dataset": {"_target_": "CacheDataset", "data": "@validate::files",
+                        "transform": "@validate::preprocessing", "cache_rate": "@cache_rate",
+                        "num_workers": "@num_workers"},
+            "dataloader": {"_target_": "DataLoader", "dataset": "@validate::dataset", "batch_size": 1,
+                           "shuffle": False, "num_workers": "@num_workers"},
+            "postprocessing": {"_target_": "Compose", "transforms": [
+                {"_target_": "Activationsd", "keys": "pred", "softmax": True}, one_hot]},
+            "checkpoint_handlers": [
+                {"_target_": "CheckpointSaver", "save_dir": "@ckpt_dir", "save_dict": {"model": "@network"},
+                 "save_key_metric": True, "key_metric_filename": "model.pt"},
+            ],
+            "logging_handlers": [{"_target_": "StatsHandler", "iteration_log": False}],
+            "handlers": "$@validate::checkpoint_handlers + @validate::logging_handlers",
+            "key_metric": {"val_mean_dice": {"_target_": "MeanDice", "include_background": False,
+                                             "output_transform": "$monai.handlers.from_engine(['pred', 'label'])"}},
+            "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device",
+                          "val_data_loader": "@validate::dataloader", "network": "@network",
+                          "inferer": "@inferer", "postprocessing": "@validate::postprocessing",
+                          "key_val_metric": "@validate::key_metric", "val_handlers": "@validate::handlers",
+                          "amp": "@amp"},
+        },
+        "initialize": ["$monai.utils.set_determinism(seed=0)"],
+        "run": ["$@train::trainer.run()"],
+    }
+
+
+def _infer_postprocessing(preprocessing_ref: str) -> dict:
+    return {"_target_": "Invertd", "keys": "pred", "transform": preprocessing_ref, "orig_keys": "image",
+            "nearest_interp": False, "to_tensor": True}
+
+
+def inference_config(plans: dict) -> dict:
+    """``configs/inference.json``: one segmentation (and optionally softmax probabilities) per
+    input image, in the input's geometry."""
+    return {
+        **_common(plans),
+        "data_part": "unlabeled",
+        "files": _files("unlabeled").replace("'unlabeled'", "@data_part"),
+        "save_probabilities": False,
+        "preprocessing": {"_target_": "Compose", "transforms": _geometry(plans, ["image"])
+                          + normalization_transforms(plans) + [{"_target_": "EnsureTyped", "keys": "image"}]},
+        "dataset": {"_target_": "Dataset", "data": "@files", "transform": "@preprocessing"},
+        "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False,
+                       "num_workers": "@num_workers"},
+        "activation": {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+        "invert": _infer_postprocessing("@preprocessing"),
+        "probability_saver": {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir",
+                              "output_postfix": "prob", "output_dtype": "$numpy.float32", "resample": False,
+                              "separate_folder": False, "print_log": False},
+        "argmax": {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+        "segmentation_saver": {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir",
+                               "output_postfix": "seg", "output_dtype": "$numpy.uint8", "resample": False,
+                               "separate_folder": False, "print_log": False},
+        "postprocessing": {"_target_": "Compose", "transforms": "$[@activation, @invert] + ([@probability_saver] if "
+                           "@save_probabilities else []) + [@argmax, @segmentation_saver]"},
+        "handlers": [
+            {"_target_": "CheckpointLoader", "load_path": "$@ckpt_dir + '/model.pt'", "load_dict": {"model": "@network"},
+             "map_location": "@device"},
+            {"_target_": "StatsHandler", "iteration_log": False},
+        ],
+        "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device", "val_data_loader": "@dataloader",
+                      "network": "@network", "inferer": "@inferer", "postprocessing": "@postprocessing",
+                      "val_handlers": "@handlers", "amp": "@amp"},
+        "initialize": ["$monai.utils.set_determinism(seed=0)"],
+        "run": ["$@evaluator.run()"],
+    }
+
+
+def evaluate_config(plans: dict) -> dict:
+    """``configs/evaluate.json`` (overrides train.json): predict labelled cases, invert to the
+    input geometry and compare with the label as stored (never resampled): Dice and HD95 per
+    class and case."""
+    return {
+        "data_part": "test",
+        "validate::files": _files("test").replace("'test'", "@data_part"),
+        "validate::preprocessing": {"_target_": "Compose", "transforms": _geometry(plans, KEYS, ["image"])
+                                    + normalization_transforms(plans) + [{"_target_": "EnsureTyped", "keys": KEYS}]},
+        "validate::dataset": {"_target_": "Dataset", "data": "@validate::files", "transform": "@validate::preprocessing"},
+        "validate::postprocessing": {"_target_": "Compose", "transforms": [
+            {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+            _infer_postprocessing("@validate::preprocessing"),
+            {"_target_": "AsDiscreted", "keys": ["pred", "label"], "argmax": [True, False],
+             "to_onehot": "@num_classes"},
+        ]},
+        "validate::handlers": [
+            {"_target_": "CheckpointLoader", "load_path": "$@ckpt_dir + '/model.pt'", "load_dict": {"model": "@network"},
+             "map_location": "@device"},
+            {"_target_": "StatsHandler", "iteration_log": False},
+            {"_target_": "samdsk_plan.bundle.handlers.SegmentationReport", "output_dir": "@output_dir",
+             "class_names": "@class_names"},
+        ],
+        "initialize": ["$monai.utils.set_determinism(seed=0)"],
+        "run": ["$@validate::evaluator.run()"],
+    }
+
+
+def multi_gpu_train_config() -> dict:
+    """``configs/multi_gpu_train.json``: torchrun overlay (one process per GPU, NCCL). The device
+    comes from ``LOCAL_RANK``; logging and checkpoint handlers are kept on rank 0 by ID."""
+    return {
+        "device": "$torch.device('cuda:' + os.environ['LOCAL_RANK'])",
+        "network": {"_target_": "torch.nn.parallel.DistributedDataParallel", "module": "$@network_def.to(@device)",
+                    "device_ids": ["@device"]},
+        "train::sampler": {"_target_": "DistributedWeightedRandomSampler", "dataset": "@train::dataset",
+                           "weights": "$[1.0] * len(@train::dataset)",
+                           "num_samples_per_rank": "$@iterations_per_epoch * @batch_size"},
+        "validate::sampler": {"_target_": "DistributedSampler", "dataset": "@validate::dataset",
+                              "even_divisible": False, "shuffle": False},
+        "validate::dataloader::sampler": "@validate::sampler",
+        "train::handlers": "$@train::common_handlers + (@train::logging_handlers if torch.distributed.get_rank() == 0 "
+                           "else [])",
+        "validate::handlers": "$(@validate::checkpoint_handlers + @validate::logging_handlers) if "
+                              "torch.distributed.get_rank() == 0 else []",
+        "initialize": [
+            "$import torch.distributed as dist",
+            "$dist.is_initialized() or dist.init_process_group(backend='nccl')",
+            "$torch.cuda.set_device(@device)",
+            "$monai.utils.set_determinism(seed=0)",
+        ],
+        "run": ["$@train::trainer.run()"],
+        "finalize": ["$dist.is_initialized() and dist.destroy_process_group()"],
+    }
+
+
+LOGGING_CONF = """[loggers]
+keys=root
+
+[handlers]
+keys=consoleHandler
+
+[formatters]
+keys=fullFormatter
+
+[logger_root]
+level=INFO
+handlers=consoleHandler
+
+[handler_consoleHandler]
+class=StreamHandler
+level=INFO
+formatter=fullFormatter
+args=(sys.stdout,)
+
+[formatter_fullFormatter]
+format=%(asctime)s - %(name)s - %(levelname)s - %(message)s
+"""

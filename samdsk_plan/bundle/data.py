@@ -1,0 +1,91 @@
+"""Data lists for the emitted bundles' configs: one call turns any supported dataset layout, or
+a split/datalist JSON, into the ``[{"image": ..., "label": ...}]`` lists MONAI datasets take."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from samdsk_plan.errors import DatasetError
+
+PARTS = ("train", "val", "test", "unlabeled", "all_labelled")
+
+
+def _abs(value: str | list[str], base: Path) -> str | list[str]:
+    if isinstance(value, list):
+        return [str(base / v) for v in value]
+    return str(base / value)
+
+
+def _entries(datalist: str | Path, base_dir: str | Path) -> dict[str, list[dict]]:
+    """Labelled, validation, test and unlabelled entries of a datalist JSON or dataset folder."""
+    path = Path(datalist)
+    base = Path(base_dir)
+    if path.is_file() and path.suffix == ".json" and path.name != "dataset.json":
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        if "channel_names" not in meta or "file_ending" not in meta:
+            out: dict[str, list[dict]] = {"training": [], "validation": [], "testing": [], "unlabeled": []}
+            for key in ("training", "validation"):
+                for e in meta.get(key, []):
+                    item = {"image": _abs(e["image"], base)}
+                    if "label" in e:
+                        item["label"] = _abs(e["label"], base)
+                        out[key].append(item)
+                    else:
+                        out["unlabeled"].append(item)
+            for key in ("testing", "test", "unlabeled", "unlabelled"):
+                for e in meta.get(key, []):
+                    e = {"image": e} if isinstance(e, str) else e
+                    item = {"image": _abs(e["image"], base)}
+                    if key in ("testing", "test") and "label" in e:
+                        item["label"] = _abs(e["label"], base)
+                        out["testing"].append(item)
+                    else:
+                        out["unlabeled"].append(item)
+            return out
+    from samdsk_plan.io import load_dataset
+
+    dataset = load_dataset(path if path.exists() else base)
+
+    def entry(case):
+        images = [str(p) for p in case.images]
+        item = {"image": images[0] if len(images) == 1 else images}
+        if case.label is not None:
+            item["label"] = str(case.label)
+        return item
+
+    return {"training": [entry(c) for c in dataset.labelled], "validation": [], "testing": [],
+            "unlabeled": [entry(c) for c in dataset.unlabelled]}
+
+
+def datalist_files(
+    datalist: str | Path, part: str, base_dir: str | Path, val_fraction: float = 0.2, seed: int = 0
+) -> list[dict]:
+    """Entries of one ``part`` of a dataset, with absolute paths.
+
+    Args:
+        datalist: a dataset folder (MSD / nnU-Net v2), its ``dataset.json``, or a MONAI
+            datalist / ``samdsk-plan split`` JSON.
+        part: ``"train"`` and ``"val"`` (the labelled ``training`` entries, split by
+            ``val_fraction`` with ``seed`` unless the datalist has a ``validation`` list),
+            ``"all_labelled"`` (train + val), ``"test"`` (labelled ``testing`` entries) or
+            ``"unlabeled"`` (every entry without a label).
+        base_dir: folder that relative paths start from (the dataset folder).
+    """
+    if part not in PARTS:
+        raise DatasetError(f"unknown data part {part!r}; choose one of {', '.join(PARTS)}")
+    entries = _entries(datalist, base_dir)
+    if part in ("test", "unlabeled"):
+        return entries["testing" if part == "test" else "unlabeled"]
+    labelled = entries["training"]
+    if entries["validation"]:
+        train, val = labelled, entries["validation"]
+    else:
+        n_val = min(len(labelled) - 1, max(1, round(val_fraction * len(labelled)))) if len(labelled) > 1 else 0
+        order = np.random.default_rng(seed).permutation(len(labelled))
+        val_idx = set(order[:n_val].tolist())
+        train = [e for i, e in enumerate(labelled) if i not in val_idx]
+        val = [e for i, e in enumerate(labelled) if i in val_idx]
+    return {"train": train, "val": val, "all_labelled": train + val}[part]

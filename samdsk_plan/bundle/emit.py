@@ -1,0 +1,73 @@
+"""Write a MONAI bundle folder from a plan."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from samdsk_plan.bundle.configs import (
+    LOGGING_CONF,
+    evaluate_config,
+    inference_config,
+    multi_gpu_train_config,
+    train_config,
+)
+from samdsk_plan.bundle.metadata import metadata, readme
+from samdsk_plan.errors import SamdskError
+from samdsk_plan.io.atomic import dumps_json
+
+LICENSE_TEXT = """Copyright samdsk-plan developers
+
+Licensed under the Apache License, Version 2.0 (the "License"); you may not use the files of this
+bundle except in compliance with the License. You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software distributed under the License
+is distributed on an "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or
+implied. See the License for the specific language governing permissions and limitations under
+the License. The data a model is trained on keep their own licence.
+"""
+
+
+def bundle_files(plans: dict, name: str) -> dict[str, str]:
+    """Relative path -> text of every file of the bundle (weights excepted)."""
+    if plans.get("schema_version") != 1:
+        raise SamdskError(f"unsupported plans schema version {plans.get('schema_version')!r} (expected 1)")
+    return {
+        "LICENSE": LICENSE_TEXT,
+        "configs/metadata.json": dumps_json(metadata(plans)),
+        "configs/plans.json": dumps_json(plans),
+        "configs/train.json": dumps_json(train_config(plans)),
+        "configs/inference.json": dumps_json(inference_config(plans)),
+        "configs/evaluate.json": dumps_json(evaluate_config(plans)),
+        "configs/multi_gpu_train.json": dumps_json(multi_gpu_train_config()),
+        "configs/logging.conf": LOGGING_CONF,
+        "docs/README.md": readme(plans, name),
+        "models/.gitkeep": "",
+    }
+
+
+def emit_bundle(plans: dict, output: str | Path) -> Path:
+    """Write the bundle for ``plans`` into ``output`` (created if needed).
+
+    Files are first written to a temporary folder beside ``output`` and then moved into place
+    one by one, so a failure leaves no half-written file. Existing files of the bundle are
+    replaced; anything else in ``output`` (trained weights in ``models/``, evaluation output)
+    is left alone.
+    """
+    output = Path(output)
+    files = bundle_files(plans, output.name)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        for rel, text in files.items():
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staging / rel).write_text(text, encoding="utf-8")
+        for rel in files:
+            (output / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staging / rel).replace(output / rel)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output

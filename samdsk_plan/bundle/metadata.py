@@ -1,0 +1,117 @@
+"""``configs/metadata.json`` and ``docs/README.md`` of an emitted bundle."""
+
+from __future__ import annotations
+
+from samdsk_plan import __version__
+
+SCHEMA_URL = ("https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
+              "meta_schema_20240725.json")
+BUNDLE_VERSION = "0.1.0"
+PINNED = {"monai": "1.6.1", "torch": "2.14.1", "numpy": "2.4.6"}
+REQUIRED_PACKAGES = {"samdsk-plan": __version__, "nibabel": "5.4.2", "pytorch-ignite": "0.5.5",
+                     "segment-anything": "1.0", "torchvision": "0.29.1", "scikit-image": "0.26.0"}
+
+
+def metadata(plans: dict) -> dict:
+    """Every field of MONAI's bundle metadata schema, plus the dataset and plan behind it."""
+    ds = plans["dataset"]
+    cfg = plans["configurations"]["3d_fullres"]
+    labels = {int(k): v for k, v in ds["labels"].items()}
+    channels = {int(k): v for k, v in ds["channel_names"].items()}
+    modality = "/".join(sorted(set(channels.values())))
+    divisible = cfg["network"]["divisible_by"]
+    spatial = [f"{d}*n" for d in divisible]
+    return {
+        "schema": SCHEMA_URL,
+        "version": BUNDLE_VERSION,
+        "changelog": {BUNDLE_VERSION: f"bundle emitted by samdsk-plan {__version__} from the {ds['name']} plan"},
+        "monai_version": PINNED["monai"],
+        "pytorch_version": PINNED["torch"],
+        "numpy_version": PINNED["numpy"],
+        "required_packages_version": REQUIRED_PACKAGES,
+        "optional_packages_version": {},
+        "name": f"{ds['name']} DynUNet (samdsk-plan)",
+        "task": f"3D segmentation of {', '.join(v for k, v in sorted(labels.items()) if k)} in {modality}",
+        "description": (f"A MONAI DynUNet planned nnU-Net-style by samdsk-plan for the {ds['name']} dataset "
+                        f"(target spacing {plans['target_spacing']} mm, patch {cfg['patch_size']}, batch "
+                        f"{cfg['batch_size']}), trained with Dice + cross-entropy and deep supervision; "
+                        "SamDSK pseudo-labelling stages are added by later samdsk-plan commands."),
+        "authors": "samdsk-plan developers",
+        "copyright": "Copyright (c) samdsk-plan developers",
+        "data_source": f"{ds['name']} dataset ({ds['n_cases']['labelled']} labelled, {ds['n_cases']['unlabelled']} "
+                       "unlabelled cases), see the dataset's own licence",
+        "data_type": "nibabel",
+        "image_classes": f"{len(channels)} channel(s): " + ", ".join(f"{i}: {n}" for i, n in sorted(channels.items())),
+        "label_classes": ", ".join(f"{k}: {v}" for k, v in sorted(labels.items())),
+        "pred_classes": ", ".join(f"{k}: {v}" for k, v in sorted(labels.items())),
+        "eval_metrics": {"mean_dice": None},
+        "intended_use": "Research only; not for clinical use.",
+        "references": ["Isensee et al. nnU-Net, Nature Methods 2021",
+                       "Zhang et al. SamDSK: Combining Segment Anything Model with Domain-Specific Knowledge for "
+                       "Semi-Supervised Learning in Medical Image Segmentation, arXiv:2308.13759"],
+        "network_data_format": {
+            "inputs": {"image": {
+                "type": "image", "format": "hounsfield" if modality == "CT" else "magnitude",
+                "modality": modality, "num_channels": len(channels), "spatial_shape": spatial,
+                "dtype": "float32", "value_range": [], "is_patch_data": True,
+                "channel_def": {str(i): n for i, n in sorted(channels.items())},
+            }},
+            "outputs": {"pred": {
+                "type": "image", "format": "segmentation", "num_channels": len(labels), "spatial_shape": spatial,
+                "dtype": "float32", "value_range": [0, 1], "is_patch_data": True,
+                "channel_def": {str(k): v for k, v in sorted(labels.items())},
+            }},
+        },
+        "samdsk_plan": {"version": __version__, "dataset": ds["name"], "plans": "configs/plans.json",
+                        "target_spacing": plans["target_spacing"], "patch_size": cfg["patch_size"]},
+    }
+
+
+def readme(plans: dict, name: str) -> str:
+    """The bundle's ``docs/README.md``: data, plan, and how to run each config."""
+    ds = plans["dataset"]
+    cfg = plans["configurations"]["3d_fullres"]
+    net = cfg["network"]
+    labels = ", ".join(f"{k} {v}" for k, v in sorted(ds["labels"].items(), key=lambda kv: int(kv[0])))
+    norm = "; ".join(f"channel {n['channel']} ({n['modality']}): {n['scheme']}" for n in plans["normalization"])
+    return f"""# {name}: DynUNet bundle emitted by samdsk-plan
+
+## Data
+Dataset `{ds['name']}`: {ds['n_cases']['labelled']} labelled and {ds['n_cases']['unlabelled']} unlabelled cases;
+channels {', '.join(ds['channel_names'].values())}; labels {labels}.
+The data are not part of the bundle: pass their folder with `--dataset_dir`, and the case list with
+`--datalist` (a dataset folder in MSD or nnU-Net v2 layout, a MONAI datalist, or a
+`samdsk-plan split` file; relative paths start at `--dataset_dir`). Default: `--datalist` is
+`--dataset_dir` itself.
+
+## Plan (`configs/plans.json`)
+- target spacing {plans['target_spacing']} mm; images are reoriented to RAS and resampled to it;
+- normalisation: {norm};
+- patch {cfg['patch_size']}, batch {cfg['batch_size']}, DynUNet with strides {net['strides']},
+  kernels {net['kernel_size']}, filters {net['filters']}, deep supervision ({net['deep_supr_num']} extra heads);
+- SGD (Nesterov, momentum {plans['training']['momentum']}), learning rate {plans['training']['learning_rate']} with
+  polynomial decay, Dice + cross-entropy; an epoch is `iterations_per_epoch` random patches batches;
+  {int(plans['training']['val_fraction'] * 100)}% of the labelled cases validate every `val_interval` epochs and the best
+  mean Dice is saved to `models/model.pt`.
+
+## Run
+From this folder (`pip install samdsk-plan` provides the components the configs name):
+
+```bash
+# train (set --epochs / --iterations_per_epoch for short runs; --device cpu to force the CPU)
+python -m monai.bundle run --config_file configs/train.json --dataset_dir DATA [--datalist SPLIT.json] \\
+    [--epochs 1000] [--device cpu]
+# multi-GPU training
+torchrun --standalone --nnodes=1 --nproc_per_node=N -m monai.bundle run \\
+    --config_file "['configs/train.json','configs/multi_gpu_train.json']" --dataset_dir DATA
+# predict the unlabelled cases (one *_seg.nii.gz per image in its own geometry; add
+# --save_probabilities True for *_prob.nii.gz softmax maps, --data_part test|val|all_labelled for others)
+python -m monai.bundle run --config_file configs/inference.json --dataset_dir DATA --output_dir OUT
+# evaluate on labelled test cases: OUT/metrics.csv and OUT/metrics.json (Dice and HD95 per class and case)
+python -m monai.bundle run --config_file "['configs/train.json','configs/evaluate.json']" --dataset_dir DATA \\
+    --datalist SPLIT.json --output_dir OUT
+# check the network against metadata.json
+python -m monai.bundle verify_net_in_out network_def --meta_file configs/metadata.json \\
+    --config_file configs/inference.json
+```
+"""

@@ -1,0 +1,69 @@
+"""Reproducible splits of the labelled cases for label-efficient experiments.
+
+A split divides the labelled cases into a labelled training set, a hidden-label pool (treated
+as unlabelled: training never sees these labels, they only measure pseudo-label quality) and a
+test set. It is written as a MONAI datalist whose paths are relative to the dataset folder:
+
+* ``training``: labelled training cases (``image``, ``label``);
+* ``unlabeled``: the hidden-label pool (``image``, ``hidden_label``) followed by the dataset's
+  own unlabelled cases (``image``);
+* ``testing``: test cases (``image``, ``label``);
+* ``split``: seed, fractions, counts; plus ``channel_names`` and ``labels`` of the dataset.
+
+Our datalist reader, and the emitted bundles, read ``testing`` and ``unlabeled`` entries as
+unlabelled, so a fingerprint or training run on the split file sees only the training labels.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from samdsk_plan.errors import SamdskError
+from samdsk_plan.io.cases import Case, Dataset
+
+
+def _rel(path: Path, root: Path) -> str:
+    return os.path.relpath(path, root)
+
+
+def _image(case: Case, root: Path) -> str | list[str]:
+    paths = [_rel(p, root) for p in case.images]
+    return paths[0] if len(paths) == 1 else paths
+
+
+def make_split(dataset: Dataset, labeled_fraction: float, test_fraction: float, seed: int = 0) -> dict:
+    """Split ``dataset``'s labelled cases; fractions are of the labelled cases.
+
+    Cases are sorted by id, then permuted by ``numpy.random.default_rng(seed)``: the first
+    ``round(test_fraction * n)`` go to test, the next ``max(1, round(labeled_fraction * n))``
+    to labelled training, the rest to the hidden-label pool.
+    """
+    if not 0 < labeled_fraction <= 1 or not 0 <= test_fraction < 1 or labeled_fraction + test_fraction > 1:
+        raise SamdskError(f"fractions must satisfy 0 < labeled ({labeled_fraction}) and labeled + test "
+                          f"({labeled_fraction + test_fraction:g}) <= 1")
+    labelled = sorted(dataset.labelled, key=lambda c: c.case_id)
+    n = len(labelled)
+    n_test = round(test_fraction * n)
+    n_train = max(1, round(labeled_fraction * n))
+    if n_test + n_train > n:
+        raise SamdskError(f"{dataset.source}: {n} labelled case(s) are too few for this split")
+    order = np.random.default_rng(seed).permutation(n)
+    test = [labelled[i] for i in sorted(order[:n_test])]
+    train = [labelled[i] for i in sorted(order[n_test:n_test + n_train])]
+    hidden = [labelled[i] for i in sorted(order[n_test + n_train:])]
+    root = dataset.root or dataset.source.parent
+    return {
+        "split": {"dataset": dataset.name, "seed": seed, "labeled_fraction": labeled_fraction,
+                  "test_fraction": test_fraction,
+                  "counts": {"training": len(train), "hidden_label_pool": len(hidden), "testing": len(test),
+                             "unlabelled": len(dataset.unlabelled)}},
+        "channel_names": {str(i): n for i, n in enumerate(dataset.channel_names)},
+        "labels": {str(v): name for v, name in sorted(dataset.labels.items())},
+        "training": [{"image": _image(c, root), "label": _rel(c.label, root)} for c in train],
+        "unlabeled": [{"image": _image(c, root), "hidden_label": _rel(c.label, root)} for c in hidden]
+        + [{"image": _image(c, root)} for c in sorted(dataset.unlabelled, key=lambda c: c.case_id)],
+        "testing": [{"image": _image(c, root), "label": _rel(c.label, root)} for c in test],
+    }

@@ -1,0 +1,284 @@
+"""Plans from a fingerprint: spacing, configurations, normalisation and SamDSK settings.
+
+Input is the fingerprint JSON (a dict), output a plain JSON-able dict in which every choice
+sits next to the reason for it. nnU-Net v2's default planner is the model for the spacing,
+patch, topology and batch rules; its torch-based memory estimate is replaced by the analytic
+one in :mod:`samdsk_plan.planning.topology`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from samdsk_plan import __version__
+from samdsk_plan.errors import SamdskError
+from samdsk_plan.planning.topology import (
+    FIXED_OVERHEAD_GB,
+    Topology,
+    estimate_memory_gb,
+    initial_patch_size,
+    plan_topology,
+)
+
+SCHEMA_VERSION = 1
+ANISO_THRESHOLD = 3.0
+MIN_BATCH = 2
+MAX_DATASET_FRACTION_PER_BATCH = 0.05
+DEFAULT_GPU_MEMORY_GB = 8.0
+# SamDSK paper (Zhang et al. 2023, Sec. 4): proposals with low thresholds so every ROI is covered.
+PAPER_SAM_SETTINGS = {"pred_iou_thresh": 0.5, "stability_score_thresh": 0.5, "box_nms_thresh": 0.5,
+                      "crop_nms_thresh": 0.5, "points_per_side": 32}
+PAPER_ACCEPTANCE_THRESHOLD = 0.9
+# ROI-count upper bounds cover this share of the labelled slices (or cases).
+COUNT_COVERAGE = 0.99
+
+
+def _case_arrays(fp: dict) -> tuple[np.ndarray, np.ndarray]:
+    cases = fp["cases"].values()
+    spacings = np.array([c["spacing"] for c in cases], dtype=float)
+    shapes = np.array([c["shape_after_crop"] for c in cases], dtype=float)
+    return spacings, shapes
+
+
+def target_spacing(fp: dict) -> tuple[list[float], str]:
+    """nnU-Net's target spacing: the per-axis median, except that on anisotropic data (coarsest
+    axis > 3x the finest other axis *and* having under a third of its voxels) the coarse axis
+    takes the 10th percentile of its spacings, never finer than the other axes."""
+    spacings, shapes = _case_arrays(fp)
+    target = np.median(spacings, axis=0)
+    worst = int(np.argmax(target))
+    others = [i for i in range(3) if i != worst]
+    median_shape = np.median(shapes, axis=0)
+    aniso_spacing = target[worst] > ANISO_THRESHOLD * min(target[others])
+    aniso_voxels = median_shape[worst] * ANISO_THRESHOLD < min(median_shape[others])
+    if aniso_spacing and aniso_voxels:
+        p10 = float(np.percentile(spacings[:, worst], 10))
+        target[worst] = max(p10, max(target[others]) + 1e-5)
+        reason = (f"anisotropic: axis {worst} spacing is over {ANISO_THRESHOLD:g}x the finest other axis and has under "
+                  f"1/{ANISO_THRESHOLD:g} of its voxels, so it takes the 10th percentile of its spacings "
+                  f"({p10:.4g} mm, kept no finer than the other axes); other axes use the median")
+    else:
+        reason = "median spacing per axis (the data are not anisotropic by nnU-Net's rule)"
+    return [round(float(t), 6) for t in target], reason
+
+
+def resampled_shapes(fp: dict, spacing: Sequence[float]) -> np.ndarray:
+    """``(N, 3)`` cropped case shapes after resampling to ``spacing``."""
+    spacings, shapes = _case_arrays(fp)
+    return shapes * spacings / np.asarray(spacing, dtype=float)
+
+
+def plan_configuration(
+    spacing: Sequence[float], median_shape: Sequence[float], dataset_voxels: float, gpu_memory_gb: float
+) -> dict:
+    """A 2D or 3D configuration (by ``len(spacing)``): patch, topology, batch size, memory."""
+    dim = len(spacing)
+    if gpu_memory_gb <= FIXED_OVERHEAD_GB:
+        raise SamdskError(f"--gpu-memory must exceed {FIXED_OVERHEAD_GB:g} GB, got {gpu_memory_gb:g}")
+    patch = initial_patch_size(spacing, median_shape)
+    topo = plan_topology(spacing, patch)
+    shrunk = []
+    while estimate_memory_gb(topo, MIN_BATCH) > gpu_memory_gb and max(topo.patch_size) > min(topo.divisible_by):
+        ratios = [p / m for p, m in zip(topo.patch_size, median_shape)]
+        axis = int(np.argmax(ratios))
+        patch = list(topo.patch_size)
+        patch[axis] -= topo.divisible_by[axis]
+        if patch[axis] < 1:
+            break
+        shrunk.append(axis)
+        topo = plan_topology(spacing, patch)
+    per_sample = (estimate_memory_gb(topo, 1) - FIXED_OVERHEAD_GB)
+    by_memory = int((gpu_memory_gb - FIXED_OVERHEAD_GB) // per_sample)
+    by_dataset = round(dataset_voxels * MAX_DATASET_FRACTION_PER_BATCH / math.prod(topo.patch_size))
+    batch = max(min(by_memory, by_dataset), MIN_BATCH)
+    patch_reason = (f"started at nnU-Net's {'256^3' if dim == 3 else '2048^2'}-voxel patch shaped by 1/spacing, clipped "
+                    f"to the median resampled shape {[round(float(m), 1) for m in median_shape]}, padded to a multiple of "
+                    f"{list(topo.divisible_by)}")
+    if shrunk:
+        patch_reason += f"; shrunk {len(shrunk)} time(s) along axes {sorted(set(shrunk))} to fit {gpu_memory_gb:g} GB"
+    return {
+        "spacing": [round(float(s), 6) for s in spacing],
+        "median_shape": [round(float(m), 2) for m in median_shape],
+        "patch_size": list(topo.patch_size),
+        "batch_size": batch,
+        "estimated_memory_gb": round(estimate_memory_gb(topo, batch), 3),
+        "network": _network(topo),
+        "reasons": {
+            "patch_size": patch_reason,
+            "network": "MONAI DynUNet: pool an axis while its feature map stays >= 8 voxels and its spacing is within "
+                       "2x of the finest; kernel 3 on axes within 2x of the finest spacing, else 1; filters double "
+                       "from 32, capped at 320 (3D) / 512 (2D); deep supervision on",
+            "batch_size": f"{by_memory} samples fit {gpu_memory_gb:g} GB by the memory model; one batch may cover at most "
+                          f"5% of the dataset's voxels ({by_dataset} patches); at least {MIN_BATCH}",
+        },
+    }
+
+
+def _network(topo: Topology) -> dict:
+    n_stages = len(topo.strides)
+    return {
+        "name": "DynUNet",
+        "kernel_size": [list(k) for k in topo.kernel_sizes],
+        "strides": [list(s) for s in topo.strides],
+        "upsample_kernel_size": [list(s) for s in topo.strides[1:]],
+        "filters": list(topo.filters),
+        "norm_name": "instance",
+        "deep_supervision": True,
+        "deep_supr_num": max(1, min(2, n_stages - 2)),
+        "res_block": False,
+        "divisible_by": list(topo.divisible_by),
+    }
+
+
+def normalization(fp: dict) -> list[dict]:
+    """Per channel, nnU-Net's scheme by modality name: ``CT`` -> clip to the foreground
+    0.5/99.5 percentiles, then z-score with the foreground mean/std; ``noNorm`` -> none;
+    ``rescale_to_0_1`` -> min-max; anything else -> z-score per image (over the non-zero
+    region when cropping shrank the median case below 75%)."""
+    use_mask = fp["median_relative_size_after_cropping"] < 0.75
+    out = []
+    for index, name in sorted(fp["channel_names"].items(), key=lambda kv: int(kv[0])):
+        key = name.lower()
+        props = fp["foreground_intensity_properties_per_channel"][index]
+        if key == "ct":
+            out.append({"channel": int(index), "modality": name, "scheme": "ct",
+                        "clip": [props["percentile_00_5"], props["percentile_99_5"]],
+                        "mean": props["mean"], "std": max(props["std"], 1e-8),
+                        "reason": "CT: intensities are on a common scale, so clip to the dataset foreground 0.5/99.5 "
+                                  "percentiles and z-score with the dataset foreground mean/std"})
+        elif key in ("nonorm", "rescale_to_0_1"):
+            out.append({"channel": int(index), "modality": name, "scheme": key,
+                        "reason": f"channel named {name!r}: nnU-Net's {name} scheme"})
+        else:
+            out.append({"channel": int(index), "modality": name, "scheme": "zscore", "nonzero": bool(use_mask),
+                        "reason": "not CT: no common intensity scale, so z-score each image"
+                                  + (" over its non-zero region (cropping shrank the median case below 75%)"
+                                     if use_mask else "")})
+    return out
+
+
+def coverage_count(summary: dict, coverage: float = COUNT_COVERAGE) -> int:
+    """Smallest count (at least 1) that covers ``coverage`` of a fingerprint count distribution."""
+    hist = sorted((int(k), v) for k, v in summary.get("histogram", {}).items())
+    total, seen = sum(v for _, v in hist), 0
+    for count, freq in hist:
+        seen += freq
+        if seen >= coverage * total:
+            return max(1, count)
+    return 1
+
+
+def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
+    """SamDSK settings: slice axes, per-class ROI-count bounds, SAM and acceptance settings."""
+    spacing = np.asarray(spacing, dtype=float)
+    slice_axis = int(np.argmax(spacing))  # slices across the coarsest axis have the finest in-plane spacing
+    isotropic = spacing.max() / spacing.min() < ANISO_THRESHOLD
+    axes = [0, 1, 2] if isotropic else [slice_axis]
+    classes = {}
+    for value, stats in fp["classes"].items():
+        comps = stats["components_3d"]
+        per_axis = {}
+        for axis in axes:
+            upper = coverage_count(stats["regions_per_slice"][str(axis)])
+            per_axis[str(axis)] = {"lower": 1, "upper": upper}
+        classes[value] = {
+            "name": stats["name"],
+            "regions_per_slice": per_axis,
+            "max_components_3d": coverage_count(comps),
+            "region_area_px": {str(a): stats["region_area"][str(a)]["pixels"] for a in axes},
+            "reason": "per slice where the model predicts the class: at least 1 region and at most the count that "
+                      "covers 99% of the labelled slices (0 where it predicts none); 3D components kept: the count "
+                      "covering 99% of labelled cases (fingerprint ROI-count priors)",
+        }
+    return {
+        "slice_axis": slice_axis,
+        "axes": axes,
+        "fusion": "vote" if len(axes) > 1 else "single",
+        "slice_margin": 2,
+        "classes": classes,
+        "proposals": {"generator": "classical", "sam": {"model_type": "vit_b", "checkpoint": None, **PAPER_SAM_SETTINGS}},
+        "acceptance_threshold": PAPER_ACCEPTANCE_THRESHOLD,
+        "reasons": {
+            "slice_axis": f"axis {slice_axis}: slices across the coarsest axis have the finest in-plane spacing "
+                          "(ties go to the lowest axis)",
+            "axes": "isotropic data: match along all three axes and fuse by per-voxel vote" if isotropic
+                    else "anisotropic data: match in-plane only",
+            "sam": "SamDSK paper settings (thresholds lowered so every ROI gets a proposal); vit_b, the smallest "
+                   "backbone; the checkpoint path is given by the user",
+            "acceptance_threshold": "the paper's beta* = 0.9; calibrate on labelled validation cases",
+        },
+    }
+
+
+def plan_from_fingerprint(fp: dict, gpu_memory_gb: float = DEFAULT_GPU_MEMORY_GB,
+                          overrides: dict[str, object] | None = None) -> dict:
+    """The full plan for fingerprint ``fp`` (see ``docs/planning.md``).
+
+    Args:
+        fp: a fingerprint dict (schema version 1).
+        gpu_memory_gb: memory budget of the training GPU.
+        overrides: dotted-path -> value replacements applied last (``"samdsk.acceptance_threshold"``).
+    """
+    if fp.get("schema_version") != 1:
+        raise SamdskError(f"unsupported fingerprint schema version {fp.get('schema_version')!r} (expected 1)")
+    spacing, spacing_reason = target_spacing(fp)
+    shapes = resampled_shapes(fp, spacing)
+    median_shape = np.median(shapes, axis=0)
+    dataset_voxels = float(np.prod(shapes, axis=1).sum())
+    samdsk = samdsk_settings(fp, spacing)
+    in_plane = [a for a in range(3) if a != samdsk["slice_axis"]]
+    plans = {
+        "schema_version": SCHEMA_VERSION,
+        "provenance": {"tool": "samdsk-plan", "version": __version__},
+        "dataset": {"name": fp["name"], "channel_names": fp["channel_names"], "labels": fp["labels"],
+                    "n_cases": fp["n_cases"]},
+        "gpu_memory_gb": gpu_memory_gb,
+        "target_spacing": spacing,
+        "reasons": {"target_spacing": spacing_reason},
+        "normalization": normalization(fp),
+        "configurations": {
+            "3d_fullres": plan_configuration(spacing, median_shape, dataset_voxels, gpu_memory_gb),
+            "2d": {"slice_axis": samdsk["slice_axis"],
+                   **plan_configuration([spacing[a] for a in in_plane], median_shape[in_plane], dataset_voxels,
+                                        gpu_memory_gb)},
+        },
+        "training": {"iterations_per_epoch": 250, "epochs": 1000, "optimizer": "SGD", "learning_rate": 0.01,
+                     "momentum": 0.99, "weight_decay": 3e-5, "lr_schedule": "poly 0.9", "foreground_oversampling": 0.33,
+                     "loss": "Dice + cross-entropy, deep supervision", "val_fraction": 0.2,
+                     "reason": "nnU-Net v2 trainer defaults (1000 epochs x 250 iterations); lower epochs for short runs"},
+        "samdsk": samdsk,
+        "overrides": {},
+    }
+    for key, value in (overrides or {}).items():
+        apply_override(plans, key, value)
+    return plans
+
+
+def apply_override(plans: dict, dotted: str, value: object) -> None:
+    """Set ``plans[a][b][c] = value`` for ``dotted == "a.b.c"`` and record it under ``overrides``."""
+    node = plans
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node, dict) or part not in node:
+            raise SamdskError(f"override {dotted!r}: no key {part!r} in the plan")
+        node = node[part]
+    if not isinstance(node, dict) or parts[-1] not in node:
+        raise SamdskError(f"override {dotted!r}: no key {parts[-1]!r} in the plan")
+    node[parts[-1]] = copy.deepcopy(value)
+    plans["overrides"][dotted] = copy.deepcopy(value)
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``"a.b=VALUE"`` -> ``("a.b", value)``; VALUE is JSON, or a plain string if not JSON."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise SamdskError(f"--set expects KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
