@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import torch
-from monai.losses import DeepSupervisionLoss, DiceCELoss
+from monai.losses import DiceCELoss
 
 
 class DeepSupervisionDiceCE(torch.nn.Module):
     """Dice + cross-entropy over DynUNet's deep-supervision outputs.
 
     In training mode DynUNet returns ``(B, 1 + deep_supr_num, C, *spatial)`` (heads already
-    up-sampled to full size); in eval mode ``(B, C, *spatial)``. Heads are weighted 1, 1/2,
-    1/4, ... and normalised (MONAI ``DeepSupervisionLoss``, ``weight_mode="exp"``). The target
-    is ``(B, 1, *spatial)`` label indices.
+    up-sampled to full size); in eval mode ``(B, C, *spatial)``. Head ``i`` is weighted
+    ``2**-i``, the weights normalised to sum to 1 (as nnU-Net), so the loss scale does not
+    depend on the number of heads. The target is ``(B, 1, *spatial)`` label indices; Dice
+    leaves the background out and is computed over the whole batch (MONAI ``DiceCELoss``).
     """
 
-    def __init__(self, include_background: bool = True):
+    def __init__(self, include_background: bool = False, batch: bool = True):
         super().__init__()
-        base = DiceCELoss(to_onehot_y=True, softmax=True, include_background=include_background,
-                          squared_pred=False, batch=True)
-        self.loss = DeepSupervisionLoss(base, weight_mode="exp")
+        self.base = DiceCELoss(to_onehot_y=True, softmax=True, include_background=include_background, batch=batch)
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if prediction.ndim == target.ndim + 1:
-            return self.loss(list(torch.unbind(prediction, dim=1)), target)
-        return self.loss(prediction, target)
+        if prediction.ndim != target.ndim + 1:
+            return self.base(prediction, target)
+        heads = torch.unbind(prediction, dim=1)
+        weights = [0.5**i for i in range(len(heads))]
+        return sum(w / sum(weights) * self.base(h, target) for w, h in zip(weights, heads))

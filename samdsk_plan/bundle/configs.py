@@ -34,6 +34,9 @@ def normalization_transforms(plans: dict, key: str = "image") -> list[dict]:
             out.append({"_target_": "NormalizeIntensityd", "keys": key, "nonzero": n["nonzero"], "channel_wise": True})
         elif n["scheme"] == "rescale_to_0_1":
             out.append({"_target_": "ScaleIntensityd", "keys": key, "minv": 0.0, "maxv": 1.0, "channel_wise": True})
+        elif n["scheme"] == "rgb_to_0_1":
+            out.append({"_target_": "ScaleIntensityRanged", "keys": key, "a_min": 0.0, "a_max": 255.0, "b_min": 0.0,
+                        "b_max": 1.0, "clip": True})
     return out
 
 

@@ -47,20 +47,21 @@ def _case_arrays(fp: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def target_spacing(fp: dict) -> tuple[list[float], str]:
     """nnU-Net's target spacing: the per-axis median, except that on anisotropic data (coarsest
-    axis > 3x the finest other axis *and* having under a third of its voxels) the coarse axis
-    takes the 10th percentile of its spacings, never finer than the other axes."""
+    axis > 3x the next coarsest *and* having under a third of the voxels of every other axis)
+    the coarse axis takes the 10th percentile of its spacings, raised to just above the other
+    axes' spacing when that percentile is finer than them."""
     spacings, shapes = _case_arrays(fp)
     target = np.median(spacings, axis=0)
     worst = int(np.argmax(target))
     others = [i for i in range(3) if i != worst]
     median_shape = np.median(shapes, axis=0)
-    aniso_spacing = target[worst] > ANISO_THRESHOLD * min(target[others])
+    aniso_spacing = target[worst] > ANISO_THRESHOLD * max(target[others])
     aniso_voxels = median_shape[worst] * ANISO_THRESHOLD < min(median_shape[others])
     if aniso_spacing and aniso_voxels:
         p10 = float(np.percentile(spacings[:, worst], 10))
-        target[worst] = max(p10, max(target[others]) + 1e-5)
-        reason = (f"anisotropic: axis {worst} spacing is over {ANISO_THRESHOLD:g}x the finest other axis and has under "
-                  f"1/{ANISO_THRESHOLD:g} of its voxels, so it takes the 10th percentile of its spacings "
+        target[worst] = p10 if p10 >= max(target[others]) else max(target[others]) + 1e-5
+        reason = (f"anisotropic: axis {worst} spacing is over {ANISO_THRESHOLD:g}x the next coarsest axis and has under "
+                  f"1/{ANISO_THRESHOLD:g} of the voxels of the others, so it takes the 10th percentile of its spacings "
                   f"({p10:.4g} mm, kept no finer than the other axes); other axes use the median")
     else:
         reason = "median spacing per axis (the data are not anisotropic by nnU-Net's rule)"
@@ -85,11 +86,14 @@ def plan_configuration(
     shrunk = []
     while estimate_memory_gb(topo, MIN_BATCH) > gpu_memory_gb and max(topo.patch_size) > min(topo.divisible_by):
         ratios = [p / m for p, m in zip(topo.patch_size, median_shape)]
-        axis = int(np.argmax(ratios))
+        axis = len(ratios) - 1 - int(np.argmax(ratios[::-1]))  # ties go to the last axis, as in nnU-Net
         patch = list(topo.patch_size)
-        patch[axis] -= topo.divisible_by[axis]
-        if patch[axis] < 1:
+        # step by the divisibility the *smaller* patch will need, so no valid size is skipped
+        candidate = list(patch)
+        candidate[axis] -= topo.divisible_by[axis]
+        if candidate[axis] < 1:
             break
+        patch[axis] -= plan_topology(spacing, candidate).divisible_by[axis]
         shrunk.append(axis)
         topo = plan_topology(spacing, patch)
     per_sample = (estimate_memory_gb(topo, 1) - FIXED_OVERHEAD_GB)
@@ -127,7 +131,7 @@ def _network(topo: Topology) -> dict:
         "strides": [list(s) for s in topo.strides],
         "upsample_kernel_size": [list(s) for s in topo.strides[1:]],
         "filters": list(topo.filters),
-        "norm_name": "instance",
+        "norm_name": ["INSTANCE", {"affine": True}],
         "deep_supervision": True,
         "deep_supr_num": max(1, min(2, n_stages - 2)),
         "res_block": False,
@@ -151,7 +155,7 @@ def normalization(fp: dict) -> list[dict]:
                         "mean": props["mean"], "std": max(props["std"], 1e-8),
                         "reason": "CT: intensities are on a common scale, so clip to the dataset foreground 0.5/99.5 "
                                   "percentiles and z-score with the dataset foreground mean/std"})
-        elif key in ("nonorm", "rescale_to_0_1"):
+        elif key in ("nonorm", "rescale_to_0_1", "rgb_to_0_1"):
             out.append({"channel": int(index), "modality": name, "scheme": key,
                         "reason": f"channel named {name!r}: nnU-Net's {name} scheme"})
         else:
@@ -176,7 +180,9 @@ def coverage_count(summary: dict, coverage: float = COUNT_COVERAGE) -> int:
 def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
     """SamDSK settings: slice axes, per-class ROI-count bounds, SAM and acceptance settings."""
     spacing = np.asarray(spacing, dtype=float)
-    slice_axis = int(np.argmax(spacing))  # slices across the coarsest axis have the finest in-plane spacing
+    # slices across the coarsest axis have the finest in-plane spacing; ties go to the last axis
+    # (NIfTI k: axial slices for RAS-stored images, the axis nnU-Net's 2D configuration slices)
+    slice_axis = int(np.flatnonzero(spacing == spacing.max())[-1])
     isotropic = spacing.max() / spacing.min() < ANISO_THRESHOLD
     axes = [0, 1, 2] if isotropic else [slice_axis]
     classes = {}
@@ -205,12 +211,14 @@ def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
         "acceptance_threshold": PAPER_ACCEPTANCE_THRESHOLD,
         "reasons": {
             "slice_axis": f"axis {slice_axis}: slices across the coarsest axis have the finest in-plane spacing "
-                          "(ties go to the lowest axis)",
+                          "(ties go to the last axis, as nnU-Net's 2D configuration)",
             "axes": "isotropic data: match along all three axes and fuse by per-voxel vote" if isotropic
                     else "anisotropic data: match in-plane only",
             "sam": "SamDSK paper settings (thresholds lowered so every ROI gets a proposal); vit_b, the smallest "
                    "backbone; the checkpoint path is given by the user",
             "acceptance_threshold": "the paper's beta* = 0.9; calibrate on labelled validation cases",
+            "slice_margin": "slices more than 2 voxels away from any predicted foreground are not proposed on: "
+                            "no proposal there can overlap the prediction",
         },
     }
 

@@ -22,8 +22,8 @@ MAX_FILTERS = {2: 512, 3: 320}
 # deep-supervision heads), plus a fixed overhead for the CUDA context, weights, optimiser
 # state and workspaces. Calibrated so that nnU-Net's reference configuration (128^3 patch,
 # 6 stages of 32..320 filters, batch 2) fills the 8 GB default budget, as nnU-Net's reference
-# constant does.
-BYTES_PER_ELEMENT = 20.0
+# constant does (7.97 GB).
+BYTES_PER_ELEMENT = 19.5
 FIXED_OVERHEAD_GB = 1.0
 
 
