@@ -94,12 +94,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _detect_layout(meta: dict[str, Any], json_path: Path) -> str:
-    if "channel_names" in meta or "file_ending" in meta:
+    if "file_ending" in meta:
         return "nnunetv2"
     if json_path.name == "dataset.json" and "modality" in meta:
         return "msd"
     if any(k in meta for k in _DATALIST_KEYS):
         return "datalist"
+    if "channel_names" in meta:
+        return "nnunetv2"
     raise DatasetError(
         f"{json_path}: cannot tell the layout: expected an MSD dataset.json (training, modality), "
         "an nnU-Net v2 dataset.json (channel_names, file_ending) or a MONAI datalist "
