@@ -4,7 +4,7 @@ Rules used in the comments below (nnU-Net v2 default planner, min feature-map ed
 - target spacing: per-axis median; anisotropic when the coarsest axis' median spacing is > 3x the
   next coarsest axis *and* its median voxel count x 3 < the smallest other count: that axis then
   takes the 10th percentile (np.percentile, linear) of its spacings, never finer than the others.
-- patch shrinking: the axis with the largest patch / median ratio (ties: the last) loses the
+- patch shrinking: the axis with the largest patch / median ratio (ties: the first) loses the
   divisibility factor that the reduced patch needs.
 - initial patch: proportional to 1/spacing with 256^3 voxels (3D) / 2048^2 (2D), clipped to the
   median resampled shape.
@@ -301,7 +301,7 @@ def test_patch_shrinks_along_the_axis_with_the_largest_patch_to_median_ratio():
     # Ratios 40/35 = 1.143 > 56/50 = 1.12 > 40/36 = 1.111 -> axis 0 loses 8 (the divisibility of
     # the candidate [32, 56, 40], still 3 pools) -> [32, 56, 40]. Elements 2*32*71,680 +
     # 2*64*8,960 + 2*128*1,120 + 256*140 = 6,056,960 -> 0.11811072 GB; batch 2 -> 1.236 <= 1.25.
-    # Memory batch floor(0.25 / 0.1211392) = 2 -> batch 2.
+    # Memory batch floor(0.25 / 0.11811072) = 2 -> batch 2.
     plan = plan_from_fingerprint(iso_fp(2000), gpu_memory_gb=1.25)
     cfg = plan["configurations"]["3d_fullres"]
     assert cfg["patch_size"] == [32, 56, 40]
@@ -555,10 +555,19 @@ def test_anisotropy_compares_with_the_next_coarsest_axis():
 
 def test_patch_shrinking_does_not_skip_sizes():
     # 1 mm, median 256^3: batch 2 of the 256^3 start does not fit 8 GB. Shrinking the axis with
-    # the largest patch/median ratio (ties: the last) by the divisibility the reduced patch needs
+    # the largest patch/median ratio (ties: the first) by the divisibility the reduced patch needs
     # ends, as in nnU-Net, at its reference 128^3 patch (7.97 GB at batch 2); stepping by the
     # current divisibility (64 at 256) would skip 224 and 160 and end smaller.
     cfg = plan_from_fingerprint(iso_fp(20, shape=(256, 256, 256)))["configurations"]["3d_fullres"]
     assert cfg["patch_size"] == [128, 128, 128]
     assert cfg["batch_size"] == 2
     assert cfg["estimated_memory_gb"] <= 8.0
+
+
+def test_small_images_get_two_stages_without_deep_supervision_or_an_error():
+    # 2D median 14 x 14: one pool (14 >= 8, 7 < 8) -> 2 stages, 1 up-sampling layer: DynUNet cannot
+    # have an extra head, so deep supervision is off. 6^3: no axis can be pooled at all.
+    two_d = plan_configuration([1.0, 1.0], [14.0, 14.0], 1e6, 8.0)
+    assert two_d["network"]["strides"] == [[1, 1], [2, 2]] and two_d["network"]["deep_supervision"] is False
+    with pytest.raises(SamdskError, match="too small for a U-Net"):
+        plan_configuration([1.0, 1.0, 1.0], [6.0, 6.0, 6.0], 1e6, 8.0)
