@@ -1,0 +1,75 @@
+"""A per-case store of proposals, keyed by the image content and the generator's settings.
+
+Proposals do not change between SamDSK rounds, so they are computed once per slice and kept in
+``CACHE_DIR/CASE_ID.npz``: bit-packed masks and scores per ``(axis, slice)``, with a JSON
+header holding the key. A file whose key differs (new image content, other generator or
+settings) is stale and ignored; slices missing from a valid file are computed and added.
+Files are replaced atomically, so an interrupted run leaves either the old or the new file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from samdsk_plan.io.atomic import atomic_write_bytes
+from samdsk_plan.proposals.base import ProposalGenerator, Proposals
+
+SliceKey = tuple[int, int]  # (axis, slice index)
+FORMAT_VERSION = 1
+
+
+def cache_key(image: np.ndarray, generator: ProposalGenerator) -> str:
+    """sha256 of the image's shape, dtype and bytes and of the generator's name and settings."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"shape": list(image.shape), "dtype": str(image.dtype), "format": FORMAT_VERSION,
+                         "generator": generator.name, "settings": generator.settings()}, sort_keys=True).encode())
+    h.update(np.ascontiguousarray(image).tobytes())
+    return h.hexdigest()
+
+
+class ProposalCache:
+    """Proposals of many cases under one folder (see module docstring)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, case_id: str) -> Path:
+        return self.root / f"{case_id}.npz"
+
+    def load(self, case_id: str, key: str) -> dict[SliceKey, Proposals]:
+        """Cached slices of ``case_id`` if the file exists and was made with ``key``; else ``{}``."""
+        path = self.path(case_id)
+        if not path.is_file():
+            return {}
+        try:
+            with np.load(path) as data:
+                header = json.loads(bytes(data["header"]).decode("utf-8"))
+                if header.get("key") != key:
+                    return {}
+                out = {}
+                for axis, index, n, h, w in header["slices"]:
+                    packed = data[f"m_{axis}_{index}"]
+                    masks = np.unpackbits(packed, axis=-1, count=h * w).astype(bool).reshape(n, h, w)
+                    out[(axis, index)] = Proposals(masks, data[f"s_{axis}_{index}"].astype(np.float32))
+                return out
+        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            return {}  # unreadable or foreign file: recompute and overwrite
+
+    def save(self, case_id: str, key: str, slices: dict[SliceKey, Proposals]) -> Path:
+        """Write all ``slices`` of ``case_id`` under ``key`` (replacing the file atomically)."""
+        arrays: dict[str, np.ndarray] = {}
+        table = []
+        for (axis, index), props in sorted(slices.items()):
+            n, h, w = props.masks.shape
+            arrays[f"m_{axis}_{index}"] = np.packbits(props.masks.reshape(n, h * w), axis=-1)
+            arrays[f"s_{axis}_{index}"] = props.scores.astype(np.float32)
+            table.append([axis, index, n, h, w])
+        header = json.dumps({"key": key, "format": FORMAT_VERSION, "slices": table}).encode("utf-8")
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, header=np.frombuffer(header, dtype=np.uint8), **arrays)
+        return atomic_write_bytes(self.path(case_id), buffer.getvalue())

@@ -1,0 +1,136 @@
+"""Proposals for whole cases and datasets: window, slice, generate (or reuse the cache)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from samdsk_plan.errors import SamdskError
+from samdsk_plan.io import read_image
+from samdsk_plan.io.layouts import case_id_from_path
+from samdsk_plan.io.parallel import parallel_map
+from samdsk_plan.proposals.base import ProposalGenerator, Proposals
+from samdsk_plan.proposals.cache import ProposalCache, SliceKey, cache_key
+from samdsk_plan.proposals.volume import get_slice, slice_indices, window_to_unit
+
+logger = logging.getLogger(__name__)
+GENERATORS = ("classical", "sam")
+
+
+def make_generators(plans: dict, kind: str = "classical", checkpoint: str | Path | None = None,
+                    model_type: str | None = None, device: str = "cpu", fast: bool = False
+                    ) -> dict[int, ProposalGenerator]:
+    """One generator per slicing axis of ``plans["samdsk"]["axes"]``.
+
+    ``classical`` scales its spatial parameters per axis with the median region area the
+    fingerprint reports for that axis (median over classes); ``sam`` loads ``checkpoint`` (or
+    ``$SAMDSK_SAM_CHECKPOINT``) once and uses the plan's SAM settings on every axis.
+    """
+    samdsk = plans["samdsk"]
+    axes = [int(a) for a in samdsk["axes"]]
+    if kind == "classical":
+        from samdsk_plan.proposals.classical import ClassicalGenerator
+
+        out = {}
+        for axis in axes:
+            areas = [c["region_area_px"][str(axis)]["median"] for c in samdsk["classes"].values()
+                     if c["region_area_px"][str(axis)].get("n", 0)]
+            out[axis] = ClassicalGenerator(object_area_px=float(np.median(areas)) if areas else 90.0, fast=fast)
+        return out
+    if kind == "sam":
+        from samdsk_plan.proposals.sam import SamGenerator, checkpoint_digest, load_sam, resolve_checkpoint
+
+        path = resolve_checkpoint(checkpoint)
+        settings = samdsk["proposals"]["sam"]
+        model = load_sam(path, model_type or settings["model_type"], device=device)
+        gen = SamGenerator(model, points_per_side=settings["points_per_side"],
+                           pred_iou_thresh=settings["pred_iou_thresh"],
+                           stability_score_thresh=settings["stability_score_thresh"],
+                           box_nms_thresh=settings["box_nms_thresh"], crop_nms_thresh=settings["crop_nms_thresh"],
+                           checkpoint_id=checkpoint_digest(path))
+        return {axis: gen for axis in axes}
+    raise SamdskError(f"unknown proposal generator {kind!r}; choose one of {', '.join(GENERATORS)}")
+
+
+def case_key(volume: np.ndarray, generators: dict[int, ProposalGenerator]) -> str:
+    """Cache key of a windowed volume proposed on with ``generators`` (one per axis)."""
+    parts = [f"{axis}:{cache_key(volume, gen)}" for axis, gen in sorted(generators.items())]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def propose_case(case_id: str, volume: np.ndarray, generators: dict[int, ProposalGenerator],
+                 slices: dict[int, list[int]], cache: ProposalCache | None = None) -> dict[SliceKey, Proposals]:
+    """Proposals on the requested ``slices`` (axis -> indices) of a ``(I, J, K)`` volume in [0, 1].
+
+    Slices already in ``cache`` under this volume's key are reused; the others are generated
+    (a whole axis at once through ``generate_batch`` when the generator has it) and the cache
+    file is rewritten after each axis, so an interrupted run resumes from the last axis done.
+    """
+    key = case_key(volume, generators)
+    store = cache.load(case_id, key) if cache is not None else {}
+    for axis, indices in sorted(slices.items()):
+        missing = [i for i in indices if (axis, i) not in store]
+        if not missing:
+            continue
+        gen = generators[axis]
+        images = [get_slice(volume, axis, i) for i in missing]
+        batch = getattr(gen, "generate_batch", None)
+        results = batch(images) if batch is not None else [gen(im) for im in images]
+        store.update({(axis, i): r for i, r in zip(missing, results)})
+        if cache is not None:
+            cache.save(case_id, key, store)
+    return {(axis, i): store[(axis, i)] for axis, indices in slices.items() for i in indices}
+
+
+@dataclass(frozen=True)
+class CaseSummary:
+    case_id: str
+    n_slices: int
+    n_proposals: int
+
+
+def _first_path(value: str | list[str]) -> str:
+    return value[0] if isinstance(value, list) else value
+
+
+def _roi(entry: dict, roi_dir: Path | None, case_id: str) -> np.ndarray | None:
+    """Foreground that decides which slices are proposed on: a prediction in ``roi_dir``
+    (``CASE_seg.nii.gz``, as the bundle's inference writes) or else the case's label."""
+    if roi_dir is not None and (roi_dir / f"{case_id}_seg.nii.gz").is_file():
+        return np.asarray(read_image(roi_dir / f"{case_id}_seg.nii.gz").array) > 0
+    if entry.get("label"):
+        return np.asarray(read_image(entry["label"]).array) > 0
+    return None
+
+
+def _propose_entry(entry: dict, plans: dict, generators: dict[int, ProposalGenerator], cache_dir: Path,
+                   roi_dir: Path | None) -> CaseSummary:
+    image_path = _first_path(entry["image"])
+    case_id = case_id_from_path(image_path, strip_channel=isinstance(entry["image"], list))
+    array = np.asarray(read_image(image_path).array)
+    volume = window_to_unit(array[..., 0] if array.ndim == 4 else array, plans["normalization"][0])
+    roi = _roi(entry, roi_dir, case_id)
+    margin = int(plans["samdsk"]["slice_margin"])
+    slices = {axis: slice_indices(volume.shape, axis, roi, margin) for axis in generators}
+    result = propose_case(case_id, volume, generators, slices, ProposalCache(cache_dir))
+    return CaseSummary(case_id, len(result), sum(len(p) for p in result.values()))
+
+
+def propose_entries(entries: list[dict], plans: dict, cache_dir: str | Path,
+                    generators: dict[int, ProposalGenerator], roi_dir: str | Path | None = None,
+                    workers: int = 1, progress: bool = True) -> list[CaseSummary]:
+    """Propose for every data-list entry (``{"image": ..., "label"?: ...}``) into ``cache_dir``.
+
+    Only channel 0 of multi-channel images is used. ``workers`` processes share the cases
+    (use 1 for SAM: each worker would hold its own model).
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    work = partial(_propose_entry, plans=plans, generators=generators, cache_dir=cache_dir,
+                   roi_dir=Path(roi_dir) if roi_dir else None)
+    return parallel_map(work, entries, workers, desc="propose", progress=progress)

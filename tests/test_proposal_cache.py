@@ -1,0 +1,119 @@
+"""Slicing volumes and caching proposals: hits, misses on changes, resume after interruption."""
+
+import numpy as np
+import pytest
+
+from samdsk_plan.proposals import Proposals
+from samdsk_plan.proposals.cache import ProposalCache
+from samdsk_plan.proposals.pipeline import propose_case
+from samdsk_plan.proposals.volume import get_slice, slice_indices, window_to_unit
+
+
+class ThresholdGenerator:
+    """Deterministic stand-in generator: one proposal per threshold (pixels above it); counts calls."""
+
+    name = "threshold"
+
+    def __init__(self, thresholds=(0.25, 0.5), fail_after: int | None = None):
+        self.thresholds = tuple(thresholds)
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def settings(self) -> dict:
+        return {"thresholds": list(self.thresholds)}
+
+    def __call__(self, image: np.ndarray) -> Proposals:
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt("simulated interruption")
+        self.calls += 1
+        masks = np.stack([image > t for t in self.thresholds])
+        return Proposals(masks, np.linspace(1.0, 0.5, len(self.thresholds)).astype(np.float32))
+
+
+@pytest.fixture
+def volume() -> np.ndarray:
+    return np.random.default_rng(0).random((6, 7, 8)).astype(np.float32)
+
+
+def all_slices(volume):
+    return {axis: list(range(volume.shape[axis])) for axis in range(3)}
+
+
+def test_window_to_unit():
+    v = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
+    w = window_to_unit(v, {"scheme": "zscore"})
+    assert w.dtype == np.float32 and w.min() == 0.0 and w.max() == 1.0
+    np.testing.assert_allclose(w[5, 0, 0], (500 - 4.995) / (994.005 - 4.995), atol=1e-6)
+    ct = window_to_unit(np.array([[[-1000.0, 0.0, 40.0, 2000.0]]]), {"scheme": "ct", "clip": [-40.0, 120.0]})
+    np.testing.assert_allclose(ct.ravel(), [0.0, 0.25, 0.5, 1.0])
+    assert not window_to_unit(np.full((2, 2, 2), 7.0), {"scheme": "zscore"}).any()
+
+
+def test_slice_indices_skip_slices_far_from_the_roi():
+    roi = np.zeros((10, 4, 4), dtype=bool)
+    roi[4:6, 1, 1] = True
+    assert slice_indices(roi.shape, 0, roi, margin=2) == [2, 3, 4, 5, 6, 7]
+    assert slice_indices(roi.shape, 0, roi, margin=0) == [4, 5]
+    assert slice_indices(roi.shape, 1, None) == [0, 1, 2, 3]
+    assert slice_indices(roi.shape, 0, np.zeros_like(roi)) == []
+    np.testing.assert_array_equal(get_slice(np.arange(24).reshape(2, 3, 4), 1, 2), [[8, 9, 10, 11], [20, 21, 22, 23]])
+
+
+def test_cache_hit_returns_identical_proposals(volume, tmp_path):
+    gen = ThresholdGenerator()
+    cache = ProposalCache(tmp_path)
+    first = propose_case("c1", volume, {a: gen for a in range(3)}, all_slices(volume), cache)
+    assert gen.calls == 6 + 7 + 8
+    again = propose_case("c1", volume, {a: gen for a in range(3)}, all_slices(volume), cache)
+    assert gen.calls == 21, "a cache hit must not call the generator"
+    assert first.keys() == again.keys()
+    for k in first:
+        np.testing.assert_array_equal(first[k].masks, again[k].masks)
+        np.testing.assert_array_equal(first[k].scores, again[k].scores)
+    np.testing.assert_array_equal(again[(1, 3)].masks[0], get_slice(volume, 1, 3) > 0.25)
+
+
+def test_settings_or_image_change_is_a_miss(volume, tmp_path):
+    cache = ProposalCache(tmp_path)
+    propose_case("c1", volume, {0: ThresholdGenerator()}, {0: [0, 1]}, cache)
+    other = ThresholdGenerator(thresholds=(0.3,))
+    propose_case("c1", volume, {0: other}, {0: [0, 1]}, cache)
+    assert other.calls == 2
+    same = ThresholdGenerator(thresholds=(0.3,))
+    changed = volume.copy()
+    changed[0, 0, 0] += 0.5
+    propose_case("c1", changed, {0: same}, {0: [0, 1]}, cache)
+    assert same.calls == 2
+    propose_case("c1", changed, {0: same}, {0: [0, 1]}, cache)
+    assert same.calls == 2
+
+
+def test_missing_slices_are_added_to_a_valid_cache(volume, tmp_path):
+    cache = ProposalCache(tmp_path)
+    gen = ThresholdGenerator()
+    propose_case("c1", volume, {0: gen}, {0: [1, 2]}, cache)
+    out = propose_case("c1", volume, {0: gen}, {0: [0, 1, 2, 3]}, cache)
+    assert gen.calls == 4 and sorted(out) == [(0, 0), (0, 1), (0, 2), (0, 3)]
+
+
+def test_resume_after_interruption(volume, tmp_path):
+    cache = ProposalCache(tmp_path)
+    # Interrupted while proposing on axis 2 (after 6 + 7 slices of axes 0 and 1 and 3 of axis 2).
+    broken = ThresholdGenerator(fail_after=16)
+    with pytest.raises(KeyboardInterrupt):
+        propose_case("c1", volume, {a: broken for a in range(3)}, all_slices(volume), cache)
+    assert [p.name for p in tmp_path.iterdir()] == ["c1.npz"], "no temporary file left behind"
+    resumed = ThresholdGenerator()
+    out = propose_case("c1", volume, {a: resumed for a in range(3)}, all_slices(volume), cache)
+    assert resumed.calls == 8, "axes 0 and 1 were finished and saved; only axis 2 is redone"
+    reference = propose_case("c1", volume, {a: ThresholdGenerator() for a in range(3)}, all_slices(volume), None)
+    for k in reference:
+        np.testing.assert_array_equal(out[k].masks, reference[k].masks)
+
+
+def test_corrupt_cache_file_is_recomputed(volume, tmp_path):
+    (tmp_path / "c1.npz").write_bytes(b"not a cache file")
+    gen = ThresholdGenerator()
+    propose_case("c1", volume, {0: gen}, {0: [0]}, ProposalCache(tmp_path))
+    assert gen.calls == 1
+    assert ProposalCache(tmp_path).load("c1", "wrong key") == {}
