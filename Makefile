@@ -1,5 +1,5 @@
 # The two commands a new user runs:
-#   make demo DATA=../shared/data/hippocampus   set up .venv, verify and fingerprint DATA
+#   make demo DATA=../shared/data/hippocampus   set up .venv; verify, fingerprint, plan DATA and emit its bundle
 #   make test                                   set up .venv, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -20,8 +20,10 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m samdsk_plan verify $(DATA)
+	$(PY) -m samdsk_plan verify $(DATA) -j $(JOBS)
 	$(PY) -m samdsk_plan fingerprint $(DATA) -o dataset_fingerprints/$(NAME).json -j $(JOBS)
+	$(PY) -m samdsk_plan plan dataset_fingerprints/$(NAME).json -o runs/$(NAME)/plans.json
+	$(PY) -m samdsk_plan emit runs/$(NAME)/plans.json -o bundles/$(NAME)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

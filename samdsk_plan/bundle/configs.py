@@ -9,6 +9,8 @@ a ``samdsk-plan split`` file). No string contains ``#`` (MONAI rewrites it to ``
 
 from __future__ import annotations
 
+from samdsk_plan.errors import SamdskError
+
 IMPORTS = ["$import os", "$import numpy", "$import torch", "$import samdsk_plan.bundle.data as samdsk_data"]
 KEYS = ["image", "label"]
 
@@ -92,6 +94,16 @@ def _common(plans: dict) -> dict:
     }
 
 
+def _optimizer(training: dict) -> dict:
+    """``torch.optim.Adam`` or nnU-Net's ``SGD`` (Nesterov) as the plan's ``training`` says."""
+    common = {"params": "$@network.parameters()", "lr": "@learning_rate", "weight_decay": training["weight_decay"]}
+    if training["optimizer"] == "SGD":
+        return {"_target_": "torch.optim.SGD", **common, "momentum": training["momentum"], "nesterov": True}
+    if training["optimizer"] == "Adam":
+        return {"_target_": "torch.optim.Adam", **common}
+    raise SamdskError(f"unsupported optimizer {training['optimizer']!r} in the plan (use 'Adam' or 'SGD')")
+
+
 def train_config(plans: dict) -> dict:
     """``configs/train.json``: SupervisedTrainer on random patches, sliding-window validation."""
     cfg, tr = plans["configurations"]["3d_fullres"], plans["training"]
@@ -107,8 +119,7 @@ def train_config(plans: dict) -> dict:
         "learning_rate": tr["learning_rate"],
         "cache_rate": 1.0,
         "loss": {"_target_": "samdsk_plan.bundle.components.DeepSupervisionDiceCE"},
-        "optimizer": {"_target_": "torch.optim.SGD", "params": "$@network.parameters()", "lr": "@learning_rate",
-                      "momentum": tr["momentum"], "nesterov": True, "weight_decay": tr["weight_decay"]},
+        "optimizer": _optimizer(tr),
         "lr_scheduler": {"_target_": "torch.optim.lr_scheduler.PolynomialLR", "optimizer": "@optimizer",
                          "total_iters": "@epochs", "power": 0.9},
         "train": {
@@ -279,6 +290,33 @@ def multi_gpu_train_config() -> dict:
         ],
         "run": ["$@train::trainer.run()"],
         "finalize": ["$dist.is_initialized() and dist.destroy_process_group()"],
+    }
+
+
+def propose_config() -> dict:
+    """``configs/propose.json``: segmentation proposals for the unlabelled cases, cached per case
+    in ``proposals/`` (classical generator unless ``--generator sam --checkpoint PATH``)."""
+    return {
+        "imports": ["$import samdsk_plan.bundle.data as samdsk_data",
+                    "$import samdsk_plan.proposals.pipeline as samdsk_proposals", "$import json", "$import torch"],
+        "bundle_root": ".",
+        "dataset_dir": "$@bundle_root + '/data'",
+        "datalist": "@dataset_dir",
+        "data_part": "unlabeled",
+        "val_fraction": 0.2,
+        "split_seed": 0,
+        "cache_dir": "$@bundle_root + '/proposals'",
+        "roi_dir": None,
+        "plans": "$json.load(open(@bundle_root + '/configs/plans.json'))",
+        "generator": "classical",
+        "checkpoint": None,
+        "model_type": None,
+        "device": "$'cuda' if torch.cuda.is_available() else 'cpu'",
+        "fast": False,
+        "num_workers": 1,
+        "files": _files("unlabeled").replace("'unlabeled'", "@data_part"),
+        "generators": "$samdsk_proposals.make_generators(@plans, @generator, @checkpoint, @model_type, @device, @fast)",
+        "run": ["$samdsk_proposals.propose_entries(@files, @plans, @cache_dir, @generators, @roi_dir, @num_workers)"],
     }
 
 

@@ -29,7 +29,6 @@ def metadata(plans: dict) -> dict:
         "pytorch_version": PINNED["torch"],
         "numpy_version": PINNED["numpy"],
         "required_packages_version": REQUIRED_PACKAGES,
-        "optional_packages_version": {},
         "name": f"{ds['name']} DynUNet (samdsk-plan)",
         "task": f"3D segmentation of {', '.join(v for k, v in sorted(labels.items()) if k)} in {modality}",
         "description": (f"A MONAI DynUNet planned nnU-Net-style by samdsk-plan for the {ds['name']} dataset "

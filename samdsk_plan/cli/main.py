@@ -63,6 +63,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="bundle folder (bundles/NAME)")
     p.set_defaults(func=_cmd_emit)
 
+    p = sub.add_parser("propose", help="segmentation proposals for a dataset's unlabelled cases, cached per case")
+    p.add_argument("bundle", type=Path, help="bundle folder (its configs/plans.json is used)")
+    p.add_argument("data", help="dataset folder, or a datalist / split JSON (relative paths start at --base-dir)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="proposal cache folder")
+    p.add_argument("--generator", default="classical", choices=("classical", "sam"),
+                   help="classical (default: needs no weights) or sam (needs --checkpoint or $SAMDSK_SAM_CHECKPOINT)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="SAM / MedSAM checkpoint file")
+    p.add_argument("--model-type", default=None, choices=("vit_b", "vit_l", "vit_h", "auto"),
+                   help="SAM architecture (default: the plan's, vit_b)")
+    p.add_argument("--device", default="cpu", help="torch device for SAM (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--fast", action="store_true", help="classical: Felzenszwalb + SLIC only (faster, fewer proposals)")
+    p.add_argument("--all", action="store_true", help="propose for every case, not only the unlabelled ones")
+    p.add_argument("--roi-dir", type=Path, default=None,
+                   help="folder of predicted segmentations (CASE_seg.nii.gz): only slices near them are proposed on")
+    p.add_argument("--base-dir", type=Path, default=None)
+    p.add_argument("-j", "--workers", type=int, default=1, help="worker processes (classical only; default 1)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_propose)
+
     p = sub.add_parser("split", help="reproducible labelled / hidden-label pool / test split -> datalist JSON")
     p.add_argument("data", help="dataset folder or JSON datalist")
     p.add_argument("--labeled-fraction", type=float, required=True, help="share of labelled cases kept labelled")
@@ -157,6 +176,31 @@ def _cmd_emit(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise SamdskError(f"{args.plans}: not a samdsk-plan plans file (missing {exc})") from None
     print(f"wrote bundle {args.output}")
+    return 0
+
+
+def _cmd_propose(args: argparse.Namespace) -> int:
+    from samdsk_plan.bundle.data import datalist_files
+    from samdsk_plan.proposals.pipeline import make_generators, propose_entries
+
+    plans = _read_json(args.bundle / "configs" / "plans.json")
+    base = args.base_dir if args.base_dir is not None else (Path(args.data) if Path(args.data).is_dir()
+                                                            else Path(args.data).parent)
+    entries = datalist_files(args.data, "unlabeled", base)
+    if args.all:
+        entries = datalist_files(args.data, "all_labelled", base) + datalist_files(args.data, "test", base) + entries
+    if not entries:
+        raise SamdskError(f"{args.data}: no {'cases' if args.all else 'unlabelled cases'} to propose for"
+                          + ("" if args.all else " (use --all for labelled cases too)"))
+    if args.generator == "classical":
+        print("samdsk-plan: using the classical proposal generator (no SAM checkpoint needed)", file=sys.stderr)
+    elif args.workers > 1:
+        raise SamdskError("--workers > 1 is for the classical generator; SAM runs in one process")
+    generators = make_generators(plans, args.generator, args.checkpoint, args.model_type, args.device, args.fast)
+    summaries = propose_entries(entries, plans, args.output, generators, args.roi_dir, args.workers,
+                                progress=not args.quiet)
+    print(f"wrote {args.output}: {len(summaries)} case(s), {sum(s.n_slices for s in summaries)} slices, "
+          f"{sum(s.n_proposals for s in summaries)} proposals ({args.generator})")
     return 0
 
 
