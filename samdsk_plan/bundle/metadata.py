@@ -109,6 +109,9 @@ python -m monai.bundle run --config_file configs/inference.json --dataset_dir DA
 # evaluate on labelled test cases: OUT/metrics.csv and OUT/metrics.json (Dice and HD95 per class and case)
 python -m monai.bundle run --config_file "['configs/train.json','configs/evaluate.json']" --dataset_dir DATA \\
     --datalist SPLIT.json --output_dir OUT
+# segmentation proposals for the unlabelled cases, cached per case in proposals/ (classical
+# generator by default; SAM with --generator sam --checkpoint SAM.pth [--model_type vit_b])
+python -m monai.bundle run --config_file configs/propose.json --dataset_dir DATA [--datalist SPLIT.json]
 # check the network against metadata.json
 python -m monai.bundle verify_net_in_out network_def --meta_file configs/metadata.json \\
     --config_file configs/inference.json
