@@ -3,12 +3,12 @@ a split/datalist JSON, into the ``[{"image": ..., "label": ...}]`` lists MONAI d
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from samdsk_plan.errors import DatasetError
+from samdsk_plan.io.layouts import read_json_object
 
 PARTS = ("train", "val", "test", "unlabeled", "all_labelled")
 
@@ -24,7 +24,7 @@ def _entries(datalist: str | Path, base_dir: str | Path) -> dict[str, list[dict]
     path = Path(datalist)
     base = Path(base_dir)
     if path.is_file() and path.suffix == ".json" and path.name != "dataset.json":
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = read_json_object(path)
         if "channel_names" not in meta or "file_ending" not in meta:
             out: dict[str, list[dict]] = {"training": [], "validation": [], "testing": [], "unlabeled": []}
             for key in ("training", "validation"):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from samdsk_plan import __version__
 from samdsk_plan.errors import SamdskError
+from samdsk_plan.io.layouts import read_json_object
 
 EXIT_PROBLEMS = 1  # the dataset has problems (reported)
 EXIT_USAGE = 2  # the command could not run (bad arguments, unreadable input)
@@ -136,25 +137,11 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_json(path: Path) -> dict:
-    import json
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SamdskError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    except json.JSONDecodeError as exc:
-        raise SamdskError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise SamdskError(f"{path}: expected a JSON object")
-    return data
-
-
 def _cmd_plan(args: argparse.Namespace) -> int:
     from samdsk_plan.io import atomic_write_json
     from samdsk_plan.planning import parse_override, plan_from_fingerprint
 
-    fp = _read_json(args.fingerprint)
+    fp = read_json_object(args.fingerprint)
     overrides = dict(parse_override(o) for o in args.overrides)
     try:
         plans = plan_from_fingerprint(fp, gpu_memory_gb=args.gpu_memory, overrides=overrides)
@@ -170,7 +157,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_emit(args: argparse.Namespace) -> int:
     from samdsk_plan.bundle import emit_bundle
 
-    plans = _read_json(args.plans)
+    plans = read_json_object(args.plans)
     try:
         emit_bundle(plans, args.output)
     except KeyError as exc:
@@ -183,7 +170,7 @@ def _cmd_propose(args: argparse.Namespace) -> int:
     from samdsk_plan.bundle.data import datalist_files
     from samdsk_plan.proposals.pipeline import make_generators, propose_entries
 
-    plans = _read_json(args.bundle / "configs" / "plans.json")
+    plans = read_json_object(args.bundle / "configs" / "plans.json")
     base = args.base_dir if args.base_dir is not None else (Path(args.data) if Path(args.data).is_dir()
                                                             else Path(args.data).parent)
     entries = datalist_files(args.data, "unlabeled", base)

@@ -6,7 +6,7 @@ Everything downstream sees a dataset only through :class:`Dataset` and :func:`re
 from samdsk_plan.io.atomic import atomic_write_json, atomic_write_text
 from samdsk_plan.io.cases import Case, Dataset, Problem
 from samdsk_plan.io.images import ImageData, read_image, write_image
-from samdsk_plan.io.layouts import load_dataset
+from samdsk_plan.io.layouts import load_dataset, read_json_object
 from samdsk_plan.io.verify import CaseArrays, VerifyReport, read_case_checked, verify_dataset
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "load_dataset",
     "read_case_checked",
     "read_image",
+    "read_json_object",
     "verify_dataset",
     "write_image",
 ]

@@ -58,7 +58,7 @@ def load_dataset(
         json_path = path
     else:
         raise DatasetError(f"{path}: no such file or folder")
-    meta = _read_json(json_path)
+    meta = read_json_object(json_path)
     if layout == "auto":
         layout = _detect_layout(meta, json_path)
     root = Path(base_dir) if base_dir is not None else json_path.parent
@@ -81,7 +81,8 @@ def case_id_from_path(path: str | Path, strip_channel: bool = False) -> str:
     return stem
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object; :class:`DatasetError` naming the file when it is not one."""
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
