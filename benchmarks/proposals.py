@@ -113,6 +113,31 @@ def row(mode: str, axis: str, shape: str, area: str, results: list[dict], classe
     return " | ".join(cells)
 
 
+def time_sam(images: list[np.ndarray], points_per_side: int) -> None:
+    """Seconds per slice of SAM vit_b with random weights (speed only: random weights give no
+    meaningful masks, so the thresholds are 0), and of its image encoder alone."""
+    import torch
+    from segment_anything import sam_model_registry
+
+    from samdsk_plan.proposals.sam import SamGenerator
+
+    torch.manual_seed(0)
+    model = sam_model_registry["vit_b"](checkpoint=None).eval()
+    generator = SamGenerator(model, points_per_side=points_per_side, pred_iou_thresh=0.0,
+                             stability_score_thresh=0.0)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for _ in images:
+            model.image_encoder(torch.zeros(1, 3, 1024, 1024))
+    encoder = (time.perf_counter() - start) / len(images)
+    start = time.perf_counter()
+    counts = [len(generator(image)) for image in images]
+    total = (time.perf_counter() - start) / len(images)
+    print(f"SAM vit_b (random weights, {torch.get_num_threads()} threads, {points_per_side}x{points_per_side} grid): "
+          f"{total:.1f} s/slice ({1 / total:.3f} slices/s), of which the 1024^2 image encoder {encoder:.1f} s; "
+          f"{np.mean(counts):.0f} masks/slice")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
@@ -123,6 +148,9 @@ def main() -> None:
     parser.add_argument("--object-area", type=float, help="object_area_px for every axis (default: from --plan)")
     parser.add_argument("--min-px", type=int, default=10, help="smallest class region scored (pixels)")
     parser.add_argument("--k-max", type=int, default=3, help="oracle Dice for unions of K = 1..k-max proposals")
+    parser.add_argument("--sam-slices", type=int, default=0,
+                        help="also time SAM vit_b (random weights, CPU) on this many axis-0 slices (default: skip)")
+    parser.add_argument("--sam-points", type=int, default=32, help="points_per_side of the SAM grid")
     args = parser.parse_args()
 
     classes = load_dataset(args.data).foreground_labels
@@ -145,6 +173,8 @@ def main() -> None:
             print(row(mode, str(axis), shape, f"{areas[axis]:.0f}", results[-1:], classes))
         all_results += results
         print(row(mode, "all", "", "", results, classes))
+    if args.sam_slices:
+        time_sam([image for image, _ in slices[0][: args.sam_slices]], args.sam_points)
     inexact = sum(r["inexact"] for r in all_results)
     if inexact:
         print(f"note: {inexact} subset searches hit their node budget; their scores are lower bounds")
