@@ -109,7 +109,7 @@ def row(mode: str, axis: str, shape: str, area: str, results: list[dict], classe
              f"{counts.mean():.0f} [{counts.min()}-{counts.max()}]"]
     for value in classes:
         d = np.array([x for r in results for x in r["dice"][value]])
-        cells.append(" / ".join(f"{m:.3f}" for m in d.mean(axis=0)) + f" ({len(d)})")
+        cells.append((" / ".join(f"{m:.3f}" for m in d.mean(axis=0)) if len(d) else "n/a") + f" ({len(d)})")
     return " | ".join(cells)
 
 
