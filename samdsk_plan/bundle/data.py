@@ -8,56 +8,40 @@ from pathlib import Path
 import numpy as np
 
 from samdsk_plan.errors import DatasetError
-from samdsk_plan.io.layouts import read_json_object
+from samdsk_plan.io import Case, Problem, load_dataset
+from samdsk_plan.io.layouts import datalist_lists, read_json_object
 
 PARTS = ("train", "val", "test", "unlabeled", "all_labelled")
 
 
-def _abs(value: str | list[str], base: Path) -> str | list[str]:
-    if isinstance(value, list):
-        return [str(base / v) for v in value]
-    return str(base / value)
+def _entry(case: Case, with_label: bool = True) -> dict:
+    images = [str(p) for p in case.images]
+    item = {"image": images[0] if len(images) == 1 else images}
+    if with_label and case.label is not None:
+        item["label"] = str(case.label)
+    return item
 
 
 def _entries(datalist: str | Path, base_dir: str | Path) -> dict[str, list[dict]]:
     """Labelled, validation, test and unlabelled entries of a datalist JSON or dataset folder."""
     path = Path(datalist)
-    base = Path(base_dir)
     if path.is_file() and path.suffix == ".json" and path.name != "dataset.json":
         meta = read_json_object(path)
         if "channel_names" not in meta or "file_ending" not in meta:
+            problems: list[Problem] = []
             out: dict[str, list[dict]] = {"training": [], "validation": [], "testing": [], "unlabeled": []}
-            for key in ("training", "validation"):
-                for e in meta.get(key, []):
-                    item = {"image": _abs(e["image"], base)}
-                    if "label" in e:
-                        item["label"] = _abs(e["label"], base)
-                        out[key].append(item)
-                    else:
-                        out["unlabeled"].append(item)
-            for key in ("testing", "test", "unlabeled", "unlabelled"):
-                for e in meta.get(key, []):
-                    e = {"image": e} if isinstance(e, str) else e
-                    item = {"image": _abs(e["image"], base)}
-                    if key in ("testing", "test") and "label" in e:
-                        item["label"] = _abs(e["label"], base)
-                        out["testing"].append(item)
-                    else:
-                        out["unlabeled"].append(item)
+            for key, cases in datalist_lists(meta, path, Path(base_dir), problems).items():
+                part = {"training": "training", "validation": "validation", "testing": "testing",
+                        "test": "testing"}.get(key, "unlabeled")
+                for case in cases:
+                    labelled = case.label is not None and part != "unlabeled"
+                    out[part if labelled else "unlabeled"].append(_entry(case, with_label=labelled))
+            if problems:
+                raise DatasetError("\n".join(str(p) for p in problems))
             return out
-    from samdsk_plan.io import load_dataset
-
-    dataset = load_dataset(path if path.exists() else base)
-
-    def entry(case):
-        images = [str(p) for p in case.images]
-        item = {"image": images[0] if len(images) == 1 else images}
-        if case.label is not None:
-            item["label"] = str(case.label)
-        return item
-
-    return {"training": [entry(c) for c in dataset.labelled], "validation": [], "testing": [],
-            "unlabeled": [entry(c) for c in dataset.unlabelled]}
+    dataset = load_dataset(path if path.exists() else base_dir)
+    return {"training": [_entry(c) for c in dataset.labelled], "validation": [], "testing": [],
+            "unlabeled": [_entry(c) for c in dataset.unlabelled]}
 
 
 def datalist_files(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -266,12 +267,21 @@ def _nnunet_explicit_cases(
     return cases
 
 
+def datalist_lists(
+    meta: dict[str, Any], json_path: Path, root: Path, problems: list[Problem]
+) -> dict[str, list[Case]]:
+    """The cases of every list of a datalist (``training``, ``testing``, ...), in file order,
+    each keeping the label its entry names (paths start at ``root``)."""
+    return {key: _cases_from_entries(meta[key], key, json_path, root, True, problems)
+            for key in _DATALIST_KEYS if key in meta}
+
+
 def _read_datalist(meta: dict[str, Any], json_path: Path, root: Path, name: str) -> Dataset:
     problems: list[Problem] = []
     cases: list[Case] = []
-    for key in _DATALIST_KEYS:
-        if key in meta:
-            cases += _cases_from_entries(meta[key], key, json_path, root, key in _DATALIST_LABELLED_KEYS, problems)
+    for key, listed in datalist_lists(meta, json_path, root, problems).items():
+        # only training/validation labels are for learning; test and pool labels stay hidden
+        cases += listed if key in _DATALIST_LABELLED_KEYS else [replace(c, label=None) for c in listed]
     channel_key = next((k for k in ("channel_names", "modality") if k in meta), None)
     if channel_key is not None:
         channel_names = _parse_channel_names(meta, json_path, channel_key)
