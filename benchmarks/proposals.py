@@ -32,17 +32,15 @@ import numpy as np
 from samdsk_plan.io import load_dataset, read_image
 from samdsk_plan.matching import best_union
 from samdsk_plan.proposals.classical import ClassicalGenerator
+from samdsk_plan.proposals.volume import window_to_unit
+
+# the per-image window the pipeline uses for non-CT data (0.5 / 99.5 percentiles)
+PER_IMAGE = {"scheme": "zscore"}
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "hippocampus"
 PLAN = REPO / "bundles" / "hippocampus" / "configs" / "plans.json"
 MODES = {"full": False, "fast": True}
-
-
-def window(volume: np.ndarray) -> np.ndarray:
-    """``volume`` scaled so its 0.5 and 99.5 percentiles map to 0 and 1, clipped; float32."""
-    lo, hi = np.percentile(volume, [0.5, 99.5])
-    return np.clip((volume - lo) / max(hi - lo, 1e-12), 0, 1).astype(np.float32)
 
 
 def sample_slices(root: Path, n_cases: int, per_axis: int, seed: int) -> dict[int, list]:
@@ -53,7 +51,7 @@ def sample_slices(root: Path, n_cases: int, per_axis: int, seed: int) -> dict[in
     volumes = []
     for i in sorted(rng.choice(len(cases), size=min(n_cases, len(cases)), replace=False)):
         image = np.asarray(read_image(cases[i].images[0]).array, dtype=np.float32)
-        volumes.append((window(image), np.asarray(read_image(cases[i].label).array)))
+        volumes.append((window_to_unit(image, PER_IMAGE), np.asarray(read_image(cases[i].label).array)))
     out = {}
     for axis in range(3):
         pool = [(image, label, k) for image, label in volumes

@@ -8,6 +8,10 @@ import pytest
 from samdsk_plan.io import read_image
 from samdsk_plan.proposals import ProposalGenerator, Proposals
 from samdsk_plan.proposals.classical import ClassicalGenerator, merge_hierarchy, unique_masks
+from samdsk_plan.proposals.volume import window_to_unit
+
+# the per-image window the pipeline uses for non-CT data (0.5 / 99.5 percentiles)
+PER_IMAGE = {"scheme": "zscore"}
 
 
 def dice(masks: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -101,19 +105,13 @@ def test_unique_masks_filters_and_keeps_first_order():
     assert np.array_equal(kept, np.stack([b, a]))
 
 
-def window(volume: np.ndarray) -> np.ndarray:
-    """Intensities scaled so the volume's 0.5 and 99.5 percentiles map to 0 and 1, clipped."""
-    lo, hi = np.percentile(volume, [0.5, 99.5])
-    return np.clip((volume - lo) / (hi - lo), 0, 1).astype(np.float32)
-
-
 def labelled_slices(root, n_cases: int = 10, per_case: int = 2):
     """Per axis, ``n_cases * per_case`` (image, label) slices evenly spaced over the slices with
     foreground of the first ``n_cases`` labelled hippocampus cases."""
     out = {axis: [] for axis in range(3)}
     for path in sorted((root / "labelsTr").glob("*.nii.gz"))[:n_cases]:
         label = np.asarray(read_image(path).array)
-        image = window(np.asarray(read_image(root / "imagesTr" / path.name).array, dtype=np.float32))
+        image = window_to_unit(read_image(root / "imagesTr" / path.name).array, PER_IMAGE)
         for axis in range(3):
             present = np.flatnonzero(np.moveaxis(label, axis, 0).any(axis=(1, 2)))
             for k in present[np.linspace(0, len(present) - 1, per_case + 2).round().astype(int)[1:-1]]:
