@@ -12,6 +12,7 @@ import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
 from samdsk_plan.io.atomic import atomic_write_json, atomic_write_text
+from samdsk_plan.io.images import strip_image_suffix
 
 
 def _clean(x: float) -> float | None:
@@ -47,8 +48,7 @@ class SegmentationReport:
     def iteration_completed(self, engine) -> None:
         for item in engine.state.output:
             pred, label = item[self.pred_key], item[self.label_key]
-            name = Path(str(pred.meta.get("filename_or_obj", "case"))).name
-            case = name.removesuffix(".gz").removesuffix(".nii")
+            case = strip_image_suffix(str(pred.meta.get("filename_or_obj", "case")))
             spacing = [float(s) for s in getattr(label, "pixdim", torch.ones(pred.ndim - 1))]
             p, y = pred[None].float(), label[None].float()
             dice = compute_dice(p, y, include_background=True, ignore_empty=True)[0]
@@ -62,8 +62,9 @@ class SegmentationReport:
         writer.writerow(["case", "class", "dice", "hd95"])
         cases: dict[str, dict] = {}
         for case, cname, dice, hd in self.rows:
-            writer.writerow([case, cname, "" if _clean(dice) is None else _clean(dice), "" if _clean(hd) is None else _clean(hd)])
-            cases.setdefault(case, {})[cname] = {"dice": _clean(dice), "hd95": _clean(hd)}
+            dice, hd = _clean(dice), _clean(hd)
+            writer.writerow([case, cname, "" if dice is None else dice, "" if hd is None else hd])
+            cases.setdefault(case, {})[cname] = {"dice": dice, "hd95": hd}
         mean = {}
         for cname in self.class_names.values():
             dices = [d for _, c, d, _ in self.rows if c == cname and math.isfinite(d)]
