@@ -1,0 +1,155 @@
+"""Multi-class matching on one slice: brute force, bounds, monotonicity, known answers."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from samdsk_plan.matching import match_slice, union_score
+from samdsk_plan.matching.assign import class_targets, resolve_overlaps
+
+
+def brute_force(masks, probs, bounds, metric="iou", target="soft") -> float:
+    """Best objective over every assignment of each proposal to no class or one class."""
+    targets = class_targets(probs, target)
+    n_fg = len(bounds)
+    best = -1.0
+    for owners in itertools.product(range(n_fg + 1), repeat=len(masks)):
+        sets = [[k for k, o in enumerate(owners) if o == c + 1] for c in range(n_fg)]
+        if any(not lo <= len(s) <= hi for s, (lo, hi) in zip(sets, bounds)):
+            continue
+        best = max(best, sum(union_score(masks, targets[c], s, metric) for c, s in enumerate(sets)))
+    return best
+
+
+@st.composite
+def instances(draw, max_upper=3):
+    h, w = draw(st.integers(3, 5)), draw(st.integers(3, 5))
+    n_fg = draw(st.integers(1, 2))
+    n = draw(st.integers(n_fg, 6))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    masks = rng.random((n, h, w)) < rng.uniform(0.15, 0.6)
+    masks[~masks.reshape(n, -1).any(axis=1), 0, 0] = True  # no empty proposal
+    logits = rng.normal(0, 2, (n_fg + 1, h, w))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=0)
+    lowers = [draw(st.integers(0, 1)) for _ in range(n_fg)]
+    bounds = [(lo, draw(st.integers(lo, max(lo, max_upper)))) for lo in lowers]
+    return masks, probs, bounds
+
+
+@settings(max_examples=150, deadline=None)
+@given(instances(), st.sampled_from(["iou", "dice"]), st.sampled_from(["soft", "hard"]))
+def test_equals_brute_force_and_respects_bounds(instance, metric, target):
+    masks, probs, bounds = instance
+    result = match_slice(masks, probs, bounds, metric=metric, target=target)
+    assert result.exact
+    assert result.objective == pytest.approx(brute_force(masks, probs, bounds, metric, target), abs=1e-9)
+    used = [k for s in result.chosen.values() for k in s]
+    assert len(used) == len(set(used)), "a proposal went to two classes"
+    for c, (lo, hi) in enumerate(bounds, start=1):
+        assert lo <= len(result.chosen[c]) <= hi
+    targets = class_targets(probs, target)
+    for c, s in result.chosen.items():
+        assert result.scores[c] == pytest.approx(union_score(masks, targets[c - 1], s, metric))
+
+
+@settings(max_examples=100, deadline=None)
+@given(instances(), st.integers(0, 2**31 - 1))
+def test_adding_a_proposal_never_lowers_the_optimum(instance, seed):
+    masks, probs, bounds = instance
+    extra = np.random.default_rng(seed).random((1,) + masks.shape[1:]) < 0.4
+    extra[0, -1, -1] = True
+    before = match_slice(masks, probs, bounds).objective
+    after = match_slice(np.concatenate([masks, extra]), probs, bounds).objective
+    assert after >= before - 1e-12
+
+
+@settings(max_examples=100, deadline=None)
+@given(instances(max_upper=1), st.sampled_from(["iou", "dice"]))
+def test_with_upper_bounds_one_the_search_equals_the_assignment(instance, metric):
+    masks, probs, bounds = instance
+    assignment = match_slice(masks, probs, bounds, metric=metric, solver="assignment")
+    search = match_slice(masks, probs, bounds, metric=metric, solver="search")
+    assert search.objective == pytest.approx(assignment.objective, abs=1e-9)
+
+
+def _disc(shape, centre, radius):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius ** 2
+
+
+def test_recovers_a_ground_truth_split_into_pieces_among_distractors():
+    shape = (40, 40)
+    rng = np.random.default_rng(0)
+    truth = np.zeros(shape, dtype=np.int16)
+    truth[_disc(shape, (12, 12), 7)] = 1
+    truth[_disc(shape, (28, 28), 6)] = 2
+    # class 1 comes in two halves, class 2 whole; distractors overlap both
+    left = (truth == 1) & (np.arange(40)[None, :] < 12)
+    right = (truth == 1) & (np.arange(40)[None, :] >= 12)
+    pieces = [left, right, truth == 2]
+    distractors = [_disc(shape, (12, 14), 9), _disc(shape, (26, 26), 4), _disc(shape, (20, 20), 10),
+                   np.ones(shape, bool), _disc(shape, (5, 35), 3), right | _disc(shape, (20, 5), 3)]
+    masks = np.stack(distractors[:3] + pieces + distractors[3:])
+    onehot = np.stack([truth == c for c in range(3)]).astype(float)
+    noisy = np.clip(onehot * 0.75 + rng.uniform(0, 0.25, onehot.shape), 1e-3, None)
+    probs = noisy / noisy.sum(axis=0)
+    result = match_slice(masks, probs, [(1, 2), (1, 1)])
+    assert result.exact
+    np.testing.assert_array_equal(result.label, truth)
+    assert result.chosen == {1: (3, 4), 2: (5,)}
+    # with one proposal per class the halves cannot both be taken: the label is worse
+    single = match_slice(masks, probs, [(1, 1), (1, 1)])
+    assert np.count_nonzero(single.label != truth) > 0
+
+
+def test_overlapping_proposals_of_two_classes_resolve_by_probability():
+    probs = np.zeros((3, 1, 6))
+    probs[1] = [[0.9, 0.9, 0.6, 0.2, 0.0, 0.0]]
+    probs[2] = [[0.0, 0.0, 0.3, 0.7, 0.9, 0.9]]
+    probs[0] = 1 - probs[1] - probs[2]
+    a = np.array([[[1, 1, 1, 1, 0, 0]]], bool)  # class 1's best, reaches into class 2
+    b = np.array([[[0, 0, 1, 1, 1, 1]]], bool)  # class 2's best, reaches into class 1
+    result = match_slice(np.concatenate([a, b]), probs, [(1, 1), (1, 1)])
+    assert result.chosen == {1: (0,), 2: (1,)}
+    np.testing.assert_array_equal(result.label, [[1, 1, 1, 2, 2, 2]])
+
+
+def test_zero_bounds_keep_a_class_empty_and_hard_targets_use_the_argmax():
+    probs = np.zeros((3, 2, 2))
+    probs[0], probs[1], probs[2] = 0.2, 0.5, 0.3
+    masks = np.ones((1, 2, 2), bool)
+    result = match_slice(masks, probs, [(0, 0), (1, 1)])
+    assert result.chosen == {1: (), 2: (0,)}
+    assert result.scores[1] == 0.0  # class 1 has probability mass but gets nothing
+    assert result.scores[2] == pytest.approx(0.3)  # soft IoU: sum(min) / sum(max) = 1.2 / 4
+    hard = match_slice(masks, probs, [(0, 0), (1, 1)], target="hard")
+    assert hard.scores[2] == 0.0  # class 2 wins no pixel: its hard target is empty
+
+
+def test_resolve_overlaps_leaves_unclaimed_pixels_background():
+    masks = np.zeros((2, 3, 3), bool)
+    masks[0, 0] = True
+    masks[1, :2] = True
+    probs = np.full((3, 3, 3), 1 / 3)
+    probs[2, 0] = 0.6
+    label = resolve_overlaps(masks, probs, [(0,), (1,)])
+    np.testing.assert_array_equal(label, [[2, 2, 2], [2, 2, 2], [0, 0, 0]])
+
+
+def test_bad_inputs_are_rejected():
+    masks = np.ones((1, 2, 2), bool)
+    probs = np.full((2, 2, 2), 0.5)
+    with pytest.raises(ValueError, match="one \\(lower, upper\\) bound per foreground class"):
+        match_slice(masks, probs, [(1, 1), (1, 1)])
+    with pytest.raises(ValueError, match="lower <= upper"):
+        match_slice(masks, probs, [(2, 1)])
+    with pytest.raises(ValueError, match="needs every upper bound <= 1"):
+        match_slice(masks, probs, [(1, 2)], solver="assignment")
+    with pytest.raises(ValueError, match="grid"):
+        match_slice(np.ones((1, 3, 3), bool), probs, [(1, 1)])
