@@ -9,13 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from samdsk_plan.matching import match_slice, union_score
+from samdsk_plan.matching import MatchSettings, match_slice, union_score
 from samdsk_plan.matching.assign import class_targets, resolve_overlaps
 
 
-def brute_force(masks, probs, bounds, metric="iou", target="soft") -> float:
+def brute_force(masks, probs, bounds, settings=MatchSettings()) -> float:
     """Best objective over every assignment of each proposal to no class or one class."""
-    targets = class_targets(probs, target)
+    targets = class_targets(probs, settings.target, settings.prob_floor)
+    metric = settings.metric
     n_fg = len(bounds)
     best = -1.0
     for owners in itertools.product(range(n_fg + 1), repeat=len(masks)):
@@ -43,17 +44,18 @@ def instances(draw, max_upper=3):
 
 
 @settings(max_examples=150, deadline=None)
-@given(instances(), st.sampled_from(["iou", "dice"]), st.sampled_from(["soft", "hard"]))
-def test_equals_brute_force_and_respects_bounds(instance, metric, target):
+@given(instances(), st.sampled_from(["iou", "dice"]), st.sampled_from(["soft", "hard"]), st.sampled_from([0.0, 0.2]))
+def test_equals_brute_force_and_respects_bounds(instance, metric, target, floor):
     masks, probs, bounds = instance
-    result = match_slice(masks, probs, bounds, metric=metric, target=target)
+    settings = MatchSettings(metric=metric, target=target, prob_floor=floor)
+    result = match_slice(masks, probs, bounds, settings)
     assert result.exact
-    assert result.objective == pytest.approx(brute_force(masks, probs, bounds, metric, target), abs=1e-9)
+    assert result.objective == pytest.approx(brute_force(masks, probs, bounds, settings), abs=1e-9)
     used = [k for s in result.chosen.values() for k in s]
     assert len(used) == len(set(used)), "a proposal went to two classes"
     for c, (lo, hi) in enumerate(bounds, start=1):
         assert lo <= len(result.chosen[c]) <= hi
-    targets = class_targets(probs, target)
+    targets = class_targets(probs, target, floor)
     for c, s in result.chosen.items():
         assert result.scores[c] == pytest.approx(union_score(masks, targets[c - 1], s, metric))
 
@@ -73,8 +75,8 @@ def test_adding_a_proposal_never_lowers_the_optimum(instance, seed):
 @given(instances(max_upper=1), st.sampled_from(["iou", "dice"]))
 def test_with_upper_bounds_one_the_search_equals_the_assignment(instance, metric):
     masks, probs, bounds = instance
-    assignment = match_slice(masks, probs, bounds, metric=metric, solver="assignment")
-    search = match_slice(masks, probs, bounds, metric=metric, solver="search")
+    assignment = match_slice(masks, probs, bounds, MatchSettings(metric=metric, solver="assignment"))
+    search = match_slice(masks, probs, bounds, MatchSettings(metric=metric, solver="search"))
     assert search.objective == pytest.approx(assignment.objective, abs=1e-9)
 
 
@@ -128,7 +130,7 @@ def test_zero_bounds_keep_a_class_empty_and_hard_targets_use_the_argmax():
     assert result.chosen == {1: (), 2: (0,)}
     assert result.scores[1] == 0.0  # class 1 has probability mass but gets nothing
     assert result.scores[2] == pytest.approx(0.3)  # soft IoU: sum(min) / sum(max) = 1.2 / 4
-    hard = match_slice(masks, probs, [(0, 0), (1, 1)], target="hard")
+    hard = match_slice(masks, probs, [(0, 0), (1, 1)], MatchSettings(target="hard"))
     assert hard.scores[2] == 0.0  # class 2 wins no pixel: its hard target is empty
 
 
@@ -150,6 +152,8 @@ def test_bad_inputs_are_rejected():
     with pytest.raises(ValueError, match="lower <= upper"):
         match_slice(masks, probs, [(2, 1)])
     with pytest.raises(ValueError, match="needs every upper bound <= 1"):
-        match_slice(masks, probs, [(1, 2)], solver="assignment")
+        match_slice(masks, probs, [(1, 2)], MatchSettings(solver="assignment"))
+    with pytest.raises(ValueError, match="metric must be one of"):
+        MatchSettings(metric="f1")
     with pytest.raises(ValueError, match="grid"):
         match_slice(np.ones((1, 3, 3), bool), probs, [(1, 1)])

@@ -6,7 +6,7 @@ how many proposals it may take, choose disjoint index sets ``S_1..S_{C-1}`` (eac
 to at most one class) that maximise ``sum_c overlap(t_c, U_c)``, where ``U_c`` is the union of
 the proposals in ``S_c`` and ``t_c`` the class's target map:
 
-* ``target="soft"``: ``t_c = p_c``; ``"iou"`` is then the soft Jaccard
+* ``target="soft"``: ``t_c = p_c`` (0 below a small floor, see :class:`MatchSettings`); ``"iou"`` is then the soft Jaccard
   ``sum(min(t, U)) / sum(max(t, U))`` and ``"dice"`` the soft Dice ``2 t(U) / (|U| + t(all))``;
 * ``target="hard"``: ``t_c = [argmax_k p_k == c]`` (for two classes the same as ``p_c > 0.5``),
   giving the ordinary IoU / Dice.
@@ -51,6 +51,38 @@ DEFAULT_MAX_NODES = 64
 
 
 @dataclass(frozen=True)
+class MatchSettings:
+    """How matching scores and searches.
+
+    Attributes:
+        metric: ``"iou"`` (the paper's) or ``"dice"``.
+        target: ``"soft"`` (probabilities) or ``"hard"`` (argmax), see the module docstring.
+        prob_floor: soft targets below this count as 0 (the model's confident background), so
+            that proposals away from the prediction drop out before the search. A softmax
+            never reaches 0 exactly; without a floor every proposal touches every class.
+        max_exact: node budget of each class's :func:`best_union` search.
+        max_nodes: budget of conflict branches when some ``u_c >= 2``.
+        solver: ``"auto"`` (the assignment when every ``u_c <= 1``, else the search),
+            ``"assignment"`` (needs every ``u_c <= 1``) or ``"search"``.
+    """
+
+    metric: str = "iou"
+    target: str = "soft"
+    prob_floor: float = 0.05
+    max_exact: int = DEFAULT_MAX_EXACT
+    max_nodes: int = DEFAULT_MAX_NODES
+    solver: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("metric", self.metric, METRICS), ("target", self.target, TARGETS),
+                                     ("solver", self.solver, SOLVERS)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if not 0 <= self.prob_floor < 1:
+            raise ValueError(f"prob_floor must lie in [0, 1), got {self.prob_floor}")
+
+
+@dataclass(frozen=True)
 class SliceMatch:
     """The optimal assignment on one slice.
 
@@ -77,11 +109,14 @@ class SliceMatch:
         return float(np.mean(list(self.scores.values()))) if self.scores else 1.0
 
 
-def class_targets(probs: np.ndarray, target: str = "soft") -> np.ndarray:
-    """Target maps ``(C-1, ...)`` of the foreground classes from softmax maps ``(C, ...)``."""
+def class_targets(probs: np.ndarray, target: str = "soft", floor: float = 0.0) -> np.ndarray:
+    """Target maps ``(C-1, ...)`` of the foreground classes from softmax maps ``(C, ...)``;
+    soft targets below ``floor`` count as 0."""
     probs = np.asarray(probs)
     if target == "soft":
-        return np.clip(probs[1:], 0.0, 1.0).astype(np.float64)
+        t = np.clip(probs[1:], 0.0, 1.0).astype(np.float64)
+        t[t < floor] = 0.0
+        return t
     if target == "hard":
         winner = np.argmax(probs, axis=0)
         return np.stack([winner == c for c in range(1, probs.shape[0])]).astype(np.float64)
@@ -100,16 +135,8 @@ def single_scores(masks: np.ndarray, target: np.ndarray, metric: str = "iou") ->
     return dice if metric == "dice" else dice / (2 - dice)
 
 
-def match_slice(
-    masks: np.ndarray,
-    probs: np.ndarray,
-    bounds: Sequence[tuple[int, int]],
-    metric: str = "iou",
-    target: str = "soft",
-    max_exact: int = DEFAULT_MAX_EXACT,
-    max_nodes: int = DEFAULT_MAX_NODES,
-    solver: str = "auto",
-) -> SliceMatch:
+def match_slice(masks: np.ndarray, probs: np.ndarray, bounds: Sequence[tuple[int, int]],
+                settings: MatchSettings | None = None) -> SliceMatch:
     """Assign proposals to foreground classes under ROI-count bounds.
 
     Args:
@@ -117,16 +144,12 @@ def match_slice(
         probs: ``(C, H, W)`` softmax maps, channel 0 the background.
         bounds: ``C - 1`` pairs ``(l_c, u_c)``, one per foreground class ``1..C-1``; ``(0, 0)``
             keeps a class empty (e.g. where the model predicts it absent).
-        metric: ``"iou"`` (the paper's) or ``"dice"``.
-        target: ``"soft"`` (probabilities) or ``"hard"`` (argmax), see the module docstring.
-        max_exact: node budget of each class's :func:`best_union` search.
-        max_nodes: budget of conflict branches when some ``u_c >= 2``.
-        solver: ``"auto"`` (the assignment when every ``u_c <= 1``, else the search),
-            ``"assignment"`` (needs every ``u_c <= 1``) or ``"search"``.
+        settings: metric, target and search budgets (:class:`MatchSettings`).
 
     Returns:
         :class:`SliceMatch`.
     """
+    settings = settings or MatchSettings()
     masks = np.asarray(masks)
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 3 or probs.shape[0] < 2:
@@ -134,19 +157,16 @@ def match_slice(
     if masks.ndim != 3 or masks.dtype != bool or masks.shape[1:] != probs.shape[1:]:
         raise ValueError(f"masks must be (N, H, W) bool on the probabilities' grid {probs.shape[1:]}, "
                          f"got {masks.dtype} {masks.shape}")
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     bounds = _check_bounds(bounds, probs.shape[0] - 1)
-    targets = class_targets(probs, target)
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    metric, solver = settings.metric, settings.solver
+    targets = class_targets(probs, settings.target, settings.prob_floor)
     single = all(hi <= 1 for _, hi in bounds)
     if solver == "assignment" and not single:
         raise ValueError("the assignment solver needs every upper bound <= 1")
     if solver == "assignment" or (solver == "auto" and single):
         chosen, exact = _assignment(masks, targets, bounds, metric), True
     else:
-        chosen, exact = _Conflicts(masks, targets, bounds, metric, max_exact, max_nodes).solve()
+        chosen, exact = _Conflicts(masks, targets, bounds, metric, settings.max_exact, settings.max_nodes).solve()
     scores = {c + 1: union_score(masks, targets[c], chosen[c], metric) if len(masks) else _empty_score(targets[c])
               for c in range(len(bounds))}
     label = resolve_overlaps(masks, probs, chosen)
