@@ -70,7 +70,7 @@ def test_one_axis_matching_and_class_absent_slices_stay_empty():
     probs = _probs(truth)
     probs[:, :, :, 0:2] = _probs(np.zeros_like(truth))[:, :, :, 0:2]  # model predicts nothing there
     proposals = _proposals(truth, axes=(2,))
-    result = match_volume(probs, proposals, {2: BOUNDS[2]}, max_components=[1, 1], fusion="axis")
+    result = match_volume(probs, proposals, {2: BOUNDS[2]}, max_components=[1, 1], fusion="single")
     expected = truth.copy()
     expected[:, :, 0:2] = 0
     np.testing.assert_array_equal(result.label, expected)
@@ -117,4 +117,4 @@ def test_no_predicted_foreground_scores_zero_and_bad_axes_are_rejected():
     with pytest.raises(ValueError, match="needs the three axes"):
         match_volume(empty, {}, {2: BOUNDS[2]}, max_components=[1, 1], fusion="vote")
     with pytest.raises(ValueError, match="one axis"):
-        match_volume(empty, {}, BOUNDS, max_components=[1, 1], fusion="axis")
+        match_volume(empty, {}, BOUNDS, max_components=[1, 1], fusion="single")

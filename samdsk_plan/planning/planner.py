@@ -210,9 +210,15 @@ def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
         "axes": axes,
         "fusion": "vote" if len(axes) > 1 else "single",
         "slice_margin": 2,
+        "connectivity": fp.get("conventions", {}).get("connectivity", {}).get("name", "full"),
         "classes": classes,
+        "matching": {"metric": "iou", "target": "soft", "prob_floor": 0.05},
         "proposals": {"generator": "classical", "sam": {"model_type": "vit_b", "checkpoint": None, **PAPER_SAM_SETTINGS}},
         "acceptance_threshold": PAPER_ACCEPTANCE_THRESHOLD,
+        "calibrate_threshold": True,
+        "max_accepted_per_round": None,
+        "pseudo_label_weight": 1.0,
+        "retrain": "scratch",
         "reasons": {
             "slice_axis": f"axis {slice_axis}: slices across the coarsest axis have the finest in-plane spacing "
                           "(ties go to the last axis, as nnU-Net's 2D configuration)",
@@ -220,7 +226,14 @@ def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
                     else "anisotropic data: match in-plane only",
             "sam": "SamDSK paper settings (thresholds lowered so every ROI gets a proposal); vit_b, the smallest "
                    "backbone; the checkpoint path is given by the user",
-            "acceptance_threshold": "the paper's beta* = 0.9; calibrate on labelled validation cases",
+            "acceptance_threshold": "the paper's beta* = 0.9, used only when calibrate_threshold is false: with "
+                                    "classical proposals few cases reach it even for a perfect prediction",
+            "calibrate_threshold": "each round, the lowest beta whose accepted validation labels are at least as "
+                                   "accurate as the model's own predictions on those cases",
+            "matching": "the paper's IoU against the softmax maps (soft Jaccard); probabilities below 0.05 count "
+                        "as 0 so that proposals away from the prediction drop out of the search",
+            "pseudo_label_weight": "the paper's lambda = 1: machine labels are sampled as often as human ones",
+            "connectivity": "the fingerprint's connectivity, used when keeping each class's largest 3D components",
             "slice_margin": "slices more than 2 voxels away from any predicted foreground are not proposed on: "
                             "no proposal there can overlap the prediction",
         },
