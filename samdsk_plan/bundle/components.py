@@ -2,8 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from monai.losses import DiceCELoss
+
+from samdsk_plan.errors import SamdskError
+
+
+def initialised(network: torch.nn.Module, checkpoint: str | None) -> torch.nn.Module:
+    """``network`` with weights from ``checkpoint`` (a ``model.pt`` the bundle saved: a state
+    dict, or ``{"model": state_dict}``), or unchanged when ``checkpoint`` is None (training from
+    scratch). Loaded with ``weights_only=True``."""
+    if checkpoint is None:
+        return network
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise SamdskError(f"{path}: initial checkpoint not found")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and set(state) == {"model"}:
+        state = state["model"]
+    try:
+        network.load_state_dict(state)
+    except (RuntimeError, TypeError) as exc:
+        raise SamdskError(f"{path}: does not fit the bundle's network ({str(exc).splitlines()[0]})") from None
+    return network
 
 
 class DeepSupervisionDiceCE(torch.nn.Module):

@@ -112,12 +112,15 @@ def train_config(plans: dict) -> dict:
                "to_onehot": "@num_classes"}
     return {
         **_common(plans),
+        "imports": IMPORTS + ["$import samdsk_plan.bundle.components as samdsk_components"],
         "epochs": tr["epochs"],
         "iterations_per_epoch": tr["iterations_per_epoch"],
         "batch_size": cfg["batch_size"],
         "val_interval": 10,
         "learning_rate": tr["learning_rate"],
         "cache_rate": 1.0,
+        "init_checkpoint": None,
+        "network": "$samdsk_components.initialised(@network_def.to(@device), @init_checkpoint)",
         "loss": {"_target_": "samdsk_plan.bundle.components.DeepSupervisionDiceCE"},
         "optimizer": _optimizer(tr),
         "lr_scheduler": {"_target_": "torch.optim.lr_scheduler.PolynomialLR", "optimizer": "@optimizer",
@@ -144,9 +147,11 @@ def train_config(plans: dict) -> dict:
             ],
             "preprocessing": {"_target_": "Compose",
                               "transforms": "$@train::deterministic_transforms + @train::random_transforms"},
-            "dataset": {"_target_": "CacheDataset", "data": "@train::files", "transform": "@train::preprocessing",
+            "dataset": {"_target_": "CacheDataset", "data": "$samdsk_data.without_weights(@train::files)",
+                        "transform": "@train::preprocessing",
                         "cache_rate": "@cache_rate", "num_workers": "@num_workers"},
-            "sampler": {"_target_": "torch.utils.data.RandomSampler", "data_source": "@train::dataset",
+            "sampler": {"_target_": "torch.utils.data.WeightedRandomSampler",
+                        "weights": "$samdsk_data.sample_weights(@train::files)",
                         "replacement": True, "num_samples": "$@iterations_per_epoch * @batch_size"},
             "dataloader": {"_target_": "DataLoader", "dataset": "@train::dataset", "batch_size": "@batch_size",
                            "sampler": "@train::sampler", "num_workers": "@num_workers"},
@@ -270,10 +275,11 @@ def multi_gpu_train_config() -> dict:
     comes from ``LOCAL_RANK``; logging and checkpoint handlers are kept on rank 0 by ID."""
     return {
         "device": "$torch.device('cuda:' + os.environ['LOCAL_RANK'])",
-        "network": {"_target_": "torch.nn.parallel.DistributedDataParallel", "module": "$@network_def.to(@device)",
+        "network": {"_target_": "torch.nn.parallel.DistributedDataParallel",
+                    "module": "$samdsk_components.initialised(@network_def.to(@device), @init_checkpoint)",
                     "device_ids": ["@device"]},
         "train::sampler": {"_target_": "DistributedWeightedRandomSampler", "dataset": "@train::dataset",
-                           "weights": "$[1.0] * len(@train::dataset)",
+                           "weights": "$samdsk_data.sample_weights(@train::files)",
                            "num_samples_per_rank": "$@iterations_per_epoch * @batch_size"},
         "validate::sampler": {"_target_": "DistributedSampler", "dataset": "@validate::dataset",
                               "even_divisible": False, "shuffle": False},
@@ -317,6 +323,36 @@ def propose_config() -> dict:
         "files": _files("unlabeled").replace("'unlabeled'", "@data_part"),
         "generators": "$samdsk_proposals.make_generators(@plans, @generator, @checkpoint, @model_type, @device, @fast)",
         "run": ["$samdsk_proposals.propose_entries(@files, @plans, @cache_dir, @generators, @roi_dir, @num_workers)"],
+    }
+
+
+def pseudolabel_config() -> dict:
+    """``configs/pseudolabel.json`` (overrides inference.json): one SamDSK pass. Predict the
+    unlabelled cases with their probabilities, get proposals (cached in ``proposals/``), match
+    each case and accept those with ``beta >= acceptance_threshold``; writes the candidate
+    labels, a record per case and ``accepted.json`` (a datalist with provenance) into
+    ``pseudolabels/``. The threshold is the plan's unless overridden (the ``loop`` command
+    calibrates it instead)."""
+    return {
+        "imports": IMPORTS + ["$import json", "$import samdsk_plan.loop.pseudolabel as samdsk_pseudolabel",
+                              "$import samdsk_plan.proposals.pipeline as samdsk_proposals"],
+        "save_probabilities": True,
+        "output_dir": "$@bundle_root + '/pseudolabels/predictions'",
+        "match_dir": "$@bundle_root + '/pseudolabels'",
+        "proposal_dir": "$@bundle_root + '/proposals'",
+        "plans": "$json.load(open(@bundle_root + '/configs/plans.json'))",
+        "generator": "classical",
+        "checkpoint": None,
+        "model_type": None,
+        "fast": False,
+        "acceptance_threshold": "$@plans['samdsk']['acceptance_threshold']",
+        "max_accepted": None,
+        "pseudo_label_weight": "$@plans['samdsk']['pseudo_label_weight']",
+        "generators": "$samdsk_proposals.make_generators(@plans, @generator, @checkpoint, @model_type, "
+                      "'cuda' if torch.cuda.is_available() else 'cpu', @fast)",
+        "run": ["$@evaluator.run()",
+                "$samdsk_pseudolabel.pseudolabel_pass(@files, @output_dir, @match_dir, @plans, @generators, "
+                "@proposal_dir, @acceptance_threshold, @max_accepted, @pseudo_label_weight)"],
     }
 
 

@@ -22,6 +22,29 @@ def _entry(case: Case, with_label: bool = True) -> dict:
     return item
 
 
+def _weight(value, path: Path, key: str, case_id: str, problems: list[Problem]) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        problems.append(Problem(str(path), f"'{key}' entry {case_id} has weight {value!r}; it must be a number >= 0"))
+        return 1.0
+    return float(value)
+
+
+def sample_weights(files: list[dict]) -> list[float]:
+    """Sampling weight of each training entry: its ``weight`` (pseudo-labels carry the plan's
+    ``pseudo_label_weight``, the paper's lambda) or 1. Drawing entries in proportion to it
+    weights their loss in expectation."""
+    weights = [float(e.get("weight", 1.0)) for e in files]
+    if files and not any(weights):
+        raise DatasetError("every training entry has weight 0")
+    return weights
+
+
+def without_weights(files: list[dict]) -> list[dict]:
+    """The entries without their ``weight`` (it steers the sampler; a dataset item must not
+    carry a key some items lack, or batches cannot be collated)."""
+    return [{k: v for k, v in e.items() if k != "weight"} for e in files]
+
+
 def _entries(datalist: str | Path, base_dir: str | Path) -> dict[str, list[dict]]:
     """Labelled, validation, test and unlabelled entries of a datalist JSON or dataset folder."""
     path = Path(datalist)
@@ -33,9 +56,12 @@ def _entries(datalist: str | Path, base_dir: str | Path) -> dict[str, list[dict]
             for key, cases in datalist_lists(meta, path, Path(base_dir), problems).items():
                 part = {"training": "training", "validation": "validation", "testing": "testing",
                         "test": "testing"}.get(key, "unlabeled")
-                for case in cases:
+                for case, raw in zip(cases, meta[key]):
                     labelled = case.label is not None and part != "unlabeled"
-                    out[part if labelled else "unlabeled"].append(_entry(case, with_label=labelled))
+                    item = _entry(case, with_label=labelled)
+                    if labelled and "weight" in raw:
+                        item["weight"] = _weight(raw["weight"], path, key, case.case_id, problems)
+                    out[part if labelled else "unlabeled"].append(item)
             if problems:
                 raise DatasetError("\n".join(str(p) for p in problems))
             return out

@@ -12,6 +12,7 @@ from samdsk_plan.bundle.configs import (
     inference_config,
     multi_gpu_train_config,
     propose_config,
+    pseudolabel_config,
     train_config,
 )
 from samdsk_plan.bundle.metadata import metadata, readme
@@ -45,6 +46,7 @@ def bundle_files(plans: dict, name: str) -> dict[str, str]:
         "configs/evaluate.json": dumps_json(evaluate_config(plans)),
         "configs/multi_gpu_train.json": dumps_json(multi_gpu_train_config()),
         "configs/propose.json": dumps_json(propose_config()),
+        "configs/pseudolabel.json": dumps_json(pseudolabel_config()),
         "configs/logging.conf": LOGGING_CONF,
         "docs/README.md": readme(plans, name),
         "models/.gitkeep": "",

@@ -73,6 +73,8 @@ def readme(plans: dict, name: str) -> str:
     net = cfg["network"]
     labels = ", ".join(f"{k} {v}" for k, v in sorted(ds["labels"].items(), key=lambda kv: int(kv[0])))
     norm = "; ".join(f"channel {n['channel']} ({n['modality']}): {n['scheme']}" for n in plans["normalization"])
+    tr = plans["training"]
+    optimizer = (f"SGD (Nesterov, momentum {tr['momentum']})" if tr["optimizer"] == "SGD" else tr["optimizer"])
     return f"""# {name}: DynUNet bundle emitted by samdsk-plan
 
 ## Data
@@ -88,7 +90,7 @@ The data are not part of the bundle: pass their folder with `--dataset_dir`, and
 - normalisation: {norm};
 - patch {cfg['patch_size']}, batch {cfg['batch_size']}, DynUNet with strides {net['strides']},
   kernels {net['kernel_size']}, filters {net['filters']}, deep supervision ({net['deep_supr_num']} extra heads);
-- SGD (Nesterov, momentum {plans['training']['momentum']}), learning rate {plans['training']['learning_rate']} with
+- {optimizer}, learning rate {plans['training']['learning_rate']} with
   polynomial decay, Dice + cross-entropy; an epoch is `iterations_per_epoch` random patches batches;
   {int(plans['training']['val_fraction'] * 100)}% of the labelled cases validate every `val_interval` epochs and the best
   mean Dice is saved to `models/model.pt`.
@@ -112,8 +114,19 @@ python -m monai.bundle run --config_file "['configs/train.json','configs/evaluat
 # segmentation proposals for the unlabelled cases, cached per case in proposals/ (classical
 # generator by default; SAM with --generator sam --checkpoint SAM.pth [--model_type vit_b])
 python -m monai.bundle run --config_file configs/propose.json --dataset_dir DATA [--datalist SPLIT.json]
+# one SamDSK pass: predict the unlabelled cases, match proposals, accept beta >= the plan's threshold
+# (--acceptance_threshold B); pseudolabels/accepted.json is a datalist of the accepted cases
+python -m monai.bundle run --config_file "['configs/inference.json','configs/pseudolabel.json']" \
+    --dataset_dir DATA [--datalist SPLIT.json]
 # check the network against metadata.json
 python -m monai.bundle verify_net_in_out network_def --meta_file configs/metadata.json \\
     --config_file configs/inference.json
+```
+
+The whole SamDSK loop (round 0 on the labelled cases, then predict -> match -> accept -> retrain
+until a round accepts nothing; threshold calibrated on the validation cases; resumable):
+
+```bash
+samdsk-plan loop . --data DATA [--datalist SPLIT.json] -o RUN [--rounds R] [--device cuda]
 ```
 """
