@@ -120,7 +120,7 @@ def nnunet_dataset(tmp_path: Path) -> Path:
 HIPPOCAMPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hippocampus"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def hippocampus() -> Path:
     assert (HIPPOCAMPUS / "dataset.json").is_file(), (
         f"the hippocampus dataset is expected at {HIPPOCAMPUS} (the shared/ folder beside the repository)"

@@ -92,6 +92,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-dir", type=Path, default=None)
     p.add_argument("-o", "--output", type=Path, required=True, help="output datalist JSON")
     p.set_defaults(func=_cmd_split)
+
+    p = sub.add_parser("loop", help="SamDSK rounds: train, pseudo-label the pool, accept, retrain (resumable)")
+    p.add_argument("bundle", type=Path, help="bundle folder from 'samdsk-plan emit'")
+    p.add_argument("--data", type=Path, required=True, help="dataset folder (relative datalist paths start here)")
+    p.add_argument("--datalist", type=Path, default=None,
+                   help="datalist or 'samdsk-plan split' JSON (default: the dataset's own labelled/unlabelled cases)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="run folder (created; rerun to resume)")
+    p.add_argument("--rounds", type=int, default=None, help="SamDSK rounds after round 0 (default: until stable)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs per round (default: the bundle's)")
+    p.add_argument("--iterations-per-epoch", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--val-interval", type=int, default=None, help="epochs between validations (model selection)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (training, inference and SAM)")
+    p.add_argument("--generator", default="classical", choices=("classical", "sam"))
+    p.add_argument("--checkpoint", type=str, default=None, help="SAM / MedSAM checkpoint file")
+    p.add_argument("--model-type", default=None, choices=("vit_b", "vit_l", "vit_h", "auto"))
+    p.add_argument("--fast", action="store_true", help="classical: Felzenszwalb + SLIC only")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="fixed beta threshold (default: calibrated each round on the validation cases)")
+    p.add_argument("--max-accepted", type=int, default=None, help="most cases accepted per round")
+    p.add_argument("--pseudo-label-weight", type=float, default=None, help="sampling weight of machine labels")
+    p.add_argument("--retrain", default=None, choices=("scratch", "finetune"))
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="bundle config override for every run, e.g. 'network_def#filters=[8,16,32,64]'")
+    p.add_argument("--threads", type=int, default=None, help="torch threads of the bundle runs")
+    p.add_argument("-j", "--workers", type=int, default=1, help="matching worker processes (default 1)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_loop)
     return parser
 
 
@@ -201,6 +229,42 @@ def _cmd_split(args: argparse.Namespace) -> int:
     counts = split["split"]["counts"]
     print(f"wrote {args.output}: {counts['training']} labelled training, {counts['hidden_label_pool']} hidden-label "
           f"pool, {counts['testing']} test, {counts['unlabelled']} unlabelled cases")
+    return 0
+
+
+def _cmd_loop(args: argparse.Namespace) -> int:
+    import logging
+
+    from samdsk_plan.loop import Loop, LoopSettings
+
+    overrides = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SamdskError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key] = value
+    for name in ("rounds", "epochs", "iterations_per_epoch", "batch_size", "val_interval", "max_accepted", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "rounds" else 1):
+            raise SamdskError(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'rounds' else 'positive'}, "
+                              f"got {value}")
+    if args.workers < 1:
+        raise SamdskError(f"--workers must be at least 1, got {args.workers}")
+    settings = LoopSettings(
+        rounds=args.rounds, epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
+        batch_size=args.batch_size, val_interval=args.val_interval, generator=args.generator,
+        checkpoint=args.checkpoint, model_type=args.model_type, fast_proposals=args.fast, threshold=args.threshold,
+        max_accepted=args.max_accepted, pseudo_label_weight=args.pseudo_label_weight, retrain=args.retrain,
+        workers=args.workers, overrides=overrides)
+    logging.basicConfig(level=logging.INFO, format="samdsk-plan loop: %(message)s")
+    state = Loop(args.bundle, args.data, args.output, args.datalist, settings, args.device, args.threads,
+                 progress=not args.quiet).run()
+    rounds = state["rounds"]
+    for r in sorted(rounds, key=int):
+        ev = rounds[r].get("evaluation", {}).get("mean", {})
+        dice = ", ".join(f"{name} {v['dice']:.4f}" for name, v in ev.items() if v.get("dice") is not None)
+        print(f"round {r}: accepted {len(rounds[r].get('accepted', []))}" + (f"; {dice}" if dice else ""))
+    print(f"run folder {args.output}: " + (state["stopped"] or "stopped after the requested rounds"))
     return 0
 
 

@@ -1,0 +1,59 @@
+"""Run an emitted bundle's configs with ``python -m monai.bundle run`` in a child process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from samdsk_plan.errors import SamdskError
+
+
+class BundleRunner:
+    """Runs ``configs/*.json`` of ``bundle_dir`` (the working directory of each run).
+
+    Args:
+        bundle_dir: the bundle folder (``configs/train.json`` ...).
+        dataset_dir: data root the datalists' relative paths start from.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        overrides: extra ``--KEY VALUE`` pairs for every run (e.g. ``network_def#filters``).
+        threads: torch / OpenMP threads of the child (None: the library default).
+    """
+
+    def __init__(self, bundle_dir: str | Path, dataset_dir: str | Path, device: str = "cpu",
+                 overrides: Mapping[str, str] | None = None, threads: int | None = None) -> None:
+        self.bundle_dir = Path(bundle_dir).resolve()
+        if not (self.bundle_dir / "configs" / "train.json").is_file():
+            raise SamdskError(f"{self.bundle_dir}: not a samdsk-plan bundle (no configs/train.json)")
+        self.dataset_dir = Path(dataset_dir).resolve()
+        self.device = device
+        self.overrides = dict(overrides or {})
+        self.threads = threads
+
+    def command(self, configs: Sequence[str], args: Mapping[str, object]) -> list[str]:
+        """The ``monai.bundle run`` command line for ``configs`` with ``args`` as overrides."""
+        files = [f"configs/{c}" for c in configs]
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+               files[0] if len(files) == 1 else str(files), "--device", self.device,
+               "--dataset_dir", str(self.dataset_dir)]
+        for key, value in {**self.overrides, **args}.items():
+            cmd += [f"--{key}", str(value)]
+        return cmd
+
+    def run(self, configs: Sequence[str], log_file: str | Path, **args: object) -> None:
+        """Run and write the child's output to ``log_file``; a failure raises
+        :class:`SamdskError` naming the log and quoting its end."""
+        log_file = Path(log_file)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        if self.threads:
+            env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+        with open(log_file, "w") as log:
+            done = subprocess.run(self.command(configs, args), cwd=self.bundle_dir, stdout=log,
+                                  stderr=subprocess.STDOUT, env=env)
+        if done.returncode != 0:
+            tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-15:])
+            raise SamdskError(f"bundle run {' + '.join(configs)} failed (exit {done.returncode}); "
+                              f"full log: {log_file}\n{tail}")

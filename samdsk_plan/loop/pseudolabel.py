@@ -1,0 +1,172 @@
+"""One predict -> propose -> match pass over cases, from the files the bundle's inference wrote.
+
+For a case with image ``IMG.nii.gz`` and the bundle's softmax output ``PRED_DIR/IMG_prob.nii.gz``
+(channel-last, in the image's geometry), :func:`match_case` windows the image with the plan's
+normalisation, gets proposals (cached) on the slices near the predicted foreground along the
+plan's axes, and runs :func:`~samdsk_plan.matching.match_volume` with the plan's ROI-count
+bounds. :func:`match_entries` does this for many cases and stores, per case, the candidate
+pseudo-label (``CASE.nii.gz``, image geometry) and a record (``CASE.json``: beta, per-class
+scores, exactness, chosen proposals, model confidence); finished cases are skipped when the
+pass is run again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from samdsk_plan.errors import SamdskError
+from samdsk_plan.io import read_image, write_image
+from samdsk_plan.io.atomic import atomic_write_json
+from samdsk_plan.io.images import strip_image_suffix
+from samdsk_plan.io.layouts import case_id_from_path, read_json_object
+from samdsk_plan.io.parallel import parallel_map
+from samdsk_plan.matching import MatchSettings, VolumeMatch, match_volume
+from samdsk_plan.proposals.base import ProposalGenerator
+from samdsk_plan.proposals.cache import ProposalCache
+from samdsk_plan.proposals.pipeline import propose_case
+from samdsk_plan.proposals.volume import slice_indices, window_to_unit
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MatchRecord:
+    """What matching made of one case (stored as ``CASE.json``).
+
+    Attributes:
+        case_id: the case.
+        image: image path; ``label``: the candidate pseudo-label written for it.
+        beta: matching score (mean 3D overlap of label and prediction over predicted classes).
+        scores: per foreground class (as a string) its 3D overlap.
+        exact: every slice's matching was exact.
+        confidence: the model's mean top softmax probability over its predicted foreground
+            (0 when it predicts none), the usual self-training selection score.
+        generator: proposal generator name.
+        chosen: per slice ``"axis:index"``, per class, the chosen proposal indices.
+    """
+
+    case_id: str
+    image: str
+    label: str
+    beta: float
+    scores: dict[str, float]
+    exact: bool
+    confidence: float
+    generator: str
+    chosen: dict[str, dict[str, list[int]]]
+
+
+def matching_settings(plans: dict) -> tuple[dict[int, list[tuple[int, int]]], list[int], MatchSettings]:
+    """Per-axis per-class ``(lower, upper)`` bounds, per-class 3D component limits and the match
+    settings of a plan's ``samdsk`` section."""
+    samdsk = plans["samdsk"]
+    classes = sorted(samdsk["classes"], key=int)
+    bounds = {int(axis): [(int(samdsk["classes"][c]["regions_per_slice"][str(axis)]["lower"]),
+                           int(samdsk["classes"][c]["regions_per_slice"][str(axis)]["upper"])) for c in classes]
+              for axis in samdsk["axes"]}
+    components = [int(samdsk["classes"][c]["max_components_3d"]) for c in classes]
+    return bounds, components, MatchSettings(**samdsk.get("matching", {}))
+
+
+def read_probabilities(path: Path, shape: tuple[int, ...], n_classes: int) -> np.ndarray:
+    """``(C, I, J, K)`` float32 softmax maps from the bundle's channel-last output file."""
+    if not path.is_file():
+        raise SamdskError(f"{path}: probability map not found (run the bundle's inference with "
+                          "--save_probabilities True)")
+    prob = np.asarray(read_image(path).array, dtype=np.float32)
+    if prob.ndim != 4 or prob.shape[:3] != tuple(shape) or prob.shape[3] != n_classes:
+        raise SamdskError(f"{path}: probabilities of shape {prob.shape} do not fit the image {tuple(shape)} "
+                          f"with {n_classes} classes")
+    return np.moveaxis(prob, -1, 0)
+
+
+def confidence(probs: np.ndarray) -> float:
+    """Mean top softmax probability over the voxels predicted foreground; 0 if there are none."""
+    top = probs.max(axis=0)
+    fg = np.argmax(probs, axis=0) > 0
+    return float(top[fg].mean()) if fg.any() else 0.0
+
+
+def match_case(case_id: str, image_path: str | Path, prob_path: str | Path, plans: dict,
+               generators: dict[int, ProposalGenerator], cache_dir: str | Path | None) -> tuple[VolumeMatch, np.ndarray]:
+    """Match one case; returns the match and its ``(C, I, J, K)`` probabilities."""
+    array = np.asarray(read_image(image_path).array)
+    volume = window_to_unit(array[..., 0] if array.ndim == 4 else array, plans["normalization"][0])
+    probs = read_probabilities(Path(prob_path), volume.shape, len(plans["dataset"]["labels"]))
+    samdsk = plans["samdsk"]
+    roi = np.argmax(probs, axis=0) > 0
+    margin = int(samdsk["slice_margin"])
+    slices = {axis: slice_indices(volume.shape, axis, roi, margin) for axis in generators}
+    cache = ProposalCache(cache_dir) if cache_dir is not None else None
+    found = propose_case(case_id, volume, generators, slices, cache)
+    bounds, components, settings = matching_settings(plans)
+    proposals = {key: p.masks for key, p in found.items()}
+    fusion = samdsk["fusion"]
+    result = match_volume(probs, proposals, bounds, components, fusion=fusion,
+                          connectivity=samdsk.get("connectivity", "full"), settings=settings)
+    return result, probs
+
+
+def _match_entry(entry: dict, pred_dir: Path, out_dir: Path, plans: dict, generators: dict[int, ProposalGenerator],
+                 cache_dir: Path | None) -> MatchRecord:
+    image = entry["image"][0] if isinstance(entry["image"], list) else entry["image"]
+    case_id = case_id_from_path(image, strip_channel=isinstance(entry["image"], list))
+    record_path = out_dir / f"{case_id}.json"
+    if record_path.is_file():
+        return MatchRecord(**read_json_object(record_path))
+    # the bundle's inference names its outputs after the image file (channel suffix included)
+    prob_path = pred_dir / f"{strip_image_suffix(image)}_prob.nii.gz"
+    result, probs = match_case(case_id, image, prob_path, plans, generators, cache_dir)
+    label_path = write_image(out_dir / f"{case_id}.nii.gz", result.label.astype(np.uint8), read_image(image).affine)
+    record = MatchRecord(
+        case_id=case_id, image=str(image), label=str(label_path), beta=result.beta,
+        scores={str(c): s for c, s in result.scores.items()}, exact=result.exact, confidence=confidence(probs),
+        generator=next(iter(generators.values())).name,
+        chosen={k: {str(c): ids for c, ids in v.items()} for k, v in result.chosen.items()})
+    atomic_write_json(record_path, asdict(record))
+    return record
+
+
+def match_entries(entries: list[dict], pred_dir: str | Path, out_dir: str | Path, plans: dict,
+                  generators: dict[int, ProposalGenerator], cache_dir: str | Path | None = None,
+                  workers: int = 1, progress: bool = True) -> list[MatchRecord]:
+    """Match every data-list entry whose probabilities are in ``pred_dir``; writes
+    ``out_dir/CASE.nii.gz`` and ``out_dir/CASE.json`` per case and reuses those already there."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = partial(_match_entry, pred_dir=Path(pred_dir), out_dir=out_dir, plans=plans, generators=generators,
+                   cache_dir=Path(cache_dir) if cache_dir else None)
+    return parallel_map(work, entries, workers, desc="match", progress=progress)
+
+
+def accepted_entry(image: str | list[str], record: MatchRecord, round_index: int, weight: float) -> dict:
+    """A training datalist entry for an accepted pseudo-label, with its provenance."""
+    return {"image": image, "label": record.label, "weight": weight,
+            "samdsk": {"round": round_index, "beta": record.beta, "scores": record.scores,
+                       "generator": record.generator, "exact": record.exact}}
+
+
+def pseudolabel_pass(entries: list[dict], pred_dir: str | Path, out_dir: str | Path, plans: dict,
+                     generators: dict[int, ProposalGenerator], cache_dir: str | Path | None, threshold: float,
+                     max_accepted: int | None = None, weight: float = 1.0, workers: int = 1) -> Path:
+    """Match every entry (its probabilities in ``pred_dir``), accept those with
+    ``beta >= threshold`` (highest first, at most ``max_accepted``) and write
+    ``out_dir/accepted.json``: a datalist whose ``training`` list holds the accepted cases with
+    their pseudo-labels and provenance, and whose ``unlabeled`` list holds the rest."""
+    from samdsk_plan.loop.selection import select
+
+    records = match_entries(entries, pred_dir, out_dir, plans, generators, cache_dir, workers)
+    by_id = {r.case_id: (e, r) for e, r in zip(entries, records)}
+    accepted = select({cid: r.beta for cid, (_, r) in by_id.items()}, threshold, max_accepted)
+    taken = set(accepted)
+    path = atomic_write_json(Path(out_dir) / "accepted.json", {
+        "training": [accepted_entry(by_id[c][0]["image"], by_id[c][1], 1, weight) for c in accepted],
+        "unlabeled": [e for cid, (e, _) in by_id.items() if cid not in taken],
+        "threshold": threshold})
+    logger.info("accepted %d of %d case(s) with beta >= %.3f: %s", len(accepted), len(records), threshold, path)
+    return path

@@ -1,0 +1,383 @@
+"""The SamDSK loop: rounds of train -> predict -> propose/match -> accept, in a resumable run folder.
+
+Run folder::
+
+    RUN/state.json                 steps done, settings, per-round summaries (written atomically)
+    RUN/base.json                  the human split: train / val / test / pool (+ hidden labels)
+    RUN/proposals/CASE.npz         proposal cache, shared by all rounds
+    RUN/round_0/datalist.json      human training cases only
+    RUN/round_0/models/model.pt    round 0 model; round_0/eval/metrics.json its evaluation
+    RUN/round_R/predictions/{pool,val}/   softmax maps of round R-1's model
+    RUN/round_R/matches/{pool,val}/CASE.{nii.gz,json}   candidate pseudo-labels and records
+    RUN/round_R/datalist.json      human + accepted machine labels, each with provenance
+    RUN/round_R/report.{json,md}   accepted cases, beta histogram, calibration, true Dice
+    RUN/round_R/models, eval       the retrained model and its evaluation
+
+Every step is recorded in ``state.json`` only after its outputs are complete; a step that was
+interrupted is redone from its start (matching resumes per case), so killing the loop at any
+moment and starting it again continues where it stopped. Pseudo-labels live only in the run
+folder: the dataset is read, never written.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from samdsk_plan.bundle.data import datalist_files
+from samdsk_plan.errors import SamdskError
+from samdsk_plan.io import read_image
+from samdsk_plan.io.atomic import atomic_write_json, atomic_write_text
+from samdsk_plan.io.images import strip_image_suffix
+from samdsk_plan.io.layouts import case_id_from_path, read_json_object
+from samdsk_plan.loop.bundle_runner import BundleRunner
+from samdsk_plan.loop.pseudolabel import MatchRecord, accepted_entry, match_entries
+from samdsk_plan.loop.selection import calibrate_threshold, histogram, select, top_n
+from samdsk_plan.matching import union_score
+from samdsk_plan.proposals.pipeline import make_generators
+
+logger = logging.getLogger(__name__)
+STATE_FORMAT = 1
+RETRAIN_MODES = ("scratch", "finetune")
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Settings of a loop run. ``None`` means: the plan's (``samdsk`` section) or the bundle's
+    value. All but ``rounds`` and ``workers`` are fixed when the run folder is created.
+
+    Attributes:
+        rounds: SamDSK rounds after round 0 (None: until a round accepts nothing).
+        epochs, iterations_per_epoch, batch_size, val_interval: training overrides.
+        generator: ``"classical"`` or ``"sam"``; ``checkpoint`` / ``model_type`` for SAM;
+            ``fast_proposals`` for the classical generator's fast mode.
+        threshold: fixed beta threshold (disables calibration).
+        max_accepted: most cases accepted per round (highest beta first).
+        pseudo_label_weight: sampling weight of machine labels (the paper's lambda).
+        retrain: ``"scratch"`` or ``"finetune"`` (start from the previous round's model).
+        workers: processes for matching.
+    """
+
+    rounds: int | None = None
+    epochs: int | None = None
+    iterations_per_epoch: int | None = None
+    batch_size: int | None = None
+    val_interval: int | None = None
+    generator: str = "classical"
+    checkpoint: str | None = None
+    model_type: str | None = None
+    fast_proposals: bool = False
+    threshold: float | None = None
+    max_accepted: int | None = None
+    pseudo_label_weight: float | None = None
+    retrain: str | None = None
+    workers: int = 1
+    overrides: dict[str, str] = field(default_factory=dict)
+
+    def fixed(self) -> dict:
+        """The settings a run folder is tied to."""
+        out = asdict(self)
+        out.pop("rounds")
+        out.pop("workers")
+        return out
+
+
+class _State:
+    """``state.json``: done steps and per-round summaries."""
+
+    def __init__(self, path: Path, header: dict) -> None:
+        self.path = path
+        if path.is_file():
+            self.data = read_json_object(path)
+            if self.data.get("format") != STATE_FORMAT:
+                raise SamdskError(f"{path}: unknown run state format {self.data.get('format')!r}")
+            for key, value in header.items():
+                if self.data["header"].get(key) != value:
+                    raise SamdskError(f"{path}: this run folder was started with {key} = "
+                                      f"{self.data['header'].get(key)!r}, not {value!r}; use another output folder")
+        else:
+            self.data = {"format": STATE_FORMAT, "header": header, "done": [], "rounds": {}, "stopped": None}
+            self.save()
+
+    def save(self) -> None:
+        atomic_write_json(self.path, self.data)
+
+    def done(self, step: str) -> bool:
+        return step in self.data["done"]
+
+    def mark(self, step: str) -> None:
+        self.data["done"].append(step)
+        self.save()
+
+    def round(self, r: int) -> dict:
+        return self.data["rounds"].setdefault(str(r), {})
+
+
+def _case_id(entry: dict) -> str:
+    image = entry["image"]
+    return case_id_from_path(image[0] if isinstance(image, list) else image, strip_channel=isinstance(image, list))
+
+
+def _stem(entry: dict) -> str:
+    image = entry["image"]
+    return strip_image_suffix(image[0] if isinstance(image, list) else image)
+
+
+def _hidden_labels(datalist: Path | None, data: Path) -> dict[str, str]:
+    """Case id -> hidden label path of the pool entries of a ``samdsk-plan split`` file."""
+    if datalist is None:
+        return {}
+    meta = read_json_object(datalist)
+    out = {}
+    for key in ("unlabeled", "unlabelled"):
+        for entry in meta.get(key, []) if isinstance(meta.get(key), list) else []:
+            if isinstance(entry, dict) and entry.get("hidden_label") and entry.get("image"):
+                out[_case_id({"image": entry["image"]})] = str((data / entry["hidden_label"]).resolve())
+    return out
+
+
+def _dice(label_path: str | Path, truth_path: str | Path, classes: list[int]) -> dict[int, float]:
+    label = np.asarray(read_image(label_path).array).astype(np.int64).ravel()
+    truth = np.asarray(read_image(truth_path).array).astype(np.int64).ravel()
+    return {c: union_score((label == c)[None], (truth == c).astype(float), [0], "dice") for c in classes}
+
+
+def _mean_dice(label_path: str | Path, truth_path: str | Path, classes: list[int]) -> float:
+    return float(np.mean(list(_dice(label_path, truth_path, classes).values())))
+
+
+class Loop:
+    """One run folder's loop (see the module docstring); :meth:`run` does the work."""
+
+    def __init__(self, bundle: str | Path, data: str | Path, run_dir: str | Path, datalist: str | Path | None = None,
+                 settings: LoopSettings | None = None, device: str = "cpu", threads: int | None = None,
+                 progress: bool = True, log: Callable[[str], None] = logger.info) -> None:
+        self.settings = settings or LoopSettings()
+        self.bundle = Path(bundle).resolve()
+        self.data = Path(data).resolve()
+        self.datalist = Path(datalist).resolve() if datalist is not None else None
+        self.run_dir = Path(run_dir).resolve()
+        self.progress, self.log = progress, log
+        plans_path = self.bundle / "configs" / "plans.json"
+        if not plans_path.is_file():
+            raise SamdskError(f"{self.bundle}: not a samdsk-plan bundle (no configs/plans.json)")
+        if not self.data.is_dir():
+            raise SamdskError(f"{self.data}: dataset folder not found")
+        if self.run_dir == self.data or self.data in self.run_dir.parents:
+            raise SamdskError(f"{self.run_dir}: the run folder must lie outside the dataset folder {self.data}")
+        self.plans = read_json_object(plans_path)
+        samdsk = self.plans["samdsk"]
+        s = self.settings
+        self.retrain = s.retrain or samdsk.get("retrain", "scratch")
+        if self.retrain not in RETRAIN_MODES:
+            raise SamdskError(f"retrain must be one of {', '.join(RETRAIN_MODES)}, got {self.retrain!r}")
+        self.weight = samdsk.get("pseudo_label_weight", 1.0) if s.pseudo_label_weight is None else s.pseudo_label_weight
+        self.calibrate = s.threshold is None and bool(samdsk.get("calibrate_threshold", True))
+        self.threshold = s.threshold if s.threshold is not None else float(samdsk["acceptance_threshold"])
+        self.max_accepted = s.max_accepted if s.max_accepted is not None else samdsk.get("max_accepted_per_round")
+        self.classes = sorted(int(c) for c in samdsk["classes"])
+        self.runner = BundleRunner(self.bundle, self.data, device, s.overrides, threads)
+        self.device = device
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        header = {"bundle": str(self.bundle), "data": str(self.data),
+                  "datalist": str(self.datalist) if self.datalist else None, "settings": s.fixed()}
+        self.state = _State(self.run_dir / "state.json", header)
+        self._generators = None
+
+    # ------------------------------------------------------------------ steps
+    def run(self) -> dict:
+        """Run (or continue) the loop; returns the state's data."""
+        self._step(0, "prepare", self._prepare)
+        self._step(0, "train", lambda: self._train(0))
+        self._step(0, "evaluate", lambda: self._evaluate(0))
+        r = 1
+        while self.state.data["stopped"] is None:
+            if self.settings.rounds is not None and r > self.settings.rounds:
+                self.log(f"stopping: {self.settings.rounds} round(s) done")
+                break
+            if not self._datalist(r - 1)["unlabeled"] and not self.state.done(f"{r}/predict"):
+                self._stop(f"round {r}: the unlabelled pool is empty")
+                break
+            self._step(r, "predict", lambda: self._predict(r))
+            self._step(r, "match", lambda: self._match(r))
+            self._step(r, "accept", lambda: self._accept(r))
+            if not self.state.round(r)["accepted"]:
+                self._stop(f"round {r} accepted no case")
+                break
+            self._step(r, "train", lambda: self._train(r))
+            self._step(r, "evaluate", lambda: self._evaluate(r))
+            r += 1
+        return self.state.data
+
+    def _step(self, r: int, name: str, fn: Callable[[], None]) -> None:
+        key = f"{r}/{name}"
+        if self.state.done(key):
+            return
+        self.log(f"round {r}: {name}")
+        fn()
+        self.state.mark(key)
+
+    def _stop(self, reason: str) -> None:
+        self.log(f"stopping: {reason}")
+        self.state.data["stopped"] = reason
+        self.state.save()
+
+    def _round_dir(self, r: int) -> Path:
+        return self.run_dir / f"round_{r}"
+
+    def _datalist(self, r: int) -> dict:
+        return read_json_object(self._round_dir(r) / "datalist.json")
+
+    def _prepare(self) -> None:
+        source = self.datalist if self.datalist is not None else self.data
+        fraction = float(self.plans["training"]["val_fraction"])
+        parts = {p: datalist_files(source, p, self.data, fraction, 0) for p in ("train", "val", "test", "unlabeled")}
+        if not parts["train"]:
+            raise SamdskError(f"{source}: no labelled training case")
+        if not parts["unlabeled"]:
+            raise SamdskError(f"{source}: no unlabelled case to pseudo-label")
+        base = {**parts, "hidden_labels": _hidden_labels(self.datalist, self.data)}
+        atomic_write_json(self.run_dir / "base.json", base)
+        atomic_write_json(self._round_dir(0) / "datalist.json",
+                          {"training": parts["train"], "validation": parts["val"], "testing": parts["test"],
+                           "unlabeled": parts["unlabeled"]})
+
+    def _train(self, r: int) -> None:
+        models = self._round_dir(r) / "models"
+        shutil.rmtree(models, ignore_errors=True)
+        s = self.settings
+        args: dict[str, object] = {"datalist": self._round_dir(r) / "datalist.json", "ckpt_dir": models}
+        for key in ("epochs", "iterations_per_epoch", "batch_size", "val_interval"):
+            if getattr(s, key) is not None:
+                args[key] = getattr(s, key)
+        if r > 0 and self.retrain == "finetune":
+            args["init_checkpoint"] = self._round_dir(r - 1) / "models" / "model.pt"
+        self.runner.run(["train.json"], self._round_dir(r) / "logs" / "train.log", **args)
+        if not (models / "model.pt").is_file():
+            raise SamdskError(f"round {r}: training wrote no {models / 'model.pt'} (is val_interval <= epochs?)")
+
+    def _evaluate(self, r: int) -> None:
+        out = self._round_dir(r) / "eval"
+        shutil.rmtree(out, ignore_errors=True)
+        datalist = self._datalist(r)
+        part = "test" if datalist["testing"] else "val"
+        self.runner.run(["train.json", "evaluate.json"], self._round_dir(r) / "logs" / "evaluate.log",
+                        datalist=self._round_dir(r) / "datalist.json", ckpt_dir=self._round_dir(r) / "models",
+                        output_dir=out, data_part=part)
+        metrics = read_json_object(out / "metrics.json")
+        summary = self.state.round(r)
+        summary["evaluation"] = {"part": part, "mean": metrics["mean"]}
+        self.state.save()
+
+    def _predict(self, r: int) -> None:
+        pred = self._round_dir(r) / "predictions"
+        shutil.rmtree(pred, ignore_errors=True)
+        parts = ["unlabeled"] + (["val"] if self.calibrate else [])
+        for part in parts:
+            self.runner.run(["inference.json"], self._round_dir(r) / "logs" / f"predict_{part}.log",
+                            datalist=self._round_dir(r - 1) / "datalist.json",
+                            ckpt_dir=self._round_dir(r - 1) / "models", data_part=part,
+                            output_dir=pred / ("pool" if part == "unlabeled" else "val"), save_probabilities=True)
+
+    def _generators_for_run(self):
+        if self._generators is None:
+            s = self.settings
+            if s.generator == "classical":
+                self.log("proposals: classical generator (no SAM checkpoint needed)")
+            self._generators = make_generators(self.plans, s.generator, s.checkpoint, s.model_type,
+                                               "cuda" if self.device.startswith("cuda") else "cpu", s.fast_proposals)
+        return self._generators
+
+    def _match(self, r: int) -> None:
+        previous = self._datalist(r - 1)
+        parts = {"pool": previous["unlabeled"]}
+        if self.calibrate:
+            parts["val"] = previous["validation"]
+        for name, entries in parts.items():
+            match_entries(entries, self._round_dir(r) / "predictions" / name, self._round_dir(r) / "matches" / name,
+                          self.plans, self._generators_for_run(), self.run_dir / "proposals",
+                          workers=self.settings.workers, progress=self.progress)
+
+    def _records(self, r: int, part: str, entries: list[dict]) -> dict[str, MatchRecord]:
+        folder = self._round_dir(r) / "matches" / part
+        return {_case_id(e): MatchRecord(**read_json_object(folder / f"{_case_id(e)}.json")) for e in entries}
+
+    def _accept(self, r: int) -> None:
+        previous = self._datalist(r - 1)
+        pool = self._records(r, "pool", previous["unlabeled"])
+        summary: dict = {"round": r}
+        threshold, source = self.threshold, "fixed"
+        if self.calibrate:
+            val = self._records(r, "val", previous["validation"])
+            entries = {_case_id(e): e for e in previous["validation"]}
+            preds = self._round_dir(r) / "predictions" / "val"
+            ids = sorted(val)
+            label_dice = [_mean_dice(val[c].label, entries[c]["label"], self.classes) for c in ids]
+            pred_dice = [_mean_dice(preds / f"{_stem(entries[c])}_seg.nii.gz", entries[c]["label"], self.classes)
+                         for c in ids]
+            cal = calibrate_threshold([val[c].beta for c in ids], label_dice, pred_dice)
+            threshold, source = cal.threshold, "calibrated on validation cases"
+            summary["calibration"] = cal.curve
+        accepted = select({c: rec.beta for c, rec in pool.items()}, threshold, self.max_accepted)
+        summary.update(threshold=threshold if np.isfinite(threshold) else None, threshold_source=source,
+                       n_pool=len(pool), accepted=accepted,
+                       beta_histogram=histogram([rec.beta for rec in pool.values()]),
+                       exact_fraction=float(np.mean([rec.exact for rec in pool.values()])) if pool else 1.0)
+        summary.update(self._truth_report(r, pool, accepted))
+        images = {_case_id(e): e["image"] for e in previous["unlabeled"]}
+        new_entries = [accepted_entry(images[cid], pool[cid], r, self.weight) for cid in accepted]
+        taken = set(accepted)
+        atomic_write_json(self._round_dir(r) / "datalist.json", {
+            "training": previous["training"] + new_entries, "validation": previous["validation"],
+            "testing": previous["testing"], "unlabeled": [e for e in previous["unlabeled"] if _case_id(e) not in taken]})
+        atomic_write_json(self._round_dir(r) / "report.json", summary)
+        atomic_write_text(self._round_dir(r) / "report.md", _report_markdown(summary))
+        self.state.data["rounds"][str(r)] = {k: v for k, v in summary.items() if k != "calibration"}
+        self.state.save()
+        self.log(f"round {r}: accepted {len(accepted)} of {len(pool)} case(s) (threshold {threshold:.3f}, {source})")
+
+    def _truth_report(self, r: int, pool: Mapping[str, MatchRecord], accepted: list[str]) -> dict:
+        """True Dice of the accepted pseudo-labels, of the model's raw predictions on the same
+        cases, and of the raw predictions of as many cases chosen by model confidence; only
+        when the pool's hidden labels are known (a ``samdsk-plan split`` file)."""
+        hidden = read_json_object(self.run_dir / "base.json")["hidden_labels"]
+        if not accepted or not all(c in hidden for c in pool):
+            return {}
+        preds = self._round_dir(r) / "predictions" / "pool"
+        stems = {c: strip_image_suffix(rec.image) for c, rec in pool.items()}
+        confident = top_n({c: rec.confidence for c, rec in pool.items()}, len(accepted))
+
+        def mean_over(ids: list[str], path_of: Callable[[str], Path | str]) -> dict[str, float]:
+            per_case = [_dice(path_of(c), hidden[c], self.classes) for c in ids]
+            out = {str(k): float(np.mean([d[k] for d in per_case])) for k in self.classes}
+            out["mean"] = float(np.mean([np.mean(list(d.values())) for d in per_case]))
+            return out
+
+        return {"true_dice": {
+            "accepted_pseudo_labels": mean_over(accepted, lambda c: pool[c].label),
+            "accepted_predictions": mean_over(accepted, lambda c: preds / f"{stems[c]}_seg.nii.gz"),
+            "confidence_selected_predictions": mean_over(confident, lambda c: preds / f"{stems[c]}_seg.nii.gz"),
+        }}
+
+
+def _report_markdown(summary: dict) -> str:
+    lines = [f"# SamDSK round {summary['round']}", "",
+             f"- pool: {summary['n_pool']} case(s); accepted: {len(summary['accepted'])}",
+             f"- threshold: {summary['threshold']} ({summary['threshold_source']})",
+             f"- exact matchings: {100 * summary['exact_fraction']:.0f} % of cases", "", "## beta histogram", "",
+             "| beta | cases |", "|---|---|"]
+    lines += [f"| {b['from']:.1f}-{b['to']:.1f} | {b['count']} |" for b in summary["beta_histogram"]]
+    if "true_dice" in summary:
+        lines += ["", "## True Dice against the hidden labels", "", "| selection | mean Dice |", "|---|---|"]
+        lines += [f"| {name.replace('_', ' ')} | {d['mean']:.4f} |" for name, d in summary["true_dice"].items()]
+    if "calibration" in summary:
+        lines += ["", "## Threshold calibration (validation cases)", "",
+                  "| threshold | accepted | pseudo-label Dice | prediction Dice |", "|---|---|---|---|"]
+        lines += [f"| {c['threshold']:.4f} | {c['n_accepted']} | {c['label_dice']:.4f} | {c['prediction_dice']:.4f} |"
+                  for c in summary["calibration"]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,74 @@
+"""Which matched cases join the training set: acceptance by beta, and its calibration.
+
+The paper accepts an image when its matching score beta exceeds 0.9. How high beta gets
+depends on the proposals (classical ones cap it well below SAM's), so the threshold is
+calibrated per round on labelled validation cases, where the truth is known: each candidate
+threshold ``b`` accepts the validation cases with ``beta >= b``; the chosen threshold is the
+lowest ``b`` at which the accepted cases' pseudo-labels are, on average, at least as accurate
+(mean Dice against the truth) as the model's own predictions on those same cases. When no
+threshold qualifies nothing is accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Result of :func:`calibrate_threshold`.
+
+    Attributes:
+        threshold: the chosen beta threshold (``inf``: accept nothing).
+        curve: one row per candidate threshold (ascending): ``threshold``, ``n_accepted``,
+            ``label_dice`` and ``prediction_dice`` (means over the accepted validation cases).
+    """
+
+    threshold: float
+    curve: list[dict[str, float]]
+
+
+def calibrate_threshold(betas: Sequence[float], label_dice: Sequence[float], prediction_dice: Sequence[float],
+                        min_accepted: int = 1) -> Calibration:
+    """The lowest beta threshold whose accepted validation labels beat the raw predictions.
+
+    Args:
+        betas: per validation case, its matching score.
+        label_dice: per case, the true mean Dice of its matched pseudo-label.
+        prediction_dice: per case, the true mean Dice of the model's prediction.
+        min_accepted: thresholds accepting fewer validation cases than this are not chosen.
+    """
+    betas, label_dice, prediction_dice = (np.asarray(x, dtype=float) for x in (betas, label_dice, prediction_dice))
+    if not betas.shape == label_dice.shape == prediction_dice.shape:
+        raise ValueError("betas, label_dice and prediction_dice need one value per case each")
+    curve = []
+    chosen = math.inf
+    for b in np.unique(betas):
+        accepted = betas >= b
+        row = {"threshold": float(b), "n_accepted": int(accepted.sum()),
+               "label_dice": float(label_dice[accepted].mean()), "prediction_dice": float(prediction_dice[accepted].mean())}
+        curve.append(row)
+        if math.isinf(chosen) and row["n_accepted"] >= min_accepted and row["label_dice"] >= row["prediction_dice"]:
+            chosen = float(b)
+    return Calibration(chosen, curve)
+
+
+def select(scores: Mapping[str, float], threshold: float, cap: int | None = None) -> list[str]:
+    """Case ids with ``score >= threshold``, highest first (ties by id), at most ``cap``."""
+    passed = sorted((cid for cid, s in scores.items() if s >= threshold), key=lambda cid: (-scores[cid], cid))
+    return passed if cap is None else passed[:cap]
+
+
+def top_n(scores: Mapping[str, float], n: int) -> list[str]:
+    """The ``n`` case ids with the highest score (ties by id): the same-size baseline selection."""
+    return sorted(scores, key=lambda cid: (-scores[cid], cid))[:n]
+
+
+def histogram(values: Sequence[float], bins: int = 10) -> list[dict[str, float]]:
+    """Counts of ``values`` in equal bins over [0, 1]."""
+    counts, edges = np.histogram(np.clip(np.asarray(values, dtype=float), 0, 1), bins=bins, range=(0.0, 1.0))
+    return [{"from": float(a), "to": float(b), "count": int(c)} for a, b, c in zip(edges[:-1], edges[1:], counts)]

@@ -1,0 +1,174 @@
+"""The SamDSK loop on a few real hippocampus cases: two rounds through the bundle, provenance,
+reports against the hidden labels, and resuming after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from samdsk_plan.cli.main import main
+from samdsk_plan.loop import Loop, LoopSettings
+
+REPO = Path(__file__).resolve().parents[1]
+SPLIT = REPO / "benchmarks" / "splits" / "hippocampus.json"
+# slim network and a few iterations: the loop's mechanics, not the model's quality, are tested
+TINY = ["--epochs", "1", "--iterations-per-epoch", "2", "--batch-size", "2", "--val-interval", "1", "--fast",
+        "--threshold", "0", "--max-accepted", "2", "--set", "network_def#filters=[8,16,32,64]",
+        "--set", "num_workers=0", "--threads", "1", "-q"]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    """The committed bundle with one region per slice for every class (the assignment solver):
+    an undertrained model predicts foreground everywhere, where the subset search is slow."""
+    dst = tmp_path_factory.mktemp("loop") / "hippocampus"
+    shutil.copytree(REPO / "bundles" / "hippocampus", dst)
+    plans = json.loads((dst / "configs" / "plans.json").read_text())
+    for cls in plans["samdsk"]["classes"].values():
+        for bounds in cls["regions_per_slice"].values():
+            bounds["upper"] = 1
+    (dst / "configs" / "plans.json").write_text(json.dumps(plans))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def datalist(tmp_path_factory) -> Path:
+    """3 labelled training, 2 validation, 2 test and 4 hidden-label pool cases of the split."""
+    split = json.loads(SPLIT.read_text())
+    path = tmp_path_factory.mktemp("data") / "small.json"
+    path.write_text(json.dumps({"training": split["training"][:3], "validation": split["training"][3:5],
+                                "testing": split["testing"][:2], "unlabeled": split["unlabeled"][:4]}))
+    return path
+
+
+def _args(bundle: Path, hippocampus: Path, datalist: Path, run: Path) -> list[str]:
+    return ["loop", str(bundle), "--data", str(hippocampus), "--datalist", str(datalist), "-o", str(run),
+            "--rounds", "2", *TINY]
+
+
+@pytest.fixture(scope="module")
+def finished(bundle, hippocampus, datalist, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run") / "run"
+    assert main(_args(bundle, hippocampus, datalist, run)) == 0
+    return run
+
+
+def _state(run: Path) -> dict:
+    return json.loads((run / "state.json").read_text())
+
+
+def test_two_rounds_add_every_pool_case_with_provenance(finished, hippocampus):
+    state = _state(finished)
+    steps = ["prepare", "train", "evaluate"]
+    per_round = ["predict", "match", "accept", "train", "evaluate"]
+    assert state["done"] == [f"0/{s}" for s in steps] + [f"{r}/{s}" for r in (1, 2) for s in per_round]
+    assert len(state["rounds"]["1"]["accepted"]) == len(state["rounds"]["2"]["accepted"]) == 2
+    final = json.loads((finished / "round_2" / "datalist.json").read_text())
+    assert final["unlabeled"] == []
+    machine = [e for e in final["training"] if "samdsk" in e]
+    assert len(machine) == 4 and len(final["training"]) == 7
+    for entry in machine:
+        label = Path(entry["label"])
+        assert finished in label.parents, "pseudo-labels live in the run folder"
+        image = nib.load(entry["image"])
+        seg = nib.load(label)
+        assert seg.shape == image.shape
+        np.testing.assert_allclose(seg.affine, image.affine, atol=1e-5)
+        assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2}
+        assert entry["weight"] == 1.0 and entry["samdsk"]["generator"] == "classical"
+        record = json.loads(label.with_name(label.name.replace(".nii.gz", ".json")).read_text())
+        assert entry["samdsk"]["beta"] == record["beta"] and entry["samdsk"]["round"] in (1, 2)
+    # the betas were ranked: round 1 took the two best of its pool
+    r1 = {Path(p).name.removesuffix(".json"): json.loads(p.read_text())["beta"]
+          for p in (finished / "round_1" / "matches" / "pool").glob("*.json")}
+    assert sorted(r1, key=lambda c: (-r1[c], c))[:2] == state["rounds"]["1"]["accepted"]
+    for r in ("0", "1", "2"):
+        assert state["rounds"][r]["evaluation"]["part"] == "test"
+        assert state["rounds"][r]["evaluation"]["mean"]["Anterior"]["n"] == 2
+
+
+def test_round_report_measures_accepted_labels_against_hidden_labels(finished, hippocampus):
+    report = json.loads((finished / "round_1" / "report.json").read_text())
+    split = json.loads(SPLIT.read_text())
+    hidden = {Path(e["image"]).name.removesuffix(".nii.gz"): e["hidden_label"] for e in split["unlabeled"][:4]}
+    dices = []
+    for cid in report["accepted"]:
+        label = np.asarray(nib.load(finished / "round_1" / "matches" / "pool" / f"{cid}.nii.gz").dataobj)
+        truth = np.asarray(nib.load(hippocampus / hidden[cid]).dataobj)
+        per_class = []
+        for c in (1, 2):
+            a, b = label == c, truth == c
+            per_class.append(2 * (a & b).sum() / (a.sum() + b.sum()))
+        dices.append(np.mean(per_class))
+    assert report["true_dice"]["accepted_pseudo_labels"]["mean"] == pytest.approx(np.mean(dices))
+    assert set(report["true_dice"]) == {"accepted_pseudo_labels", "accepted_predictions",
+                                        "confidence_selected_predictions"}
+    assert sum(b["count"] for b in report["beta_histogram"]) == report["n_pool"] == 4
+    assert "beta histogram" in (finished / "round_1" / "report.md").read_text()
+
+
+def test_killed_run_resumes_to_the_same_state(finished, bundle, hippocampus, datalist, tmp_path):
+    """Start from the finished run's round 0, kill the loop mid-round 1, rerun it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copytree(finished / "round_0", run / "round_0")
+    shutil.copy(finished / "base.json", run / "base.json")
+    state = _state(finished)
+    state.update(done=state["done"][:3], rounds={"0": state["rounds"]["0"]}, stopped=None)
+    (run / "state.json").write_text(json.dumps(state))
+
+    child = subprocess.Popen([sys.executable, "-m", "samdsk_plan", *_args(bundle, hippocampus, datalist, run)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while "1/predict" not in _state(run)["done"]:
+        assert child.poll() is None and time.time() < deadline, child.stderr.read() if child.poll() is not None else "slow"
+        time.sleep(0.1)
+    time.sleep(1.0)  # into the matching step
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    assert "1/accept" not in _state(run)["done"]
+
+    assert main(_args(bundle, hippocampus, datalist, run)) == 0
+    resumed, reference = _state(run), _state(finished)
+    assert resumed["done"] == reference["done"]
+    for r in ("1", "2"):
+        assert resumed["rounds"][r]["accepted"] == reference["rounds"][r]["accepted"]
+    for name in ("1", "2"):
+        got = json.loads((run / f"round_{name}" / "datalist.json").read_text())
+        want = json.loads((finished / f"round_{name}" / "datalist.json").read_text())
+        assert [e["image"] for e in got["training"]] == [e["image"] for e in want["training"]]
+    assert [e["samdsk"]["beta"] for e in json.loads((run / "round_1" / "datalist.json").read_text())["training"]
+            if "samdsk" in e] == pytest.approx(
+        [e["samdsk"]["beta"] for e in json.loads((finished / "round_1" / "datalist.json").read_text())["training"]
+         if "samdsk" in e])
+    for record in (run / "round_1" / "matches" / "pool").glob("*.json"):
+        json.loads(record.read_text())  # every record under its final name is complete
+
+
+def test_a_run_folder_refuses_other_settings_and_the_dataset_folder(finished, bundle, hippocampus, datalist, capsys):
+    args = _args(bundle, hippocampus, datalist, finished)
+    args[args.index("--max-accepted") + 1] = "3"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "was started with settings" in err and "Traceback" not in err
+    inside = _args(bundle, hippocampus, datalist, hippocampus / "run")
+    assert main(inside) == 2
+    assert "must lie outside the dataset folder" in capsys.readouterr().err
+    assert not (hippocampus / "run").exists()
+
+
+def test_loop_settings_are_validated(bundle, hippocampus, tmp_path, capsys):
+    assert main(["loop", str(bundle), "--data", str(hippocampus), "-o", str(tmp_path / "r"), "--epochs", "0"]) == 2
+    assert "--epochs must be positive" in capsys.readouterr().err
+    with pytest.raises(Exception, match="retrain must be one of"):
+        Loop(bundle, hippocampus, tmp_path / "r2", settings=LoopSettings(retrain="warm"))
