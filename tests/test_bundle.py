@@ -123,3 +123,45 @@ def test_propose_config_parses():
     assert parser["generator"] == "classical" and parser["checkpoint"] is None
     assert parser["data_part"] == "unlabeled"
     assert "propose_entries" in parser["run"][0]
+
+
+def test_datalist_weights_steer_sampling_and_are_validated(tmp_path):
+    from samdsk_plan.bundle.data import datalist_files, sample_weights, without_weights
+    from samdsk_plan.errors import DatasetError
+
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.nii.gz").write_bytes(b"")
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps({"training": [{"image": "a.nii.gz", "label": "b.nii.gz"},
+                                             {"image": "c.nii.gz", "label": "b.nii.gz", "weight": 0.5,
+                                              "samdsk": {"round": 1}}],
+                                "validation": [{"image": "a.nii.gz", "label": "b.nii.gz"}]}))
+    files = datalist_files(path, "train", tmp_path)
+    assert sample_weights(files) == [1.0, 0.5]
+    assert without_weights(files) == [{"image": str(tmp_path / "a.nii.gz"), "label": str(tmp_path / "b.nii.gz")},
+                                      {"image": str(tmp_path / "c.nii.gz"), "label": str(tmp_path / "b.nii.gz")}]
+    path.write_text(json.dumps({"training": [{"image": "a.nii.gz", "label": "b.nii.gz", "weight": -1}]}))
+    with pytest.raises(DatasetError, match="weight -1; it must be a number >= 0"):
+        datalist_files(path, "train", tmp_path)
+    with pytest.raises(DatasetError, match="every training entry has weight 0"):
+        sample_weights([{"weight": 0.0}])
+
+
+def test_initialised_loads_a_bundle_checkpoint_and_names_bad_files(tmp_path):
+    import torch
+
+    from samdsk_plan.bundle.components import initialised
+    from samdsk_plan.errors import SamdskError
+
+    source, target = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    torch.save({"model": source.state_dict()}, tmp_path / "wrapped.pt")
+    torch.save(source.state_dict(), tmp_path / "plain.pt")
+    for name in ("wrapped.pt", "plain.pt"):
+        net = initialised(torch.nn.Linear(3, 2), str(tmp_path / name))
+        assert torch.equal(net.weight, source.weight)
+    assert initialised(target, None) is target
+    with pytest.raises(SamdskError, match="initial checkpoint not found"):
+        initialised(target, str(tmp_path / "missing.pt"))
+    torch.save(torch.nn.Linear(4, 2).state_dict(), tmp_path / "other.pt")
+    with pytest.raises(SamdskError, match="does not fit the bundle's network"):
+        initialised(target, str(tmp_path / "other.pt"))

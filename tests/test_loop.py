@@ -172,3 +172,24 @@ def test_loop_settings_are_validated(bundle, hippocampus, tmp_path, capsys):
     assert "--epochs must be positive" in capsys.readouterr().err
     with pytest.raises(Exception, match="retrain must be one of"):
         Loop(bundle, hippocampus, tmp_path / "r2", settings=LoopSettings(retrain="warm"))
+
+
+def test_pseudolabel_config_runs_one_pass_through_monai_bundle(finished, bundle, hippocampus, datalist, tmp_path):
+    """inference.json + pseudolabel.json with round 0's model: predictions, matches, accepted.json."""
+    work = tmp_path / "bundle"
+    shutil.copytree(bundle, work)
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+           "['configs/inference.json','configs/pseudolabel.json']", "--dataset_dir", str(hippocampus),
+           "--datalist", str(datalist), "--ckpt_dir", str(finished / "round_0" / "models"), "--device", "cpu",
+           "--num_workers", "0", "--network_def#filters", "[8,16,32,64]", "--acceptance_threshold", "0",
+           "--max_accepted", "3", "--fast", "True"]
+    done = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    accepted = json.loads((work / "pseudolabels" / "accepted.json").read_text())
+    assert len(accepted["training"]) == 3 and len(accepted["unlabeled"]) == 1
+    betas = [e["samdsk"]["beta"] for e in accepted["training"]]
+    assert betas == sorted(betas, reverse=True)
+    for entry in accepted["training"]:
+        assert Path(entry["label"]).parent == work / "pseudolabels" and Path(entry["label"]).is_file()
+    assert len(list((work / "pseudolabels" / "predictions").glob("*_prob.nii.gz"))) == 4
+    assert len(list((work / "proposals").glob("*.npz"))) == 4
