@@ -1,5 +1,6 @@
 # The two commands a new user runs:
-#   make demo DATA=../shared/data/hippocampus   set up .venv; verify, fingerprint, plan DATA and emit its bundle
+#   make demo DATA=../shared/data/hippocampus   set up .venv; verify, fingerprint, plan DATA, emit its bundle,
+#                                               split off 10 % labels and run one SamDSK round (short CPU budget)
 #   make test                                   set up .venv, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,6 +8,11 @@ PY := $(VENV)/bin/python
 DATA ?= ../shared/data/hippocampus
 NAME ?= $(notdir $(abspath $(DATA)))
 JOBS ?= 2
+DEVICE ?= cpu
+LABELED ?= 0.1
+# a short budget that runs on a CPU in about half an hour; drop it for the bundle's full training
+LOOP_ARGS ?= --rounds 1 --epochs 10 --iterations-per-epoch 50 --batch-size 2 --val-interval 5 \
+	--set 'network_def\#filters=[8,16,32,64]'
 
 .PHONY: demo test bench clean-venv
 
@@ -24,6 +30,9 @@ demo: $(VENV)/.installed
 	$(PY) -m samdsk_plan fingerprint $(DATA) -o dataset_fingerprints/$(NAME).json -j $(JOBS)
 	$(PY) -m samdsk_plan plan dataset_fingerprints/$(NAME).json -o runs/$(NAME)/plans.json
 	$(PY) -m samdsk_plan emit runs/$(NAME)/plans.json -o bundles/$(NAME)
+	$(PY) -m samdsk_plan split $(DATA) --labeled-fraction $(LABELED) -o runs/$(NAME)/split.json
+	$(PY) -m samdsk_plan loop bundles/$(NAME) --data $(DATA) --datalist runs/$(NAME)/split.json \
+		-o runs/$(NAME)/samdsk --device $(DEVICE) -j $(JOBS) $(LOOP_ARGS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
