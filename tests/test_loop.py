@@ -155,6 +155,36 @@ def test_killed_run_resumes_to_the_same_state(finished, bundle, hippocampus, dat
         json.loads(record.read_text())  # every record under its final name is complete
 
 
+def test_calibrated_round_reports_its_curve(finished, bundle, hippocampus, datalist, tmp_path):
+    """One round from the finished run's round 0 with the threshold calibrated on the two
+    validation cases: the chosen threshold is the lowest curve point whose labels beat the
+    predictions, and exactly the pool cases at or above it are accepted."""
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copytree(finished / "round_0", run / "round_0")
+    shutil.copy(finished / "base.json", run / "base.json")
+    state = _state(finished)
+    state["header"]["settings"]["threshold"] = None
+    state.update(done=state["done"][:3], rounds={"0": state["rounds"]["0"]}, stopped=None)
+    (run / "state.json").write_text(json.dumps(state))
+    args = _args(bundle, hippocampus, datalist, run)
+    i = args.index("--threshold")
+    del args[i:i + 2]
+    args[args.index("--rounds") + 1] = "1"
+    assert main(args) == 0
+    report = json.loads((run / "round_1" / "report.json").read_text())
+    assert report["threshold_source"] == "calibrated on validation cases"
+    curve = report["calibration"]
+    assert 1 <= len(curve) <= 2 and curve[0]["n_accepted"] == 2
+    passing = [row["threshold"] for row in curve if row["label_dice"] >= row["prediction_dice"]]
+    assert report["threshold"] == (min(passing) if passing else None)
+    betas = {p.name.removesuffix(".json"): json.loads(p.read_text())["beta"]
+             for p in (run / "round_1" / "matches" / "pool").glob("*.json")}
+    expected = sorted((c for c, b in betas.items() if passing and b >= min(passing)), key=lambda c: (-betas[c], c))
+    assert report["accepted"] == expected[:2]
+    assert (_state(run)["stopped"] == "round 1 accepted no case") == (not expected)
+
+
 def test_a_run_folder_refuses_other_settings_and_the_dataset_folder(finished, bundle, hippocampus, datalist, capsys):
     args = _args(bundle, hippocampus, datalist, finished)
     args[args.index("--max-accepted") + 1] = "3"
