@@ -136,8 +136,9 @@ def match_entries(entries: list[dict], pred_dir: str | Path, out_dir: str | Path
                   generators: dict[int, ProposalGenerator], cache_dir: str | Path | None = None,
                   workers: int = 1, progress: bool = True) -> list[MatchRecord]:
     """Match every data-list entry whose probabilities are in ``pred_dir``; writes
-    ``out_dir/CASE.nii.gz`` and ``out_dir/CASE.json`` per case and reuses those already there."""
-    out_dir = Path(out_dir)
+    ``out_dir/CASE.nii.gz`` and ``out_dir/CASE.json`` per case and reuses those already there.
+    Records name their label by absolute path, so datalists built from them work anywhere."""
+    out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     work = partial(_match_entry, pred_dir=Path(pred_dir), out_dir=out_dir, plans=plans, generators=generators,
                    cache_dir=Path(cache_dir) if cache_dir else None)
