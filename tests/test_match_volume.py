@@ -76,6 +76,21 @@ def test_one_axis_matching_and_class_absent_slices_stay_empty():
     np.testing.assert_array_equal(result.label, expected)
 
 
+def test_the_prediction_as_fourth_voter_keeps_it_unless_two_axes_agree_against_it():
+    truth = _truth()
+    probs = _probs(truth)
+    wrong = truth.copy()
+    wrong[6, 5, 6] = 0  # a hole in class 1's centre the prediction did not make
+    proposals = _proposals(wrong)
+    paper = match_volume(probs, proposals, BOUNDS, max_components=[1, 1], fusion="vote")
+    refined = match_volume(probs, proposals, BOUNDS, max_components=[1, 1], fusion="vote_with_prediction")
+    # all three axes miss the voxel: the proposals-only vote drops it; with the prediction as a
+    # fourth voter it is a 3:1 vote and still drops it
+    assert paper.label[6, 5, 6] == 0 and refined.label[6, 5, 6] == 0
+    # voxels where only one axis disagrees with prediction and truth keep the prediction
+    np.testing.assert_array_equal(refined.label[wrong == truth], truth[wrong == truth])
+
+
 def test_vote_majority_and_probability_tie_break():
     probs = np.zeros((3, 1, 1, 3))
     probs[:, 0, 0, 0] = [0.2, 0.3, 0.5]
@@ -114,7 +129,8 @@ def test_no_predicted_foreground_scores_zero_and_bad_axes_are_rejected():
     empty = _probs(np.zeros_like(truth))
     result = match_volume(empty, _proposals(truth), BOUNDS, max_components=[1, 1])
     assert not result.label.any() and result.beta == 0.0 and result.scores == {}
-    with pytest.raises(ValueError, match="needs the three axes"):
-        match_volume(empty, {}, {2: BOUNDS[2]}, max_components=[1, 1], fusion="vote")
+    for fusion in ("vote", "vote_with_prediction"):
+        with pytest.raises(ValueError, match="needs the three axes"):
+            match_volume(empty, {}, {2: BOUNDS[2]}, max_components=[1, 1], fusion=fusion)
     with pytest.raises(ValueError, match="one axis"):
         match_volume(empty, {}, BOUNDS, max_components=[1, 1], fusion="single")

@@ -21,7 +21,7 @@ from scipy import ndimage
 from samdsk_plan.matching.assign import MatchSettings, class_targets, match_slice
 from samdsk_plan.matching.union import union_score
 
-FUSIONS = ("vote", "single")
+FUSIONS = ("vote", "vote_with_prediction", "single")
 CONNECTIVITY = {"face": 1, "full": 3}
 
 
@@ -142,9 +142,12 @@ def match_volume(
         probs: ``(C, I, J, K)`` softmax maps (channel 0 the background).
         proposals: ``(axis, index)`` -> ``(N, H, W)`` bool masks of that slice.
         bounds: axis -> per foreground class ``(lower, upper)`` proposals per slice; its keys are
-            the axes matched along. ``fusion="vote"`` needs three axes, ``"single"`` exactly one.
+            the axes matched along. The votes need three axes, ``"single"`` exactly one.
         max_components: per foreground class, the most 3D components kept.
-        fusion: ``"vote"`` (per-voxel majority of the three axes' labels) or ``"single"``.
+        fusion: ``"vote"`` (per-voxel majority of the three axes' labels, the label is made of
+            proposals only, as in the paper), ``"vote_with_prediction"`` (the model's argmax is
+            a fourth voter: proposals then refine the prediction where two axes agree against
+            it) or ``"single"``.
         connectivity: ``"full"`` or ``"face"`` neighbourhood for the 3D components.
         settings: metric, target and budgets (:class:`~samdsk_plan.matching.assign.MatchSettings`).
     """
@@ -156,8 +159,8 @@ def match_volume(
     axes = sorted(int(a) for a in bounds)
     if fusion == "single" and len(axes) != 1:
         raise ValueError(f"fusion 'single' matches along one axis, got axes {axes}")
-    if fusion == "vote" and len(axes) != 3:
-        raise ValueError(f"fusion 'vote' needs the three axes, got {axes}")
+    if fusion != "single" and len(axes) != 3:
+        raise ValueError(f"fusion {fusion!r} needs the three axes, got {axes}")
     labels, chosen, exact = [], {}, True
     for axis in axes:
         per_axis = {index: masks for (a, index), masks in proposals.items() if a == axis}
@@ -165,6 +168,8 @@ def match_volume(
         labels.append(lab)
         chosen.update(ch)
         exact &= ex
+    if fusion == "vote_with_prediction":
+        labels.append(np.argmax(probs, axis=0))
     label = labels[0] if fusion == "single" else vote(labels, probs)
     label = keep_largest_components(label, max_components, connectivity)
     return VolumeMatch(label, volume_scores(label, probs, settings), chosen, exact)
