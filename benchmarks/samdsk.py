@@ -1,26 +1,25 @@
 """SamDSK on hippocampus with 10 % of the labels, against supervised and self-training peers.
 
-Arms, all trained with the same budget through the emitted bundle (``bundles/hippocampus``,
-slim DynUNet) on the committed split ``benchmarks/splits/hippocampus.json`` and evaluated on its
-52 test cases:
+All arms train with the same budget through the emitted bundle (``bundles/hippocampus``, slim
+DynUNet, one torch thread each, two jobs side by side on a 2-core machine) on the committed
+split ``benchmarks/splits/hippocampus.json`` and are evaluated on its 52 test cases:
 
-- **supervised 10 %**: the 26 labelled training cases (round 0 of the SamDSK run);
-- **supervised 100 %**: those plus the 182 hidden-label pool cases with their true labels (the
-  ceiling);
-- **self-training**: round 0's model predicts the pool; as many cases as SamDSK's round 1
-  accepted are chosen by the model's confidence (mean top softmax over its predicted
-  foreground) and added with their predicted labels (thresholded predictions, no proposals);
-- **SamDSK**: ``samdsk-plan loop`` with classical proposals, the threshold calibrated on the
-  validation cases, ``--rounds`` rounds.
+- **supervised 10 %**: the labelled training cases (round 0 of the SamDSK run);
+- **supervised 100 %**: those plus the 182 hidden-label pool cases with their true labels;
+- **SamDSK as planned**: ``samdsk-plan loop`` with classical proposals, three-axis vote, the
+  threshold calibrated on the validation cases, ``--rounds`` rounds;
+- from the same round-0 model and round-1 probabilities: **SamDSK, top N by beta** (fixed
+  size, matched labels) against **self-training, top N by confidence** (the model's own
+  thresholded predictions, no proposals), and **SamDSK with the prediction as a fourth
+  voter** (``fusion: vote_with_prediction``, calibrated).
 
-The supervised-100 % and self-training arms run in a second thread beside the SamDSK loop (one
-torch thread each, for a 2-core machine). Also printed: per SamDSK round, the cases accepted,
-the threshold and the true Dice of the accepted pseudo-labels against the hidden labels, of the
-model's raw predictions on the same cases and of as many confidence-selected predictions; and
-the solver's time per slice on the round-1 matches (``--solver-timing``), with brute force on
-slices cut down to ``--brute-n`` proposals.
+Also printed: per round the cases accepted, the threshold and the true Dice of the accepted
+pseudo-labels against the hidden labels, of the raw predictions of the same cases and of as
+many confidence-selected predictions; on the whole round-1 pool, label and prediction Dice
+of the top cases by beta and by confidence; and the solver's time per slice (median, p95) on
+``--solver-timing`` cases, with brute force on slices cut to ``--brute-n`` proposals.
 
-    .venv/bin/python benchmarks/samdsk.py --out /tmp/samdsk-bench [--rounds 2] [--epochs 15]
+    .venv/bin/python benchmarks/samdsk.py --out /tmp/samdsk-bench [--rounds 2] [--epochs 15] [--top-n 46]
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import shutil
 import sys
 import threading
 import time
@@ -69,35 +69,72 @@ def train_and_evaluate(runner: BundleRunner, folder: Path, datalist: dict, train
     return {"n_train": len(datalist["training"]), "mean": mean, "seconds": time.perf_counter() - start}
 
 
-def wait_for(state_path: Path, step: str, loop_thread: threading.Thread) -> bool:
-    while loop_thread.is_alive() or state_path.is_file():
-        if state_path.is_file() and step in json.loads(state_path.read_text())["done"]:
-            return True
-        if not loop_thread.is_alive():
-            return False
-        time.sleep(10)
-    return False
-
-
-def peers(out: Path, runner: BundleRunner, train_args: dict, loop_thread: threading.Thread, results: dict) -> None:
-    """Supervised 100 % now; self-training once SamDSK round 1 has accepted."""
+def supervised_100(out: Path, runner: BundleRunner, train_args: dict, results: dict) -> None:
     split = json.loads(SPLIT.read_text())
     full = {"training": split["training"] + [{"image": e["image"], "label": e["hidden_label"]}
                                              for e in split["unlabeled"][:N_HIDDEN]],
             "testing": split["testing"]}
     results["supervised 100 %"] = train_and_evaluate(runner, out / "supervised_100", full, train_args)
+
+
+def self_training(out: Path, runner: BundleRunner, train_args: dict, n: int, results: dict) -> None:
+    """Round 0's predictions of the ``n`` most confident pool cases join the training set."""
     run = out / "samdsk"
-    if not wait_for(run / "state.json", "1/accept", loop_thread):
-        return
-    state = json.loads((run / "state.json").read_text())
-    n = len(state["rounds"]["1"]["accepted"])
     records = [json.loads(p.read_text()) for p in (run / "round_1" / "matches" / "pool").glob("*.json")]
     chosen = sorted(records, key=lambda r: (-r["confidence"], r["case_id"]))[:n]
     preds = run / "round_1" / "predictions" / "pool"
     r0 = json.loads((run / "round_0" / "datalist.json").read_text())
     added = [{"image": r["image"], "label": str(preds / f"{r['case_id']}_seg.nii.gz")} for r in chosen]
-    base = {"training": r0["training"] + added, "validation": r0["validation"], "testing": r0["testing"]}
-    results["self-training"] = train_and_evaluate(runner, out / "self_training", base, train_args)
+    datalist = {"training": r0["training"] + added, "validation": r0["validation"], "testing": r0["testing"]}
+    results[f"self-training, top {n} by confidence"] = train_and_evaluate(runner, out / f"self_training_{n}",
+                                                                          datalist, train_args)
+
+
+def seeded_loop(source: Path, run_dir: Path, bundle: Path, settings: LoopSettings, with_matches: bool) -> Loop:
+    """A loop that starts from ``source``'s round 0 and round-1 predictions (and matches): the
+    same model and probabilities, so arms differ only in what they match or accept."""
+    loop = Loop(bundle, DATA, run_dir, SPLIT, settings, "cpu", threads=1, progress=False, log=print)
+    if not loop.state.done("0/prepare"):
+        shutil.copy(source / "base.json", run_dir / "base.json")
+        shutil.copytree(source / "round_0", run_dir / "round_0")
+        shutil.copytree(source / "round_1" / "predictions", run_dir / "round_1" / "predictions")
+        steps = ["0/prepare", "0/train", "0/evaluate", "1/predict"]
+        if with_matches:
+            shutil.copytree(source / "round_1" / "matches", run_dir / "round_1" / "matches")
+            steps.append("1/match")
+        loop.state.data["rounds"]["0"] = json.loads((source / "state.json").read_text())["rounds"]["0"]
+        for step in steps:
+            loop.state.mark(step)
+    return loop
+
+
+def pool_analysis(run: Path) -> None:
+    """True Dice of round 1's matched labels and of the predictions on the whole pool, for the
+    top fractions of cases ranked by beta and by the model's confidence."""
+    split = json.loads(SPLIT.read_text())
+    hidden = {Path(e["image"]).name.removesuffix(".nii.gz"): DATA / e["hidden_label"]
+              for e in split["unlabeled"] if "hidden_label" in e}
+    rows = []
+    for path in sorted((run / "round_1" / "matches" / "pool").glob("*.json")):
+        rec = json.loads(path.read_text())
+        if rec["case_id"] not in hidden:
+            continue
+        truth = np.asarray(read_image(hidden[rec["case_id"]]).array)
+        label = np.asarray(read_image(rec["label"]).array)
+        pred = np.asarray(read_image(run / "round_1" / "predictions" / "pool" / f"{rec['case_id']}_seg.nii.gz").array)
+        dice = [np.mean([union_score((x == c).reshape(1, -1), (truth == c).ravel().astype(float), [0], "dice")
+                         for c in (1, 2)]) for x in (label, pred)]
+        rows.append((rec["beta"], rec["confidence"], *dice))
+    a = np.asarray(rows)
+    print(f"\nround-1 pool ({len(a)} cases with hidden labels): matched labels beat the prediction in "
+          f"{100 * np.mean(a[:, 2] > a[:, 3]):.0f} % of cases; corr(beta, label Dice) {np.corrcoef(a[:, 0], a[:, 2])[0, 1]:.2f}, "
+          f"corr(confidence, prediction Dice) {np.corrcoef(a[:, 1], a[:, 3])[0, 1]:.2f}")
+    print("top share  n    by beta: label | prediction    by confidence: label | prediction")
+    for share in (0.1, 0.25, 0.5, 1.0):
+        n = max(1, int(round(share * len(a))))
+        b, c = np.argsort(-a[:, 0], kind="stable")[:n], np.argsort(-a[:, 1], kind="stable")[:n]
+        print(f"{share:8.0%} {n:3d}   {a[b, 2].mean():13.4f} | {a[b, 3].mean():.4f}   "
+              f"{a[c, 2].mean():19.4f} | {a[c, 3].mean():.4f}")
 
 
 def brute_force(masks: np.ndarray, probs: np.ndarray, bounds, settings) -> float:
@@ -155,6 +192,33 @@ def solver_timing(run: Path, plans: dict, n_cases: int, brute_n: int, fast: bool
           f"largest objective gap brute - solver {max(gaps):.2e}")
 
 
+def print_arms(state_rows: list[tuple[str, dict]], results: dict, filters: str, epochs: int) -> None:
+    print(f"\nhippocampus, 10 % labelled ({epochs * 50} iterations of batch 2 per training, filters [{filters}], "
+          "CPU); Dice on the 52 test cases")
+    print(f"{'arm':44s} {'n train':>7s} {'Dice Ant':>9s} {'Dice Post':>9s} {'mean':>7s}")
+    for name, summary in state_rows:
+        mean = summary["evaluation"]["mean"]
+        d = [mean[c]["dice"] for c in CLASSES]
+        print(f"{name:44s} {'':>7s} {d[0]:9.4f} {d[1]:9.4f} {np.mean(d):7.4f}")
+    for name, res in results.items():
+        d = [res["mean"][c]["dice"] for c in CLASSES]
+        print(f"{name:44s} {res['n_train']:7d} {d[0]:9.4f} {d[1]:9.4f} {np.mean(d):7.4f}")
+
+
+def print_rounds(name: str, state: dict) -> None:
+    print(f"\n{name}: round  threshold  accepted/pool  exact  true Dice: accepted labels | their predictions | "
+          "confidence-selected predictions")
+    for r in sorted(state["rounds"], key=int)[1:]:
+        s = state["rounds"][r]
+        td = s.get("true_dice", {})
+        cells = [f"{td[k]['mean']:.4f}" if k in td else "n/a" for k in
+                 ("accepted_pseudo_labels", "accepted_predictions", "confidence_selected_predictions")]
+        thr = "none" if s.get("threshold") is None else f"{s['threshold']:.4f}"
+        print(f"{r:>5s}  {thr:>9s}  {len(s['accepted']):>4d}/{s['n_pool']:<4d}  {s['exact_fraction']:5.2f}  "
+              + " | ".join(cells))
+    print(f"stop: {state['stopped'] or 'rounds done'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="work folder (reused: finished parts are kept)")
@@ -163,58 +227,69 @@ def main() -> None:
     ap.add_argument("--val-interval", type=int, default=5)
     ap.add_argument("--filters", default="8,16,32,64")
     ap.add_argument("--fast", action="store_true", help="classical generator's fast mode")
-    ap.add_argument("--no-peers", action="store_true", help="only the SamDSK run")
+    ap.add_argument("--top-n", type=int, default=46, help="cases added by the fixed-size arms (0: skip them)")
     ap.add_argument("--solver-timing", type=int, default=10, help="cases for the solver timing (0: skip)")
     ap.add_argument("--brute-n", type=int, default=7)
     args = ap.parse_args()
     overrides = {"network_def#filters": f"[{args.filters}]", "num_workers": "0"}
     train_args = {"epochs": args.epochs, "iterations_per_epoch": 50, "batch_size": 2, "val_interval": args.val_interval}
     args.out.mkdir(parents=True, exist_ok=True)
-    settings = LoopSettings(rounds=args.rounds, epochs=args.epochs, iterations_per_epoch=50, batch_size=2,
-                            val_interval=args.val_interval, fast_proposals=args.fast, overrides=overrides)
-    loop = Loop(BUNDLE, DATA, args.out / "samdsk", SPLIT, settings, "cpu", threads=1, progress=False, log=print)
+    common = dict(epochs=args.epochs, iterations_per_epoch=50, batch_size=2, val_interval=args.val_interval,
+                  fast_proposals=args.fast, overrides=overrides)
+    runner = BundleRunner(BUNDLE, DATA, "cpu", overrides, threads=1)
     results: dict = {}
+
+    # 1. SamDSK as planned (threshold calibrated) beside supervised 100 %
+    run = args.out / "samdsk"
+    loop = Loop(BUNDLE, DATA, run, SPLIT, LoopSettings(rounds=args.rounds, **common), "cpu", threads=1,
+                progress=False, log=print)
     start = time.perf_counter()
-    loop_thread = threading.Thread(target=loop.run)
-    loop_thread.start()
-    peer_thread = None
-    if not args.no_peers:
-        runner = BundleRunner(BUNDLE, DATA, "cpu", overrides, threads=1)
-        peer_thread = threading.Thread(target=peers, args=(args.out, runner, train_args, loop_thread, results))
-        peer_thread.start()
-    loop_thread.join()
-    samdsk_seconds = time.perf_counter() - start
-    if peer_thread is not None:
-        peer_thread.join()
-    state = json.loads((args.out / "samdsk" / "state.json").read_text())
+    jobs = [threading.Thread(target=loop.run), threading.Thread(target=supervised_100,
+                                                                args=(args.out, runner, train_args, results))]
+    for job in jobs:
+        job.start()
+    jobs[0].join()
+    samdsk_minutes = (time.perf_counter() - start) / 60
+    jobs[1].join()
+    states = {"SamDSK (paper vote, calibrated)": json.loads((run / "state.json").read_text())}
+    n_accepted = len(states["SamDSK (paper vote, calibrated)"]["rounds"]["1"]["accepted"])
 
-    print(f"\nhippocampus, 10 % labelled ({args.epochs * 50} iterations of batch 2 per training, filters "
-          f"[{args.filters}], CPU); Dice on the 52 test cases")
-    print(f"{'arm':22s} {'n train':>7s} {'Dice Ant':>9s} {'Dice Post':>9s} {'mean':>7s}")
-    rows = [("supervised 10 %", state["rounds"]["0"])]
-    rows += [(f"SamDSK round {r}", state["rounds"][r]) for r in sorted(state["rounds"], key=int)[1:]
-             if "evaluation" in state["rounds"][r]]
-    for name, summary in rows:
-        mean = summary["evaluation"]["mean"]
-        d = [mean[c]["dice"] for c in CLASSES]
-        print(f"{name:22s} {'':>7s} {d[0]:9.4f} {d[1]:9.4f} {np.mean(d):7.4f}")
-    for name, res in results.items():
-        d = [res["mean"][c]["dice"] for c in CLASSES]
-        print(f"{name:22s} {res['n_train']:7d} {d[0]:9.4f} {d[1]:9.4f} {np.mean(d):7.4f}")
-    print(f"SamDSK run wall time: {samdsk_seconds / 60:.1f} min (stop: {state['stopped'] or 'rounds done'})")
+    # 2. fixed-size arms from the same round-0 model: top-N by beta (matched labels) vs top-N by
+    #    confidence (predicted labels); then the prediction as fourth voter, calibrated
+    if args.top_n:
+        top = seeded_loop(run, args.out / f"samdsk_top{args.top_n}", BUNDLE,
+                          LoopSettings(rounds=1, threshold=0.0, max_accepted=args.top_n, **common), True)
+        jobs = [threading.Thread(target=top.run),
+                threading.Thread(target=self_training, args=(args.out, runner, train_args, args.top_n, results))]
+        for job in jobs:
+            job.start()
+        for job in jobs:
+            job.join()
+        states[f"SamDSK, top {args.top_n} by beta"] = json.loads((top.run_dir / "state.json").read_text())
+    elif n_accepted:
+        self_training(args.out, runner, train_args, n_accepted, results)
+    bundle = args.out / "bundle_vote_with_prediction"
+    if not bundle.is_dir():
+        shutil.copytree(BUNDLE, bundle)
+        plans = json.loads((bundle / "configs" / "plans.json").read_text())
+        plans["samdsk"]["fusion"] = "vote_with_prediction"
+        (bundle / "configs" / "plans.json").write_text(json.dumps(plans, indent=1))
+    refined = seeded_loop(run, args.out / "samdsk_vote_with_prediction", bundle,
+                          LoopSettings(rounds=1, workers=2, **common), False)
+    refined.run()
+    states["SamDSK, prediction as 4th voter, calibrated"] = json.loads((refined.run_dir / "state.json").read_text())
 
-    print("\nround  threshold  accepted/pool  exact  true Dice: accepted labels | their predictions | "
-          "confidence-selected predictions")
-    for r in sorted(state["rounds"], key=int)[1:]:
-        s = state["rounds"][r]
-        td = s.get("true_dice", {})
-        cells = [f"{td[k]['mean']:.4f}" if k in td else "n/a" for k in
-                 ("accepted_pseudo_labels", "accepted_predictions", "confidence_selected_predictions")]
-        thr = "none" if s["threshold"] is None else f"{s['threshold']:.4f}"
-        print(f"{r:>5s}  {thr:>9s}  {len(s['accepted']):>4d}/{s['n_pool']:<4d}  {s['exact_fraction']:5.2f}  "
-              + " | ".join(cells))
+    rows = [("supervised 10 % (round 0)", states["SamDSK (paper vote, calibrated)"]["rounds"]["0"])]
+    for name, state in states.items():
+        rows += [(f"{name}, round {r}", state["rounds"][r]) for r in sorted(state["rounds"], key=int)[1:]
+                 if "evaluation" in state["rounds"][r]]
+    print_arms(rows, results, args.filters, args.epochs)
+    print(f"SamDSK (calibrated) run wall time: {samdsk_minutes:.1f} min")
+    for name, state in states.items():
+        print_rounds(name, state)
+    pool_analysis(run)
     if args.solver_timing:
-        solver_timing(args.out / "samdsk", loop.plans, args.solver_timing, args.brute_n, args.fast)
+        solver_timing(run, loop.plans, args.solver_timing, args.brute_n, args.fast)
 
 
 if __name__ == "__main__":
