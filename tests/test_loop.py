@@ -111,8 +111,9 @@ def test_round_report_measures_accepted_labels_against_hidden_labels(finished, h
             per_class.append(2 * (a & b).sum() / (a.sum() + b.sum()))
         dices.append(np.mean(per_class))
     assert report["true_dice"]["accepted_pseudo_labels"]["mean"] == pytest.approx(np.mean(dices))
-    assert set(report["true_dice"]) == {"accepted_pseudo_labels", "accepted_predictions",
+    assert set(report["true_dice"]) == {"n_cases", "accepted_pseudo_labels", "accepted_predictions",
                                         "confidence_selected_predictions"}
+    assert report["true_dice"]["n_cases"] == 2
     assert sum(b["count"] for b in report["beta_histogram"]) == report["n_pool"] == 4
     assert "beta histogram" in (finished / "round_1" / "report.md").read_text()
 

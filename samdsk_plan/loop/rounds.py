@@ -343,14 +343,18 @@ class Loop:
 
     def _truth_report(self, r: int, pool: Mapping[str, MatchRecord], accepted: list[str]) -> dict:
         """True Dice of the accepted pseudo-labels, of the model's raw predictions on the same
-        cases, and of the raw predictions of as many cases chosen by model confidence; only
-        when the pool's hidden labels are known (a ``samdsk-plan split`` file)."""
+        cases, and of the raw predictions of as many cases chosen by model confidence; over the
+        pool cases whose hidden labels are known (a ``samdsk-plan split`` file)."""
         hidden = read_json_object(self.run_dir / "base.json")["hidden_labels"]
-        if not accepted or not all(c in hidden for c in pool):
+        known = {c: rec for c, rec in pool.items() if c in hidden}
+        chosen = [c for c in accepted if c in hidden]
+        if not chosen:
             return {}
         preds = self._round_dir(r) / "predictions" / "pool"
-        stems = {c: strip_image_suffix(rec.image) for c, rec in pool.items()}
-        confident = top_n({c: rec.confidence for c, rec in pool.items()}, len(accepted))
+        confident = top_n({c: rec.confidence for c, rec in known.items()}, len(chosen))
+
+        def prediction(c: str) -> Path:
+            return preds / f"{strip_image_suffix(known[c].image)}_seg.nii.gz"
 
         def mean_over(ids: list[str], path_of: Callable[[str], Path | str]) -> dict[str, float]:
             per_case = [_dice(path_of(c), hidden[c], self.classes) for c in ids]
@@ -359,9 +363,10 @@ class Loop:
             return out
 
         return {"true_dice": {
-            "accepted_pseudo_labels": mean_over(accepted, lambda c: pool[c].label),
-            "accepted_predictions": mean_over(accepted, lambda c: preds / f"{stems[c]}_seg.nii.gz"),
-            "confidence_selected_predictions": mean_over(confident, lambda c: preds / f"{stems[c]}_seg.nii.gz"),
+            "n_cases": len(chosen),
+            "accepted_pseudo_labels": mean_over(chosen, lambda c: known[c].label),
+            "accepted_predictions": mean_over(chosen, prediction),
+            "confidence_selected_predictions": mean_over(confident, prediction),
         }}
 
 
@@ -374,7 +379,9 @@ def _report_markdown(summary: dict) -> str:
     lines += [f"| {b['from']:.1f}-{b['to']:.1f} | {b['count']} |" for b in summary["beta_histogram"]]
     if "true_dice" in summary:
         lines += ["", "## True Dice against the hidden labels", "", "| selection | mean Dice |", "|---|---|"]
-        lines += [f"| {name.replace('_', ' ')} | {d['mean']:.4f} |" for name, d in summary["true_dice"].items()]
+        lines += [f"| {name.replace('_', ' ')} | {d['mean']:.4f} |" for name, d in summary["true_dice"].items()
+                  if name != "n_cases"]
+        lines += ["", f"(over the {summary['true_dice']['n_cases']} accepted case(s) whose hidden label is known)"]
     if "calibration" in summary:
         lines += ["", "## Threshold calibration (validation cases)", "",
                   "| threshold | accepted | pseudo-label Dice | prediction Dice |", "|---|---|---|---|"]
