@@ -243,14 +243,12 @@ def main() -> None:
     run = args.out / "samdsk"
     loop = Loop(BUNDLE, DATA, run, SPLIT, LoopSettings(rounds=args.rounds, **common), "cpu", threads=1,
                 progress=False, log=print)
-    start = time.perf_counter()
     jobs = [threading.Thread(target=loop.run), threading.Thread(target=supervised_100,
                                                                 args=(args.out, runner, train_args, results))]
     for job in jobs:
         job.start()
-    jobs[0].join()
-    samdsk_minutes = (time.perf_counter() - start) / 60
-    jobs[1].join()
+    for job in jobs:
+        job.join()
     states = {"SamDSK (paper vote, calibrated)": json.loads((run / "state.json").read_text())}
     n_accepted = len(states["SamDSK (paper vote, calibrated)"]["rounds"]["1"]["accepted"])
 
@@ -284,7 +282,6 @@ def main() -> None:
         rows += [(f"{name}, round {r}", state["rounds"][r]) for r in sorted(state["rounds"], key=int)[1:]
                  if "evaluation" in state["rounds"][r]]
     print_arms(rows, results, args.filters, args.epochs)
-    print(f"SamDSK (calibrated) run wall time: {samdsk_minutes:.1f} min")
     for name, state in states.items():
         print_rounds(name, state)
     pool_analysis(run)
