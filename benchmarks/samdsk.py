@@ -95,7 +95,7 @@ def seeded_loop(source: Path, run_dir: Path, bundle: Path, settings: LoopSetting
     same model and probabilities, so arms differ only in what they match or accept."""
     loop = Loop(bundle, DATA, run_dir, SPLIT, settings, "cpu", threads=1, progress=False, log=print)
     if not loop.state.done("0/prepare"):
-        shutil.copy(source / "base.json", run_dir / "base.json")
+        shutil.copy(source / "hidden_labels.json", run_dir / "hidden_labels.json")
         shutil.copytree(source / "round_0", run_dir / "round_0")
         shutil.copytree(source / "round_1" / "predictions", run_dir / "round_1" / "predictions")
         steps = ["0/prepare", "0/train", "0/evaluate", "1/predict"]

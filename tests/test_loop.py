@@ -123,7 +123,7 @@ def test_killed_run_resumes_to_the_same_state(finished, bundle, hippocampus, dat
     run = tmp_path / "run"
     run.mkdir()
     shutil.copytree(finished / "round_0", run / "round_0")
-    shutil.copy(finished / "base.json", run / "base.json")
+    shutil.copy(finished / "hidden_labels.json", run / "hidden_labels.json")
     state = _state(finished)
     state.update(done=state["done"][:3], rounds={"0": state["rounds"]["0"]}, stopped=None)
     (run / "state.json").write_text(json.dumps(state))
@@ -163,7 +163,7 @@ def test_calibrated_round_reports_its_curve(finished, bundle, hippocampus, datal
     run = tmp_path / "run"
     run.mkdir()
     shutil.copytree(finished / "round_0", run / "round_0")
-    shutil.copy(finished / "base.json", run / "base.json")
+    shutil.copy(finished / "hidden_labels.json", run / "hidden_labels.json")
     state = _state(finished)
     state["header"]["settings"]["threshold"] = None
     state.update(done=state["done"][:3], rounds={"0": state["rounds"]["0"]}, stopped=None)
@@ -224,3 +224,14 @@ def test_pseudolabel_config_runs_one_pass_through_monai_bundle(finished, bundle,
         assert Path(entry["label"]).parent == work / "pseudolabels" and Path(entry["label"]).is_file()
     assert len(list((work / "pseudolabels" / "predictions").glob("*_prob.nii.gz"))) == 4
     assert len(list((work / "proposals").glob("*.npz"))) == 4
+
+
+def test_calibration_without_validation_cases_is_refused_before_training(bundle, hippocampus, tmp_path, capsys):
+    split = json.loads(SPLIT.read_text())
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps({"training": split["training"][:1], "unlabeled": split["unlabeled"][:1]}))
+    assert main(["loop", str(bundle), "--data", str(hippocampus), "--datalist", str(one), "-o",
+                 str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "no labelled validation case to calibrate the acceptance threshold on" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "round_0" / "models").exists()

@@ -3,7 +3,7 @@
 Run folder::
 
     RUN/state.json                 steps done, settings, per-round summaries (written atomically)
-    RUN/base.json                  the human split: train / val / test / pool (+ hidden labels)
+    RUN/hidden_labels.json         the pool's hidden labels (case id -> path), if the datalist names them
     RUN/proposals/CASE.npz         proposal cache, shared by all rounds
     RUN/round_0/datalist.json      human training cases only
     RUN/round_0/models/model.pt    round 0 model; round_0/eval/metrics.json its evaluation
@@ -241,8 +241,10 @@ class Loop:
             raise SamdskError(f"{source}: no labelled training case")
         if not parts["unlabeled"]:
             raise SamdskError(f"{source}: no unlabelled case to pseudo-label")
-        base = {**parts, "hidden_labels": _hidden_labels(self.datalist, self.data)}
-        atomic_write_json(self.run_dir / "base.json", base)
+        if self.calibrate and not parts["val"]:
+            raise SamdskError(f"{source}: no labelled validation case to calibrate the acceptance threshold on; "
+                              "give a fixed one with --threshold")
+        atomic_write_json(self.run_dir / "hidden_labels.json", _hidden_labels(self.datalist, self.data))
         atomic_write_json(self._round_dir(0) / "datalist.json",
                           {"training": parts["train"], "validation": parts["val"], "testing": parts["test"],
                            "unlabeled": parts["unlabeled"]})
@@ -345,7 +347,7 @@ class Loop:
         """True Dice of the accepted pseudo-labels, of the model's raw predictions on the same
         cases, and of the raw predictions of as many cases chosen by model confidence; over the
         pool cases whose hidden labels are known (a ``samdsk-plan split`` file)."""
-        hidden = read_json_object(self.run_dir / "base.json")["hidden_labels"]
+        hidden = read_json_object(self.run_dir / "hidden_labels.json")
         known = {c: rec for c, rec in pool.items() if c in hidden}
         chosen = [c for c in accepted if c in hidden]
         if not chosen:
