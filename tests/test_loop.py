@@ -203,6 +203,15 @@ def test_loop_settings_are_validated(bundle, hippocampus, tmp_path, capsys):
     assert "--epochs must be positive" in capsys.readouterr().err
     with pytest.raises(Exception, match="retrain must be one of"):
         Loop(bundle, hippocampus, tmp_path / "r2", settings=LoopSettings(retrain="warm"))
+    bad = tmp_path / "bad_bundle"
+    shutil.copytree(bundle, bad)
+    plans = json.loads((bad / "configs" / "plans.json").read_text())
+    plans["samdsk"]["fusion"] = "average"
+    plans["samdsk"]["matching"]["target"] = "fuzzy"
+    (bad / "configs" / "plans.json").write_text(json.dumps(plans))
+    assert main(["loop", str(bad), "--data", str(hippocampus), "-o", str(tmp_path / "r3")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad / 'configs' / 'plans.json'}: unusable samdsk settings" in err and "fusion must be one of" in err
 
 
 def test_pseudolabel_config_runs_one_pass_through_monai_bundle(finished, bundle, hippocampus, datalist, tmp_path):

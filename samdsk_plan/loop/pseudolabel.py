@@ -26,6 +26,7 @@ from samdsk_plan.io.images import strip_image_suffix
 from samdsk_plan.io.layouts import case_id_from_path, read_json_object
 from samdsk_plan.io.parallel import parallel_map
 from samdsk_plan.matching import MatchSettings, VolumeMatch, match_volume
+from samdsk_plan.matching.volume import FUSIONS
 from samdsk_plan.proposals.base import ProposalGenerator
 from samdsk_plan.proposals.cache import ProposalCache
 from samdsk_plan.proposals.pipeline import propose_case
@@ -70,6 +71,8 @@ def matching_settings(plans: dict) -> tuple[dict[int, list[tuple[int, int]]], li
                            int(samdsk["classes"][c]["regions_per_slice"][str(axis)]["upper"])) for c in classes]
               for axis in samdsk["axes"]}
     components = [int(samdsk["classes"][c]["max_components_3d"]) for c in classes]
+    if samdsk["fusion"] not in FUSIONS:
+        raise ValueError(f"samdsk.fusion must be one of {FUSIONS}, got {samdsk['fusion']!r}")
     return bounds, components, MatchSettings(**samdsk.get("matching", {}))
 
 

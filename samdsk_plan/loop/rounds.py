@@ -36,7 +36,7 @@ from samdsk_plan.io.atomic import atomic_write_json, atomic_write_text
 from samdsk_plan.io.images import strip_image_suffix
 from samdsk_plan.io.layouts import case_id_from_path, read_json_object
 from samdsk_plan.loop.bundle_runner import BundleRunner
-from samdsk_plan.loop.pseudolabel import MatchRecord, accepted_entry, match_entries
+from samdsk_plan.loop.pseudolabel import MatchRecord, accepted_entry, match_entries, matching_settings
 from samdsk_plan.loop.selection import calibrate_threshold, histogram, select, top_n
 from samdsk_plan.matching import union_score
 from samdsk_plan.proposals.pipeline import make_generators
@@ -171,6 +171,10 @@ class Loop:
         if self.run_dir == self.data or self.data in self.run_dir.parents:
             raise SamdskError(f"{self.run_dir}: the run folder must lie outside the dataset folder {self.data}")
         self.plans = read_json_object(plans_path)
+        try:
+            matching_settings(self.plans)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SamdskError(f"{plans_path}: unusable samdsk settings ({exc})") from None
         samdsk = self.plans["samdsk"]
         s = self.settings
         self.retrain = s.retrain or samdsk.get("retrain", "scratch")
