@@ -10,8 +10,10 @@ NAME ?= $(notdir $(abspath $(DATA)))
 JOBS ?= 2
 DEVICE ?= cpu
 LABELED ?= 0.1
-# a short budget that runs on a CPU in about half an hour; drop it for the bundle's full training
-LOOP_ARGS ?= --rounds 1 --epochs 10 --iterations-per-epoch 50 --batch-size 2 --val-interval 5 \
+# a short budget that runs on a CPU in about half an hour (the budget of docs/benchmarks.md's SamDSK
+# runs); drop it for the bundle's full training. Less training leaves diffuse probabilities, which
+# make matching much slower (minutes per case instead of seconds).
+LOOP_ARGS ?= --rounds 1 --epochs 15 --iterations-per-epoch 50 --batch-size 2 --val-interval 5 \
 	--set 'network_def\#filters=[8,16,32,64]'
 
 .PHONY: demo test bench clean-venv
