@@ -25,6 +25,7 @@ from samdsk_plan.io.atomic import atomic_write_json
 from samdsk_plan.io.images import strip_image_suffix
 from samdsk_plan.io.layouts import case_id_from_path, read_json_object
 from samdsk_plan.io.parallel import parallel_map
+from samdsk_plan.loop.selection import select
 from samdsk_plan.matching import MatchSettings, VolumeMatch, match_volume
 from samdsk_plan.matching.volume import FUSIONS
 from samdsk_plan.proposals.base import ProposalGenerator
@@ -162,8 +163,6 @@ def pseudolabel_pass(entries: list[dict], pred_dir: str | Path, out_dir: str | P
     ``beta >= threshold`` (highest first, at most ``max_accepted``) and write
     ``out_dir/accepted.json``: a datalist whose ``training`` list holds the accepted cases with
     their pseudo-labels and provenance, and whose ``unlabeled`` list holds the rest."""
-    from samdsk_plan.loop.selection import select
-
     records = match_entries(entries, pred_dir, out_dir, plans, generators, cache_dir, workers)
     by_id = {r.case_id: (e, r) for e, r in zip(entries, records)}
     accepted = select({cid: r.beta for cid, (_, r) in by_id.items()}, threshold, max_accepted)
