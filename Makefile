@@ -10,7 +10,7 @@ NAME ?= $(notdir $(abspath $(DATA)))
 JOBS ?= 2
 DEVICE ?= cpu
 LABELED ?= 0.1
-# a short budget that runs on a CPU in about half an hour (the budget of docs/benchmarks.md's SamDSK
+# a short budget that runs on 2 CPU cores in under 20 minutes (the budget of docs/benchmarks.md's SamDSK
 # runs); drop it for the bundle's full training. Less training leaves diffuse probabilities, which
 # make matching much slower (minutes per case instead of seconds).
 LOOP_ARGS ?= --rounds 1 --epochs 15 --iterations-per-epoch 50 --batch-size 2 --val-interval 5 \
