@@ -44,8 +44,7 @@ from samdsk_plan.matching import match_slice, union_score
 from samdsk_plan.matching.assign import class_targets
 from samdsk_plan.matching.volume import slice_bounds
 from samdsk_plan.proposals.cache import ProposalCache
-from samdsk_plan.proposals.pipeline import case_key, make_generators
-from samdsk_plan.proposals.volume import window_to_unit
+from samdsk_plan.proposals.pipeline import case_key, make_generators, windowed_volume
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLE = REPO / "bundles" / "hippocampus"
@@ -156,8 +155,7 @@ def solver_timing(run: Path, plans: dict, n_cases: int, brute_n: int, fast: bool
     records = sorted((run / "round_1" / "matches" / "pool").glob("*.json"))[:n_cases]
     for rec_path in records:
         rec = json.loads(rec_path.read_text())
-        array = np.asarray(read_image(rec["image"]).array)
-        volume = window_to_unit(array, plans["normalization"][0])
+        volume, _ = windowed_volume(rec["image"], plans)
         probs = read_probabilities(run / "round_1" / "predictions" / "pool" / f"{rec['case_id']}_prob.nii.gz",
                                    volume.shape, 3)
         pred = np.argmax(probs, axis=0)

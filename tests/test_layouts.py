@@ -97,3 +97,14 @@ def test_missing_folder_and_missing_dataset_json(tmp_path):
         load_dataset(tmp_path / "nope")
     with pytest.raises(DatasetError, match="no dataset.json"):
         load_dataset(tmp_path)
+
+
+def test_entry_image_and_case_id_of_datalist_entries():
+    from samdsk_plan.io.layouts import entry_case_id, entry_image
+
+    single = {"image": "imagesTr/hippocampus_001.nii.gz"}
+    channels = {"image": ["imagesTr/case_007_0000.nii.gz", "imagesTr/case_007_0001.nii.gz"]}
+    assert entry_image(single) == "imagesTr/hippocampus_001.nii.gz"
+    assert entry_case_id(single) == "hippocampus_001"
+    assert entry_image(channels) == "imagesTr/case_007_0000.nii.gz"
+    assert entry_case_id(channels) == "case_007"

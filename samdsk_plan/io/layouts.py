@@ -82,6 +82,18 @@ def case_id_from_path(path: str | Path, strip_channel: bool = False) -> str:
     return stem
 
 
+def entry_image(entry: dict[str, Any]) -> str:
+    """The (first) image path of a data-list entry whose ``image`` is a path or a list of
+    channel files."""
+    image = entry["image"]
+    return image[0] if isinstance(image, list) else image
+
+
+def entry_case_id(entry: dict[str, Any]) -> str:
+    """Case id of a data-list entry (a list of channel files drops the nnU-Net ``_XXXX``)."""
+    return case_id_from_path(entry_image(entry), strip_channel=isinstance(entry["image"], list))
+
+
 def read_json_object(path: Path) -> dict[str, Any]:
     """A JSON file holding an object; :class:`DatasetError` naming the file when it is not one."""
     try:

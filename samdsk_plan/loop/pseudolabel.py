@@ -1,8 +1,8 @@
 """One predict -> propose -> match pass over cases, from the files the bundle's inference wrote.
 
 For a case with image ``IMG.nii.gz`` and the bundle's softmax output ``PRED_DIR/IMG_prob.nii.gz``
-(channel-last, in the image's geometry), :func:`match_case` windows the image with the plan's
-normalisation, gets proposals (cached) on the slices near the predicted foreground along the
+(channel-last, in the image's geometry), the image is windowed with the plan's normalisation
+(:func:`~samdsk_plan.proposals.pipeline.windowed_volume`) and :func:`match_case` gets proposals (cached) on the slices near the predicted foreground along the
 plan's axes, and runs :func:`~samdsk_plan.matching.match_volume` with the plan's ROI-count
 bounds. :func:`match_entries` does this for many cases and stores, per case, the candidate
 pseudo-label (``CASE.nii.gz``, image geometry) and a record (``CASE.json``: beta, per-class
@@ -23,15 +23,15 @@ from samdsk_plan.errors import SamdskError
 from samdsk_plan.io import read_image, write_image
 from samdsk_plan.io.atomic import atomic_write_json
 from samdsk_plan.io.images import strip_image_suffix
-from samdsk_plan.io.layouts import case_id_from_path, read_json_object
+from samdsk_plan.io.layouts import entry_case_id, entry_image, read_json_object
 from samdsk_plan.io.parallel import parallel_map
 from samdsk_plan.loop.selection import select
 from samdsk_plan.matching import MatchSettings, VolumeMatch, match_volume
 from samdsk_plan.matching.volume import FUSIONS
 from samdsk_plan.proposals.base import ProposalGenerator
 from samdsk_plan.proposals.cache import ProposalCache
-from samdsk_plan.proposals.pipeline import propose_case
-from samdsk_plan.proposals.volume import slice_indices, window_to_unit
+from samdsk_plan.proposals.pipeline import propose_case, windowed_volume
+from samdsk_plan.proposals.volume import slice_indices
 
 logger = logging.getLogger(__name__)
 
@@ -96,12 +96,10 @@ def confidence(probs: np.ndarray) -> float:
     return float(top[fg].mean()) if fg.any() else 0.0
 
 
-def match_case(case_id: str, image_path: str | Path, prob_path: str | Path, plans: dict,
-               generators: dict[int, ProposalGenerator], cache_dir: str | Path | None) -> tuple[VolumeMatch, np.ndarray]:
-    """Match one case; returns the match and its ``(C, I, J, K)`` probabilities."""
-    array = np.asarray(read_image(image_path).array)
-    volume = window_to_unit(array[..., 0] if array.ndim == 4 else array, plans["normalization"][0])
-    probs = read_probabilities(Path(prob_path), volume.shape, len(plans["dataset"]["labels"]))
+def match_case(case_id: str, volume: np.ndarray, probs: np.ndarray, plans: dict,
+               generators: dict[int, ProposalGenerator], cache_dir: str | Path | None) -> VolumeMatch:
+    """Match one case: ``volume`` ``(I, J, K)`` windowed to [0, 1] (:func:`windowed_volume`),
+    ``probs`` ``(C, I, J, K)`` the model's softmax maps on the same grid."""
     samdsk = plans["samdsk"]
     roi = np.argmax(probs, axis=0) > 0
     margin = int(samdsk["slice_margin"])
@@ -111,22 +109,22 @@ def match_case(case_id: str, image_path: str | Path, prob_path: str | Path, plan
     bounds, components, settings = matching_settings(plans)
     proposals = {key: p.masks for key, p in found.items()}
     fusion = samdsk["fusion"]
-    result = match_volume(probs, proposals, bounds, components, fusion=fusion,
-                          connectivity=samdsk.get("connectivity", "full"), settings=settings)
-    return result, probs
+    return match_volume(probs, proposals, bounds, components, fusion=fusion,
+                        connectivity=samdsk.get("connectivity", "full"), settings=settings)
 
 
 def _match_entry(entry: dict, pred_dir: Path, out_dir: Path, plans: dict, generators: dict[int, ProposalGenerator],
                  cache_dir: Path | None) -> MatchRecord:
-    image = entry["image"][0] if isinstance(entry["image"], list) else entry["image"]
-    case_id = case_id_from_path(image, strip_channel=isinstance(entry["image"], list))
+    image, case_id = entry_image(entry), entry_case_id(entry)
     record_path = out_dir / f"{case_id}.json"
     if record_path.is_file():
         return MatchRecord(**read_json_object(record_path))
     # the bundle's inference names its outputs after the image file (channel suffix included)
     prob_path = pred_dir / f"{strip_image_suffix(image)}_prob.nii.gz"
-    result, probs = match_case(case_id, image, prob_path, plans, generators, cache_dir)
-    label_path = write_image(out_dir / f"{case_id}.nii.gz", result.label.astype(np.uint8), read_image(image).affine)
+    volume, affine = windowed_volume(image, plans)
+    probs = read_probabilities(prob_path, volume.shape, len(plans["dataset"]["labels"]))
+    result = match_case(case_id, volume, probs, plans, generators, cache_dir)
+    label_path = write_image(out_dir / f"{case_id}.nii.gz", result.label.astype(np.uint8), affine)
     record = MatchRecord(
         case_id=case_id, image=str(image), label=str(label_path), beta=result.beta,
         scores={str(c): s for c, s in result.scores.items()}, exact=result.exact, confidence=confidence(probs),

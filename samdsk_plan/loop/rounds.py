@@ -34,7 +34,7 @@ from samdsk_plan.errors import SamdskError
 from samdsk_plan.io import read_image
 from samdsk_plan.io.atomic import atomic_write_json, atomic_write_text
 from samdsk_plan.io.images import strip_image_suffix
-from samdsk_plan.io.layouts import case_id_from_path, read_json_object
+from samdsk_plan.io.layouts import entry_case_id, entry_image, read_json_object
 from samdsk_plan.loop.bundle_runner import BundleRunner
 from samdsk_plan.loop.pseudolabel import MatchRecord, accepted_entry, match_entries, matching_settings
 from samdsk_plan.loop.selection import calibrate_threshold, histogram, select, top_n
@@ -118,16 +118,6 @@ class _State:
         return self.data["rounds"].setdefault(str(r), {})
 
 
-def _case_id(entry: dict) -> str:
-    image = entry["image"]
-    return case_id_from_path(image[0] if isinstance(image, list) else image, strip_channel=isinstance(image, list))
-
-
-def _stem(entry: dict) -> str:
-    image = entry["image"]
-    return strip_image_suffix(image[0] if isinstance(image, list) else image)
-
-
 def _hidden_labels(datalist: Path | None, data: Path) -> dict[str, str]:
     """Case id -> hidden label path of the pool entries of a ``samdsk-plan split`` file."""
     if datalist is None:
@@ -137,7 +127,7 @@ def _hidden_labels(datalist: Path | None, data: Path) -> dict[str, str]:
     for key in ("unlabeled", "unlabelled"):
         for entry in meta.get(key, []) if isinstance(meta.get(key), list) else []:
             if isinstance(entry, dict) and entry.get("hidden_label") and entry.get("image"):
-                out[_case_id({"image": entry["image"]})] = str((data / entry["hidden_label"]).resolve())
+                out[entry_case_id(entry)] = str((data / entry["hidden_label"]).resolve())
     return out
 
 
@@ -311,7 +301,7 @@ class Loop:
 
     def _records(self, r: int, part: str, entries: list[dict]) -> dict[str, MatchRecord]:
         folder = self._round_dir(r) / "matches" / part
-        return {_case_id(e): MatchRecord(**read_json_object(folder / f"{_case_id(e)}.json")) for e in entries}
+        return {entry_case_id(e): MatchRecord(**read_json_object(folder / f"{entry_case_id(e)}.json")) for e in entries}
 
     def _accept(self, r: int) -> None:
         previous = self._datalist(r - 1)
@@ -320,11 +310,11 @@ class Loop:
         threshold, source = self.threshold, "fixed"
         if self.calibrate:
             val = self._records(r, "val", previous["validation"])
-            entries = {_case_id(e): e for e in previous["validation"]}
+            entries = {entry_case_id(e): e for e in previous["validation"]}
             preds = self._round_dir(r) / "predictions" / "val"
             ids = sorted(val)
             label_dice = [_mean_dice(val[c].label, entries[c]["label"], self.classes) for c in ids]
-            pred_dice = [_mean_dice(preds / f"{_stem(entries[c])}_seg.nii.gz", entries[c]["label"], self.classes)
+            pred_dice = [_mean_dice(preds / f"{strip_image_suffix(entry_image(entries[c]))}_seg.nii.gz", entries[c]["label"], self.classes)
                          for c in ids]
             cal = calibrate_threshold([val[c].beta for c in ids], label_dice, pred_dice)
             threshold, source = cal.threshold, "calibrated on validation cases"
@@ -335,12 +325,12 @@ class Loop:
                        beta_histogram=histogram([rec.beta for rec in pool.values()]),
                        exact_fraction=float(np.mean([rec.exact for rec in pool.values()])) if pool else 1.0)
         summary.update(self._truth_report(r, pool, accepted))
-        images = {_case_id(e): e["image"] for e in previous["unlabeled"]}
+        images = {entry_case_id(e): e["image"] for e in previous["unlabeled"]}
         new_entries = [accepted_entry(images[cid], pool[cid], r, self.weight) for cid in accepted]
         taken = set(accepted)
         atomic_write_json(self._round_dir(r) / "datalist.json", {
             "training": previous["training"] + new_entries, "validation": previous["validation"],
-            "testing": previous["testing"], "unlabeled": [e for e in previous["unlabeled"] if _case_id(e) not in taken]})
+            "testing": previous["testing"], "unlabeled": [e for e in previous["unlabeled"] if entry_case_id(e) not in taken]})
         atomic_write_json(self._round_dir(r) / "report.json", summary)
         atomic_write_text(self._round_dir(r) / "report.md", _report_markdown(summary))
         self.state.data["rounds"][str(r)] = {k: v for k, v in summary.items() if k != "calibration"}

@@ -12,7 +12,7 @@ import numpy as np
 
 from samdsk_plan.errors import SamdskError
 from samdsk_plan.io import read_image
-from samdsk_plan.io.layouts import case_id_from_path
+from samdsk_plan.io.layouts import entry_case_id, entry_image
 from samdsk_plan.io.parallel import parallel_map
 from samdsk_plan.proposals.base import ProposalGenerator, Proposals
 from samdsk_plan.proposals.cache import ProposalCache, SliceKey, cache_key
@@ -94,8 +94,12 @@ class CaseSummary:
     n_proposals: int
 
 
-def _first_path(value: str | list[str]) -> str:
-    return value[0] if isinstance(value, list) else value
+def windowed_volume(image_path: str | Path, plans: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Channel 0 of an image as a ``(I, J, K)`` float32 volume in [0, 1] (the plan's intensity
+    window, see :func:`window_to_unit`) and the image's ``(4, 4)`` voxel-to-RAS affine."""
+    image = read_image(image_path)
+    array = np.asarray(image.array)
+    return window_to_unit(array[..., 0] if array.ndim == 4 else array, plans["normalization"][0]), image.affine
 
 
 def _roi(entry: dict, roi_dir: Path | None, case_id: str) -> np.ndarray | None:
@@ -110,10 +114,8 @@ def _roi(entry: dict, roi_dir: Path | None, case_id: str) -> np.ndarray | None:
 
 def _propose_entry(entry: dict, plans: dict, generators: dict[int, ProposalGenerator], cache_dir: Path,
                    roi_dir: Path | None) -> CaseSummary:
-    image_path = _first_path(entry["image"])
-    case_id = case_id_from_path(image_path, strip_channel=isinstance(entry["image"], list))
-    array = np.asarray(read_image(image_path).array)
-    volume = window_to_unit(array[..., 0] if array.ndim == 4 else array, plans["normalization"][0])
+    case_id = entry_case_id(entry)
+    volume, _ = windowed_volume(entry_image(entry), plans)
     roi = _roi(entry, roi_dir, case_id)
     margin = int(plans["samdsk"]["slice_margin"])
     slices = {axis: slice_indices(volume.shape, axis, roi, margin) for axis in generators}
