@@ -9,20 +9,39 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from samdsk_plan.errors import SamdskError
+from samdsk_plan.io.outputs import describe_os_error
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename.
+
+    The file gets the mode a plain ``open(path, "w")`` would give (0666 less the umask), not
+    the temporary file's 0600. An :class:`OSError` (full disk, no permission) leaves no file
+    behind and is raised as a :class:`SamdskError` naming ``path`` and the cause.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise SamdskError(f"{path}: could not write ({describe_os_error(exc)})") from exc
         raise
     return path
 
