@@ -111,9 +111,17 @@ def test_resume_after_interruption(volume, tmp_path):
         np.testing.assert_array_equal(out[k].masks, reference[k].masks)
 
 
-def test_corrupt_cache_file_is_recomputed(volume, tmp_path):
-    (tmp_path / "c1.npz").write_bytes(b"not a cache file")
+@pytest.mark.parametrize("damage", ["random", "empty", "truncated"])
+def test_corrupt_cache_file_is_recomputed(volume, tmp_path, damage, caplog):
+    good = propose_case("c1", volume, {0: ThresholdGenerator()}, {0: [0, 1]}, ProposalCache(tmp_path))
+    data = (tmp_path / "c1.npz").read_bytes()
+    broken = {"random": b"not a cache file", "empty": b"", "truncated": data[: len(data) // 2]}[damage]
+    (tmp_path / "c1.npz").write_bytes(broken)
     gen = ThresholdGenerator()
-    propose_case("c1", volume, {0: gen}, {0: [0]}, ProposalCache(tmp_path))
-    assert gen.calls == 1
+    with caplog.at_level("WARNING"):
+        out = propose_case("c1", volume, {0: gen}, {0: [0, 1]}, ProposalCache(tmp_path))
+    assert gen.calls == 2, "every slice of the unreadable file is recomputed"
+    assert str(tmp_path / "c1.npz") in caplog.text and "recomputing" in caplog.text
+    for k in good:
+        np.testing.assert_array_equal(out[k].masks, good[k].masks)
     assert ProposalCache(tmp_path).load("c1", "wrong key") == {}

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ import numpy as np
 from samdsk_plan.io.atomic import atomic_write_bytes
 from samdsk_plan.proposals.base import ProposalGenerator, Proposals
 
+logger = logging.getLogger(__name__)
 SliceKey = tuple[int, int]  # (axis, slice index)
 FORMAT_VERSION = 1
 
@@ -57,8 +60,11 @@ class ProposalCache:
                     masks = np.unpackbits(packed, axis=-1, count=h * w).astype(bool).reshape(n, h, w)
                     out[(axis, index)] = Proposals(masks, data[f"s_{axis}_{index}"].astype(np.float32))
                 return out
-        except (OSError, ValueError, KeyError, json.JSONDecodeError):
-            return {}  # unreadable or foreign file: recompute and overwrite
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            # truncated, empty, foreign or corrupt: recompute and overwrite (JSONDecodeError is a ValueError)
+            logger.warning("%s: unreadable proposal cache file (%s: %s); recomputing it", path,
+                           type(exc).__name__, exc)
+            return {}
 
     def save(self, case_id: str, key: str, slices: dict[SliceKey, Proposals]) -> Path:
         """Write all ``slices`` of ``case_id`` under ``key`` (replacing the file atomically)."""
