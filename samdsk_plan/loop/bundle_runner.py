@@ -9,6 +9,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from samdsk_plan.errors import SamdskError
+from samdsk_plan.io.parallel import die_with_parent
+
+# causes worth naming in the error's first line when the child's log shows them
+_KNOWN_CAUSES = ("No space left on device", "Disk quota exceeded", "CUDA out of memory", "Permission denied")
 
 
 class BundleRunner:
@@ -52,8 +56,10 @@ class BundleRunner:
             env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
         with open(log_file, "w") as log:
             done = subprocess.run(self.command(configs, args), cwd=self.bundle_dir, stdout=log,
-                                  stderr=subprocess.STDOUT, env=env)
+                                  stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)
         if done.returncode != 0:
-            tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-15:])
-            raise SamdskError(f"bundle run {' + '.join(configs)} failed (exit {done.returncode}); "
-                              f"full log: {log_file}\n{tail}")
+            text = log_file.read_text(errors="replace")
+            tail = "\n".join(text.splitlines()[-15:])
+            cause = next((c for c in _KNOWN_CAUSES if c in text), None)
+            raise SamdskError(f"bundle run {' + '.join(configs)} failed (exit {done.returncode})"
+                              + (f": {cause.lower()}" if cause else "") + f"; full log: {log_file}\n{tail}")
