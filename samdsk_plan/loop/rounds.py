@@ -35,7 +35,9 @@ from samdsk_plan.io import read_image
 from samdsk_plan.io.atomic import atomic_write_json, atomic_write_text
 from samdsk_plan.io.images import strip_image_suffix
 from samdsk_plan.io.layouts import entry_case_id, entry_image, read_json_object
+from samdsk_plan.io.preflight import require_device, require_disjoint, require_readable
 from samdsk_plan.loop.bundle_runner import BundleRunner
+from samdsk_plan.loop.lock import RunLock
 from samdsk_plan.loop.pseudolabel import MatchRecord, accepted_entry, match_entries, matching_settings
 from samdsk_plan.loop.selection import calibrate_threshold, histogram, select, top_n
 from samdsk_plan.matching import union_score
@@ -88,21 +90,29 @@ class LoopSettings:
 
 
 class _State:
-    """``state.json``: done steps and per-round summaries."""
+    """``state.json``: done steps and per-round summaries.
 
-    def __init__(self, path: Path, header: dict) -> None:
+    A run folder is tied to its settings once round 0 has trained; before that (a run that
+    failed its checks or its first training) a command with other settings starts it afresh.
+    """
+
+    def __init__(self, path: Path, header: dict, log: Callable[[str], None] = logger.info) -> None:
         self.path = path
+        self.data = {"format": STATE_FORMAT, "header": header, "done": [], "rounds": {}, "stopped": None}
         if path.is_file():
-            self.data = read_json_object(path)
-            if self.data.get("format") != STATE_FORMAT:
-                raise SamdskError(f"{path}: unknown run state format {self.data.get('format')!r}")
-            for key, value in header.items():
-                if self.data["header"].get(key) != value:
-                    raise SamdskError(f"{path}: this run folder was started with {key} = "
-                                      f"{self.data['header'].get(key)!r}, not {value!r}; use another output folder")
-        else:
-            self.data = {"format": STATE_FORMAT, "header": header, "done": [], "rounds": {}, "stopped": None}
-            self.save()
+            old = read_json_object(path)
+            if old.get("format") != STATE_FORMAT:
+                raise SamdskError(f"{path}: unknown run state format {old.get('format')!r}")
+            changed = [k for k, v in header.items() if old["header"].get(k) != v]
+            if not changed:
+                self.data = old
+                return
+            if "0/train" in old["done"]:
+                key = changed[0]
+                raise SamdskError(f"{path}: this run folder was started with {key} = {old['header'].get(key)!r}, "
+                                  f"not {header[key]!r}; use another output folder")
+            log(f"{path}: round 0 never finished training; starting afresh with the new settings ({', '.join(changed)})")
+        self.save()
 
     def save(self) -> None:
         atomic_write_json(self.path, self.data)
@@ -116,6 +126,14 @@ class _State:
 
     def round(self, r: int) -> dict:
         return self.data["rounds"].setdefault(str(r), {})
+
+
+def _check_settings(s: LoopSettings) -> None:
+    """Numbers of the run that must be finite and in range, checked before anything runs."""
+    if s.threshold is not None and not 0.0 <= s.threshold <= 1.0:
+        raise SamdskError(f"--threshold must be a number in [0, 1], got {s.threshold}")
+    if s.pseudo_label_weight is not None and not (np.isfinite(s.pseudo_label_weight) and s.pseudo_label_weight > 0):
+        raise SamdskError(f"--pseudo-label-weight must be a finite number > 0, got {s.pseudo_label_weight}")
 
 
 def _hidden_labels(datalist: Path | None, data: Path) -> dict[str, str]:
@@ -160,6 +178,11 @@ class Loop:
             raise SamdskError(f"{self.data}: dataset folder not found")
         if self.run_dir == self.data or self.data in self.run_dir.parents:
             raise SamdskError(f"{self.run_dir}: the run folder must lie outside the dataset folder {self.data}")
+        for what, path in (("run folder", self.run_dir), ("bundle", self.bundle), ("dataset", self.data),
+                           ("datalist", self.datalist)):
+            if path is not None and "#" in str(path):
+                raise SamdskError(f"{path}: the {what} path holds '#', which MONAI's config parser reads as its "
+                                  "ID separator (the bundle would write elsewhere); rename or move it")
         self.plans = read_json_object(plans_path)
         try:
             matching_settings(self.plans)
@@ -177,16 +200,29 @@ class Loop:
         self.classes = sorted(int(c) for c in samdsk["classes"])
         self.runner = BundleRunner(self.bundle, self.data, device, s.overrides, threads)
         self.device = device
+        _check_settings(s)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = RunLock(self.run_dir)
         header = {"bundle": str(self.bundle), "data": str(self.data),
                   "datalist": str(self.datalist) if self.datalist else None, "settings": s.fixed()}
-        self.state = _State(self.run_dir / "state.json", header)
+        self.state = _State(self.run_dir / "state.json", header, log)
         self._generators = None
 
     # ------------------------------------------------------------------ steps
     def run(self) -> dict:
         """Run (or continue) the loop; returns the state's data."""
+        try:
+            return self._run()
+        finally:
+            self._lock.release()
+
+    def _run(self) -> dict:
+        if not self.state.done("0/train"):
+            require_device(self.device)
+            self._generators_for_run()  # a SAM checkpoint loads now, not after round 0
         self._step(0, "prepare", self._prepare)
+        if not self.state.done("0/train"):
+            self._check_inputs()
         self._step(0, "train", lambda: self._train(0))
         self._step(0, "evaluate", lambda: self._evaluate(0))
         r = 1
@@ -242,6 +278,17 @@ class Loop:
         atomic_write_json(self._round_dir(0) / "datalist.json",
                           {"training": parts["train"], "validation": parts["val"], "testing": parts["test"],
                            "unlabeled": parts["unlabeled"]})
+
+    def _check_inputs(self) -> None:
+        """Before round 0 trains: no image in two parts, and every image and label reads."""
+        parts = self._datalist(0)
+        require_disjoint(parts, self.datalist or self.data)
+        files = []
+        for entries in parts.values():
+            for e in entries:
+                files += e["image"] if isinstance(e["image"], list) else [e["image"]]
+                files += [e[k] for k in ("label", "hidden_label") if e.get(k)]
+        require_readable([str(self.data / f) for f in files], progress=self.progress)
 
     def _train(self, r: int) -> None:
         models = self._round_dir(r) / "models"
