@@ -211,7 +211,8 @@ def test_loop_settings_are_validated(bundle, hippocampus, tmp_path, capsys):
     (bad / "configs" / "plans.json").write_text(json.dumps(plans))
     assert main(["loop", str(bad), "--data", str(hippocampus), "-o", str(tmp_path / "r3")]) == 2
     err = capsys.readouterr().err
-    assert f"{bad / 'configs' / 'plans.json'}: unusable samdsk settings" in err and "fusion must be one of" in err
+    assert f"{bad / 'configs' / 'plans.json'}: not a samdsk-plan plans file" in err
+    assert "samdsk.fusion: 'average' is not one of" in err and "samdsk.matching.target: 'fuzzy' is not one of" in err
 
 
 def test_pseudolabel_config_runs_one_pass_through_monai_bundle(finished, bundle, hippocampus, datalist, tmp_path):

@@ -16,8 +16,8 @@ from samdsk_plan.bundle.configs import (
     train_config,
 )
 from samdsk_plan.bundle.metadata import metadata, readme
-from samdsk_plan.errors import SamdskError
 from samdsk_plan.io.atomic import dumps_json
+from samdsk_plan.io.schemas import validate_plans
 
 LICENSE_TEXT = """Copyright samdsk-plan developers
 
@@ -34,9 +34,9 @@ the License. The data a model is trained on keep their own licence.
 
 
 def bundle_files(plans: dict, name: str) -> dict[str, str]:
-    """Relative path -> text of every file of the bundle (weights excepted)."""
-    if plans.get("schema_version") != 1:
-        raise SamdskError(f"unsupported plans schema version {plans.get('schema_version')!r} (expected 1)")
+    """Relative path -> text of every file of the bundle (weights excepted); ``plans`` are validated
+    first (:class:`~samdsk_plan.errors.SamdskError` listing every problem)."""
+    validate_plans(plans, f"plans of bundle {name!r}")
     return {
         "LICENSE": LICENSE_TEXT,
         "configs/metadata.json": dumps_json(metadata(plans)),

@@ -36,9 +36,10 @@ from samdsk_plan.io.atomic import atomic_write_json, atomic_write_text
 from samdsk_plan.io.images import strip_image_suffix
 from samdsk_plan.io.layouts import entry_case_id, entry_image, read_json_object
 from samdsk_plan.io.preflight import require_device, require_disjoint, require_readable
+from samdsk_plan.io.schemas import read_plans
 from samdsk_plan.loop.bundle_runner import BundleRunner
 from samdsk_plan.loop.lock import RunLock
-from samdsk_plan.loop.pseudolabel import MatchRecord, accepted_entry, match_entries, matching_settings
+from samdsk_plan.loop.pseudolabel import MatchRecord, accepted_entry, match_entries
 from samdsk_plan.loop.selection import calibrate_threshold, histogram, select, top_n
 from samdsk_plan.matching import union_score
 from samdsk_plan.proposals.pipeline import make_generators
@@ -183,11 +184,7 @@ class Loop:
             if path is not None and "#" in str(path):
                 raise SamdskError(f"{path}: the {what} path holds '#', which MONAI's config parser reads as its "
                                   "ID separator (the bundle would write elsewhere); rename or move it")
-        self.plans = read_json_object(plans_path)
-        try:
-            matching_settings(self.plans)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SamdskError(f"{plans_path}: unusable samdsk settings ({exc})") from None
+        self.plans = read_plans(plans_path)
         samdsk = self.plans["samdsk"]
         s = self.settings
         self.retrain = s.retrain or samdsk.get("retrain", "scratch")

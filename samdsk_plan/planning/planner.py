@@ -17,6 +17,7 @@ import numpy as np
 
 from samdsk_plan import __version__
 from samdsk_plan.errors import SamdskError
+from samdsk_plan.io.schemas import SchemaProblem, schema_problems
 from samdsk_plan.planning.topology import (
     FIXED_OVERHEAD_GB,
     Topology,
@@ -248,9 +249,14 @@ def plan_from_fingerprint(fp: dict, gpu_memory_gb: float = DEFAULT_GPU_MEMORY_GB
         fp: a fingerprint dict (schema version 1).
         gpu_memory_gb: memory budget of the training GPU.
         overrides: dotted-path -> value replacements applied last (``"samdsk.acceptance_threshold"``).
+
+    Raises:
+        SamdskError: a bad budget, or a plan (overrides applied) that fails the plans schema.
     """
     if fp.get("schema_version") != 1:
         raise SamdskError(f"unsupported fingerprint schema version {fp.get('schema_version')!r} (expected 1)")
+    if not (math.isfinite(gpu_memory_gb) and gpu_memory_gb > 0):
+        raise SamdskError(f"--gpu-memory must be a finite number of GB above 0, got {gpu_memory_gb:g}")
     spacing, spacing_reason = target_spacing(fp)
     shapes = resampled_shapes(fp, spacing)
     median_shape = np.median(shapes, axis=0)
@@ -285,7 +291,24 @@ def plan_from_fingerprint(fp: dict, gpu_memory_gb: float = DEFAULT_GPU_MEMORY_GB
     }
     for key, value in (overrides or {}).items():
         apply_override(plans, key, value)
+    _check_plan(plans, fp["name"], overrides or {})
     return plans
+
+
+def _check_plan(plans: dict, name: str, overrides: dict[str, object]) -> None:
+    """Validate the finished plan; a problem at or around an overridden key names the ``--set``."""
+    problems = schema_problems(plans, "plans")
+    if problems:
+        lines = [str(p) + "".join(f" (from --set {key}={json.dumps(value)})" for key, value in overrides.items()
+                                  if _overlaps(key, p)) for p in problems]
+        raise SamdskError(f"the plan for {name!r} is not valid ({len(problems)} problem(s)):\n" + "\n".join(lines))
+
+
+def _overlaps(dotted: str, problem: SchemaProblem) -> bool:
+    """Whether the override key ``dotted`` and the problem's key path lie on one branch of the plan."""
+    key, path = dotted.split("."), [str(p) for p in problem.path]
+    n = min(len(key), len(path))
+    return key[:n] == path[:n]
 
 
 def apply_override(plans: dict, dotted: str, value: object) -> None:
