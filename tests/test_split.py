@@ -44,7 +44,7 @@ def test_split_file_as_a_dataset_sees_only_training_labels(hippocampus, tmp_path
 
 @pytest.mark.parametrize("labeled, test", [(0.0, 0.2), (0.9, 0.2), (0.5, -0.1)])
 def test_bad_fractions(msd_dataset, labeled, test):
-    with pytest.raises(SamdskError, match="fractions"):
+    with pytest.raises(SamdskError, match="-fraction"):
         make_split(load_dataset(msd_dataset), labeled, test)
 
 

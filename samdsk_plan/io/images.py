@@ -11,7 +11,9 @@ Both paths return the same thing, so a dataset stored as ``.nii.gz`` and the sam
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,22 @@ def strip_image_suffix(path: str | os.PathLike) -> str:
     """The file name without its image extension: ``case_001.nii.gz`` -> ``case_001``."""
     name = Path(path).name
     return name[: len(name) - len(image_suffix(name))]
+
+
+def file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be opened as a file (missing, a symlink loop, a dangling link, a
+    folder, no access), or None when it is a file."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop: the link cannot be resolved"
+        if os.path.islink(path):
+            return f"broken symbolic link: its target {os.readlink(path)} does not exist"
+        if exc.errno == errno.ENOENT:
+            return "file is missing"
+        return f"cannot be accessed ({exc.strerror or exc})"
+    return "is a folder, not a file" if stat.S_ISDIR(mode) else None
 
 
 def read_image(path: str | os.PathLike, backend: str = "auto") -> ImageData:

@@ -8,7 +8,10 @@
 * MONAI datalist: a JSON file whose ``training`` / ``validation`` / ``testing`` lists hold
   ``{"image": ..., "label": ...}`` entries (or plain image paths), relative to a base dir.
   Entries without ``label`` are unlabelled. Optional ``modality``/``channel_names`` and
-  ``labels`` maps are read as in the other two layouts.
+  ``labels`` maps are read as in the other two layouts; without a channel map the channel
+  count is the number of image files most entries list. A ``dataset.json`` with ``training``
+  and ``labels`` but no ``modality`` (and none of a datalist's own keys) is an MSD file missing
+  its ``modality``: a :class:`~samdsk_plan.errors.DatasetError`, not a datalist.
 
 Readers only describe the dataset: they do not open images. Files that are missing or broken
 are reported by :func:`samdsk_plan.io.verify.verify_dataset`. Structural problems that still
@@ -21,18 +24,21 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from samdsk_plan.errors import DatasetError
 from samdsk_plan.io.cases import Case, Dataset, Problem
-from samdsk_plan.io.images import strip_image_suffix
+from samdsk_plan.io.images import file_problem, strip_image_suffix
 
 LAYOUTS = ("auto", "msd", "nnunetv2", "datalist")
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 _DATALIST_LABELLED_KEYS = ("training", "validation")
 _DATALIST_KEYS = ("training", "validation", "testing", "test", "unlabeled", "unlabelled")
+# keys only a MONAI datalist (or a ``samdsk-plan split`` file) has, never an MSD dataset.json
+_DATALIST_ONLY_KEYS = ("validation", "testing", "unlabeled", "unlabelled", "channel_names", "split")
 
 
 def load_dataset(
@@ -58,7 +64,8 @@ def load_dataset(
     elif path.is_file():
         json_path = path
     else:
-        raise DatasetError(f"{path}: no such file or folder")
+        why = file_problem(path)
+        raise DatasetError(f"{path}: {'no such file or folder' if why == 'file is missing' else why}")
     meta = read_json_object(json_path)
     if layout == "auto":
         layout = _detect_layout(meta, json_path)
@@ -112,6 +119,13 @@ def _detect_layout(meta: dict[str, Any], json_path: Path) -> str:
         return "nnunetv2"
     if json_path.name == "dataset.json" and "modality" in meta:
         return "msd"
+    if (json_path.name == "dataset.json" and "training" in meta and "labels" in meta
+            and not any(k in meta for k in _DATALIST_ONLY_KEYS)):
+        raise DatasetError(
+            f"{json_path}: a Medical Segmentation Decathlon dataset.json (it has 'training' and 'labels') "
+            "without 'modality', so the number of image channels is unknown; add e.g. "
+            '"modality": {"0": "MRI"} (one entry per channel)'
+        )
     if any(k in meta for k in _DATALIST_KEYS):
         return "datalist"
     if "channel_names" in meta:
@@ -298,7 +312,12 @@ def _read_datalist(meta: dict[str, Any], json_path: Path, root: Path, name: str)
     if channel_key is not None:
         channel_names = _parse_channel_names(meta, json_path, channel_key)
     else:
-        n = max((len(c.images) for c in cases), default=1)
+        counts = Counter(len(c.images) for c in cases)
+        n = counts.most_common(1)[0][0] if counts else 1
         channel_names = tuple(f"channel_{i}" for i in range(n))
+        if len(counts) > 1:
+            problems.append(Problem(str(json_path), f"no 'modality' declared: assuming {n} channel(s), the number "
+                                                    f"of image files most entries have ({counts[n]} of {len(cases)})",
+                                    "warning"))
     labels = _parse_labels(meta["labels"], json_path) if "labels" in meta else {}
     return Dataset(name, "datalist", json_path, channel_names, labels, tuple(cases), tuple(problems), root)

@@ -34,6 +34,17 @@ def _image(case: Case, root: Path) -> str | list[str]:
     return paths[0] if len(paths) == 1 else paths
 
 
+def _check_fractions(labeled_fraction: float, test_fraction: float) -> None:
+    """SamdskError naming the option unless both are finite fractions in range and sum to at most 1."""
+    if not 0 < labeled_fraction <= 1:  # also refuses NaN
+        raise SamdskError(f"--labeled-fraction must be a number in (0, 1], got {labeled_fraction}")
+    if not 0 <= test_fraction < 1:
+        raise SamdskError(f"--test-fraction must be a number in [0, 1), got {test_fraction}")
+    if labeled_fraction + test_fraction > 1:
+        raise SamdskError(f"--labeled-fraction + --test-fraction must be at most 1, got {labeled_fraction} + "
+                          f"{test_fraction} = {labeled_fraction + test_fraction:g}")
+
+
 def make_split(dataset: Dataset, labeled_fraction: float, test_fraction: float, seed: int = 0) -> dict:
     """Split ``dataset``'s labelled cases; fractions are of the labelled cases.
 
@@ -41,9 +52,7 @@ def make_split(dataset: Dataset, labeled_fraction: float, test_fraction: float, 
     ``round(test_fraction * n)`` go to test, the next ``max(1, round(labeled_fraction * n))``
     to labelled training, the rest to the hidden-label pool.
     """
-    if not 0 < labeled_fraction <= 1 or not 0 <= test_fraction < 1 or labeled_fraction + test_fraction > 1:
-        raise SamdskError(f"fractions must satisfy 0 < labeled ({labeled_fraction}) and labeled + test "
-                          f"({labeled_fraction + test_fraction:g}) <= 1")
+    _check_fractions(labeled_fraction, test_fraction)
     labelled = sorted(dataset.labelled, key=lambda c: c.case_id)
     n = len(labelled)
     n_test = round(test_fraction * n)

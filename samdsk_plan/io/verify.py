@@ -6,14 +6,16 @@ accepts is exactly what later stages can read.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
 
+from samdsk_plan.errors import SamdskError
 from samdsk_plan.io.cases import Case, Dataset, Problem
-from samdsk_plan.io.images import ImageData, read_image
+from samdsk_plan.io.images import ImageData, file_problem, read_image
 from samdsk_plan.io.parallel import parallel_map
 
 DEFAULT_TOLERANCE_MM = 1e-3
@@ -88,8 +90,9 @@ def _fmt(values) -> str:
 
 
 def _read(path, problems: list[Problem]) -> ImageData | None:
-    if not path.exists():
-        problems.append(Problem(str(path), "file is missing"))
+    why = file_problem(path)
+    if why:
+        problems.append(Problem(str(path), why))
         return None
     try:
         return read_image(path)
@@ -125,13 +128,14 @@ def read_case_checked(
     Checks: files exist and are readable; 3D with the declared number of channels; all channel
     files share one grid; intensities are finite; the label has the image's shape, spacing
     and affine (within ``tolerance`` mm), integer values, and only values declared in
-    ``labels`` (unchecked when ``labels`` is empty).
+    ``labels`` (unchecked when ``labels`` is empty). Warnings (which do not withhold the
+    arrays): a constant image channel, a label that is all background.
     """
     problems: list[Problem] = []
     per_file_channels = len(channel_names) if len(case.images) == 1 else 1
     if len(case.images) not in (1, len(channel_names)):
         problems.append(Problem(str(case.images[0]), f"case {case.case_id} has {len(case.images)} image files "
-                                                     f"but {len(channel_names)} channel(s) are declared"))
+                                                     f"but the dataset has {len(channel_names)} channel(s)"))
         return None, problems
     first: ImageData | None = None
     channels = []
@@ -153,16 +157,29 @@ def read_case_checked(
             bad = int(np.count_nonzero(~np.isfinite(arr)))
             if bad:
                 problems.append(Problem(str(path), f"{bad} voxel(s) are NaN or Inf"))
+        problems.extend(_constant_channels(arr, path))
         channels.append(arr)
     label_arr = None
     if case.label is not None:
         lab = _read(case.label, problems)
         if lab is not None:
             label_arr = _check_label(lab, case.label, first, labels, tolerance, problems)
-    if problems:
+    if any(p.severity == "error" for p in problems):
         return None, problems
     image = channels[0] if len(channels) == 1 else np.concatenate(channels, axis=0)
     return CaseArrays(case, image, label_arr, first.spacing, first.affine), problems
+
+
+def _constant_channels(arr: np.ndarray, path) -> list[Problem]:
+    """Warnings for channels of ``arr`` (``(C, I, J, K)``) whose voxels all hold one value."""
+    out = []
+    for c, channel in enumerate(arr):
+        lo, hi = channel.min(), channel.max()
+        if lo == hi:
+            where = f"channel {c} is" if len(arr) > 1 else "image is"
+            out.append(Problem(str(path), f"{where} constant: all {channel.size} voxels equal {float(lo):g}",
+                               "warning"))
+    return out
 
 
 def _check_label(
@@ -196,6 +213,8 @@ def _check_label(
             problems.append(Problem(str(path), f"label values {undeclared} are not declared in dataset.json "
                                                f"(declared: {sorted(labels)})"))
             return None
+    if not a.any():
+        problems.append(Problem(str(path), "label is all background (0): no foreground voxel", "warning"))
     return a
 
 
@@ -229,6 +248,8 @@ def verify_dataset(
     dataset: Dataset, workers: int = 1, tolerance: float = DEFAULT_TOLERANCE_MM, progress: bool = True
 ) -> VerifyReport:
     """Check every case of ``dataset`` (in ``workers`` processes) and the dataset as a whole."""
+    if not math.isfinite(tolerance) or tolerance < 0:
+        raise SamdskError(f"the geometry tolerance must be a finite number of mm >= 0, got {tolerance}")
     report = VerifyReport(dataset, dataset_problems(dataset))
     check = partial(_check_case, channel_names=dataset.channel_names, labels=dataset.labels, tolerance=tolerance)
     for problems in parallel_map(check, list(dataset.cases), workers, desc="verify", progress=progress):
