@@ -1,32 +1,133 @@
-"""The package's own MONAI components that the emitted bundles name where MONAI has none."""
+"""The package's own MONAI components that the emitted bundles name where MONAI has none.
+
+Bad input files end a bundle run with a :class:`~samdsk_plan.errors.SamdskError` naming the
+file. MONAI's runner wraps every error in its own ("applying transform ...", "Failed to
+instantiate component ..."), so importing this module installs :func:`install_error_summary`:
+an uncaught error caused by a SamdskError prints the usual traceback, then that error's message
+as the last line.
+"""
 
 from __future__ import annotations
 
+import re
+import sys
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
 
 import torch
+from monai.data import MetaTensor
 from monai.losses import DiceCELoss
+from monai.transforms import LoadImage, MapTransform
 
 from samdsk_plan.errors import SamdskError
 
+# how an error raised in a DataLoader worker appears in the text of the exception re-raised in the main process
+_WORKER_ERROR = re.compile(r"^samdsk_plan\.errors\.\w+: (?P<message>.+)$", re.MULTILINE)
 
-def initialised(network: torch.nn.Module, checkpoint: str | None) -> torch.nn.Module:
-    """``network`` with weights from ``checkpoint`` (a ``model.pt`` the bundle saved: a state
-    dict, or ``{"model": state_dict}``), or unchanged when ``checkpoint`` is None (training from
-    scratch). Loaded with ``weights_only=True``."""
-    if checkpoint is None:
-        return network
-    path = Path(checkpoint)
+
+def describe_error(exc: BaseException, limit: int = 300) -> str:
+    """``TYPE: message`` of ``exc`` on one line, cut to ``limit`` characters."""
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device | None = "cpu") -> dict:
+    """The state dict in ``path`` (a ``model.pt`` the bundle saved: a state dict or
+    ``{"model": state_dict}``), loaded with ``weights_only=True``; SamdskError naming the file
+    when it is missing or not a PyTorch checkpoint."""
+    path = Path(path)
     if not path.is_file():
-        raise SamdskError(f"{path}: initial checkpoint not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        raise SamdskError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever torch.load fails on, the file is not a checkpoint
+        what = "the file is empty" if path.stat().st_size == 0 else "corrupt, truncated or not a saved model"
+        raise SamdskError(f"{path}: not a PyTorch checkpoint ({what}; torch.load raised {type(exc).__name__})"
+                          ) from exc
     if isinstance(state, dict) and set(state) == {"model"}:
         state = state["model"]
+    if not isinstance(state, Mapping):
+        raise SamdskError(f"{path}: not a model checkpoint (holds a {type(state).__name__}, not a state dict)")
+    return dict(state)
+
+
+def load_weights(network: torch.nn.Module, path: str | Path, map_location: str | torch.device | None = "cpu"
+                 ) -> torch.nn.Module:
+    """``network`` with the weights of the checkpoint ``path``; SamdskError naming the file when
+    it cannot be read or does not fit the network."""
+    state = read_checkpoint(path, map_location)
     try:
         network.load_state_dict(state)
     except (RuntimeError, TypeError) as exc:
-        raise SamdskError(f"{path}: does not fit the bundle's network ({str(exc).splitlines()[0]})") from None
+        raise SamdskError(f"{path}: does not fit the bundle's network ({describe_error(exc)})") from None
     return network
+
+
+def initialised(network: torch.nn.Module, checkpoint: str | None) -> torch.nn.Module:
+    """``network`` with weights from ``checkpoint`` (see :func:`load_weights`), or unchanged when
+    ``checkpoint`` is None (training from scratch)."""
+    if checkpoint is None:
+        return network
+    if not Path(checkpoint).is_file():
+        raise SamdskError(f"{checkpoint}: initial checkpoint not found")
+    return load_weights(network, checkpoint)
+
+
+class LoadImageNamedd(MapTransform):
+    """MONAI's ``LoadImaged`` (``image_only``) whose read errors name the file: a SamdskError
+    ``"FILE: cannot be read as an image (...)"``. For a list of channel files the failing one is
+    named. ``loader_args`` go to :class:`monai.transforms.LoadImage`."""
+
+    def __init__(self, keys: Hashable | Sequence[Hashable], allow_missing_keys: bool = False, **loader_args):
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadImage(image_only=True, **loader_args)
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            try:
+                d[key] = self.loader(d[key])
+            except Exception as exc:  # noqa: BLE001 - any reader failure is the file's problem
+                culprit = self._culprit(d[key])
+                raise SamdskError(f"{culprit}: cannot be read as an image ({describe_error(exc)})") from exc
+        return d
+
+    def _culprit(self, value: object) -> str:
+        """The file of ``value`` (a path or a list of channel paths) that fails to load."""
+        if isinstance(value, (list, tuple)) and len(value) > 1:
+            for path in value:
+                try:
+                    self.loader(path)
+                except Exception:  # noqa: BLE001 - this is the one
+                    return str(path)
+        return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+class CheckLabelValuesd(MapTransform):
+    """Refuse a label holding values that ``labels`` (the plan's value -> name map) does not
+    declare: a SamdskError naming the label file, the values found and their voxel counts. Run it
+    right after loading, before anything resamples the label."""
+
+    def __init__(self, keys: Hashable | Sequence[Hashable], labels: Mapping | Sequence,
+                 allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.declared = {int(v) for v in labels}
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = d[key]
+            tensor = label.as_tensor() if isinstance(label, MetaTensor) else torch.as_tensor(label)
+            values, counts = torch.unique(tensor, return_counts=True)
+            bad = [(v, n) for v, n in zip(values.tolist(), counts.tolist()) if v not in self.declared]
+            if bad:
+                path = getattr(label, "meta", {}).get("filename_or_obj", key)
+                found = ", ".join(f"{v:g} ({n} voxel(s))" for v, n in bad)
+                raise SamdskError(f"{path}: label values not declared in the plan's labels "
+                                  f"{sorted(self.declared)}: {found}")
+        return d
 
 
 class DeepSupervisionDiceCE(torch.nn.Module):
@@ -49,3 +150,38 @@ class DeepSupervisionDiceCE(torch.nn.Module):
         heads = torch.unbind(prediction, dim=1)
         weights = [0.5**i for i in range(len(heads))]
         return sum(w / sum(weights) * self.base(h, target) for w, h in zip(weights, heads))
+
+
+def error_summary(exc: BaseException | None) -> str | None:
+    """The message of the innermost SamdskError behind ``exc`` (following ``__cause__`` and
+    ``__context__``, and the text of errors re-raised from DataLoader workers), or None."""
+    found, seen = None, set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, SamdskError):
+            found = str(exc).splitlines()[0]
+        else:
+            match = _WORKER_ERROR.search(str(exc))
+            found = match["message"] if match else found
+        exc = exc.__cause__ or exc.__context__
+    return found
+
+
+def install_error_summary() -> None:
+    """Make an uncaught error that a SamdskError caused end with ``samdsk-plan: error: MESSAGE``
+    after the traceback (idempotent)."""
+    previous = sys.excepthook
+    if getattr(previous, "samdsk_summary", False):
+        return
+
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        previous(exc_type, exc, tb)
+        summary = error_summary(exc)
+        if summary:
+            print(f"samdsk-plan: error: {summary}", file=sys.stderr, flush=True)
+
+    hook.samdsk_summary = True
+    sys.excepthook = hook
+
+
+install_error_summary()

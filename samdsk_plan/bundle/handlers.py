@@ -1,4 +1,4 @@
-"""Ignite handlers for the emitted evaluate config."""
+"""Ignite handlers for the emitted inference and evaluate configs."""
 
 from __future__ import annotations
 
@@ -9,10 +9,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.handlers import CheckpointLoader
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
+from samdsk_plan.bundle.components import describe_error, read_checkpoint
+from samdsk_plan.errors import SamdskError
 from samdsk_plan.io.atomic import atomic_write_json, atomic_write_text
 from samdsk_plan.io.images import strip_image_suffix
+
+
+class NamedCheckpointLoader(CheckpointLoader):
+    """MONAI's ``CheckpointLoader`` whose failures name the checkpoint file: missing, not a
+    PyTorch checkpoint, or weights that do not fit the network (a SamdskError)."""
+
+    def __call__(self, engine) -> None:
+        read_checkpoint(self.load_path, self.map_location)
+        try:
+            super().__call__(engine)
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+            raise SamdskError(f"{self.load_path}: does not fit the bundle's network ({describe_error(exc)})") from exc
 
 
 def _clean(x: float) -> float | None:
