@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from samdsk_plan.errors import SamdskError
 
-IMPORTS = ["$import os", "$import numpy", "$import torch", "$import samdsk_plan.bundle.data as samdsk_data"]
+IMPORTS = ["$import os", "$import numpy", "$import torch", "$import samdsk_plan.bundle.data as samdsk_data",
+           "$import samdsk_plan.bundle.components as samdsk_components"]
 KEYS = ["image", "label"]
 
 
@@ -43,12 +44,15 @@ def normalization_transforms(plans: dict, key: str = "image") -> list[dict]:
 
 
 def _geometry(plans: dict, keys: list[str], resampled: list[str] | None = None) -> list[dict]:
-    """Load ``keys``; reorient to RAS and resample to the plan's spacing those in ``resampled``
-    (default: all of them)."""
+    """Load ``keys`` (read errors name the file; a label must hold only the plan's values);
+    reorient to RAS and resample to the plan's spacing those in ``resampled`` (default: all)."""
     resampled = keys if resampled is None else resampled
     modes = {"image": "bilinear", "label": "nearest"}
+    checks = [{"_target_": "samdsk_plan.bundle.components.CheckLabelValuesd", "keys": "label",
+               "labels": "@class_names"}] if "label" in keys else []
     return [
-        {"_target_": "LoadImaged", "keys": keys, "image_only": True},
+        {"_target_": "samdsk_plan.bundle.components.LoadImageNamedd", "keys": keys},
+        *checks,
         {"_target_": "EnsureChannelFirstd", "keys": keys},
         {"_target_": "Orientationd", "keys": resampled, "axcodes": "RAS"},
         {"_target_": "Spacingd", "keys": resampled, "pixdim": plans["target_spacing"],
@@ -112,7 +116,6 @@ def train_config(plans: dict) -> dict:
                "to_onehot": "@num_classes"}
     return {
         **_common(plans),
-        "imports": IMPORTS + ["$import samdsk_plan.bundle.components as samdsk_components"],
         "epochs": tr["epochs"],
         "iterations_per_epoch": tr["iterations_per_epoch"],
         "batch_size": cfg["batch_size"],
@@ -182,8 +185,8 @@ def train_config(plans: dict) -> dict:
             "postprocessing": {"_target_": "Compose", "transforms": [
                 {"_target_": "Activationsd", "keys": "pred", "softmax": True}, one_hot]},
             "checkpoint_handlers": [
-                {"_target_": "CheckpointSaver", "save_dir": "@ckpt_dir", "save_dict": {"model": "@network"},
-                 "save_key_metric": True, "key_metric_filename": "model.pt"},
+                {"_target_": "samdsk_plan.bundle.checkpoint.BestModelSaver", "save_dir": "@ckpt_dir",
+                 "network": "@network", "filename": "model.pt"},
             ],
             "logging_handlers": [{"_target_": "StatsHandler", "iteration_log": False}],
             "handlers": "$@validate::checkpoint_handlers + @validate::logging_handlers",
@@ -230,8 +233,8 @@ def inference_config(plans: dict) -> dict:
         "postprocessing": {"_target_": "Compose", "transforms": "$[@activation, @invert] + ([@probability_saver] if "
                            "@save_probabilities else []) + [@argmax, @segmentation_saver]"},
         "handlers": [
-            {"_target_": "CheckpointLoader", "load_path": "$@ckpt_dir + '/model.pt'", "load_dict": {"model": "@network"},
-             "map_location": "@device"},
+            {"_target_": "samdsk_plan.bundle.handlers.NamedCheckpointLoader", "load_path": "$@ckpt_dir + '/model.pt'",
+             "load_dict": {"model": "@network"}, "map_location": "@device"},
             {"_target_": "StatsHandler", "iteration_log": False},
         ],
         "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device", "val_data_loader": "@dataloader",
@@ -259,8 +262,8 @@ def evaluate_config(plans: dict) -> dict:
              "to_onehot": "@num_classes"},
         ]},
         "validate::handlers": [
-            {"_target_": "CheckpointLoader", "load_path": "$@ckpt_dir + '/model.pt'", "load_dict": {"model": "@network"},
-             "map_location": "@device"},
+            {"_target_": "samdsk_plan.bundle.handlers.NamedCheckpointLoader", "load_path": "$@ckpt_dir + '/model.pt'",
+             "load_dict": {"model": "@network"}, "map_location": "@device"},
             {"_target_": "StatsHandler", "iteration_log": False},
             {"_target_": "samdsk_plan.bundle.handlers.SegmentationReport", "output_dir": "@output_dir",
              "class_names": "@class_names"},
