@@ -10,7 +10,7 @@ from pathlib import Path
 
 from samdsk_plan import __version__
 from samdsk_plan.errors import SamdskError
-from samdsk_plan.io.layouts import read_json_object
+from samdsk_plan.io.schemas import read_fingerprint, read_plans
 
 EXIT_PROBLEMS = 1  # the dataset has problems (reported)
 EXIT_USAGE = 2  # the command could not run (bad arguments, unreadable input)
@@ -123,11 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_workers(workers: int) -> None:
+    if workers < 1:
+        raise SamdskError(f"--workers must be at least 1, got {workers}")
+
+
 def _load(args: argparse.Namespace):
     from samdsk_plan.io import load_dataset
 
-    if args.workers < 1:
-        raise SamdskError(f"--workers must be at least 1, got {args.workers}")
+    _check_workers(args.workers)
     name = args.name
     if name is None and getattr(args, "output", None) is not None:
         name = args.output.name.removesuffix(".json")
@@ -135,13 +139,19 @@ def _load(args: argparse.Namespace):
 
 
 def _tolerance(args: argparse.Namespace) -> dict:
-    return {} if args.tolerance is None else {"tolerance": args.tolerance}
+    """``--tolerance`` as keyword arguments; SamdskError unless it is a finite number >= 0."""
+    if args.tolerance is None:
+        return {}
+    if not 0 <= args.tolerance < float("inf"):  # also refuses NaN
+        raise SamdskError(f"--tolerance must be a finite number of mm >= 0, got {args.tolerance}")
+    return {"tolerance": args.tolerance}
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from samdsk_plan.io import verify_dataset
 
-    report = verify_dataset(_load(args), workers=args.workers, progress=not args.quiet, **_tolerance(args))
+    tolerance = _tolerance(args)
+    report = verify_dataset(_load(args), workers=args.workers, progress=not args.quiet, **tolerance)
     print(report.format())
     return 0 if report.ok else EXIT_PROBLEMS
 
@@ -149,7 +159,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_fingerprint(args: argparse.Namespace) -> int:
     from samdsk_plan.fingerprint import FingerprintError, compute_fingerprint, write_fingerprint
 
+    from samdsk_plan.io.outputs import check_output, protected_folders
+
     dataset = _load(args)
+    check_output(args.output, inputs=[dataset.source], protected=protected_folders(dataset), what="fingerprint")
     try:
         fp = compute_fingerprint(dataset, workers=args.workers, connectivity=args.connectivity,
                                  progress=not args.quiet, **_tolerance(args))
@@ -167,14 +180,13 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from samdsk_plan.io import atomic_write_json
+    from samdsk_plan.io.outputs import check_output
     from samdsk_plan.planning import parse_override, plan_from_fingerprint
 
-    fp = read_json_object(args.fingerprint)
+    check_output(args.output, inputs=[args.fingerprint], what="plans")
+    fp = read_fingerprint(args.fingerprint)
     overrides = dict(parse_override(o) for o in args.overrides)
-    try:
-        plans = plan_from_fingerprint(fp, gpu_memory_gb=args.gpu_memory, overrides=overrides)
-    except KeyError as exc:
-        raise SamdskError(f"{args.fingerprint}: not a samdsk-plan fingerprint (missing {exc})") from None
+    plans = plan_from_fingerprint(fp, gpu_memory_gb=args.gpu_memory, overrides=overrides)
     atomic_write_json(args.output, plans)
     cfg = plans["configurations"]["3d_fullres"]
     print(f"wrote {args.output}: spacing {plans['target_spacing']} mm, 3D patch {cfg['patch_size']}, "
@@ -184,21 +196,24 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_emit(args: argparse.Namespace) -> int:
     from samdsk_plan.bundle import emit_bundle
+    from samdsk_plan.io.outputs import check_output
 
-    plans = read_json_object(args.plans)
-    try:
-        emit_bundle(plans, args.output)
-    except KeyError as exc:
-        raise SamdskError(f"{args.plans}: not a samdsk-plan plans file (missing {exc})") from None
+    check_output(args.output, folder=True, what="bundle")
+    emit_bundle(read_plans(args.plans), args.output)
     print(f"wrote bundle {args.output}")
     return 0
 
 
 def _cmd_propose(args: argparse.Namespace) -> int:
     from samdsk_plan.bundle.data import datalist_files
+    from samdsk_plan.io.outputs import check_output
     from samdsk_plan.proposals.pipeline import make_generators, propose_entries
 
-    plans = read_json_object(args.bundle / "configs" / "plans.json")
+    _check_workers(args.workers)
+    if args.roi_dir is not None and not args.roi_dir.is_dir():
+        raise SamdskError(f"--roi-dir {args.roi_dir}: no such folder")
+
+    plans = read_plans(args.bundle / "configs" / "plans.json")
     base = args.base_dir if args.base_dir is not None else (Path(args.data) if Path(args.data).is_dir()
                                                             else Path(args.data).parent)
     entries = datalist_files(args.data, "unlabeled", base)
@@ -207,6 +222,9 @@ def _cmd_propose(args: argparse.Namespace) -> int:
     if not entries:
         raise SamdskError(f"{args.data}: no {'cases' if args.all else 'unlabelled cases'} to propose for"
                           + ("" if args.all else " (use --all for labelled cases too)"))
+    inputs = {Path(p).parent for e in entries for p in ([e["image"]] if isinstance(e["image"], str) else e["image"])}
+    check_output(args.output, folder=True, what="proposal cache",
+                 protected=sorted(inputs | ({Path(args.data)} if Path(args.data).is_dir() else set())))
     if args.generator == "classical":
         print("samdsk-plan: using the classical proposal generator (no SAM checkpoint needed)", file=sys.stderr)
     elif args.workers > 1:
@@ -221,9 +239,13 @@ def _cmd_propose(args: argparse.Namespace) -> int:
 
 def _cmd_split(args: argparse.Namespace) -> int:
     from samdsk_plan.io import atomic_write_json, load_dataset
+    from samdsk_plan.io.outputs import check_output, protected_folders
+    from samdsk_plan.io.preflight import require_sound_layout
     from samdsk_plan.io.splits import make_split
 
     dataset = load_dataset(args.data, layout=args.layout, base_dir=args.base_dir)
+    check_output(args.output, inputs=[dataset.source], protected=protected_folders(dataset), what="split")
+    require_sound_layout(dataset)
     split = make_split(dataset, args.labeled_fraction, args.test_fraction, args.seed)
     atomic_write_json(args.output, split)
     counts = split["split"]["counts"]
@@ -248,8 +270,7 @@ def _cmd_loop(args: argparse.Namespace) -> int:
         if value is not None and value < (0 if name == "rounds" else 1):
             raise SamdskError(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'rounds' else 'positive'}, "
                               f"got {value}")
-    if args.workers < 1:
-        raise SamdskError(f"--workers must be at least 1, got {args.workers}")
+    _check_workers(args.workers)
     settings = LoopSettings(
         rounds=args.rounds, epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
         batch_size=args.batch_size, val_interval=args.val_interval, generator=args.generator,
@@ -275,6 +296,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except SamdskError as exc:
         print(f"samdsk-plan: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a write or read the stage did not foresee: still one line, naming the file
+        from samdsk_plan.io.outputs import describe_os_error
+
+        print(f"samdsk-plan: error: {describe_os_error(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("samdsk-plan: interrupted", file=sys.stderr)

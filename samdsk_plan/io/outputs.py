@@ -16,7 +16,7 @@ from pathlib import Path
 from samdsk_plan.errors import SamdskError
 from samdsk_plan.io.cases import Dataset
 
-DATASET_MARKERS = ("dataset.json", "imagesTr", "labelsTr")
+DATASET_MARKERS = ("dataset.json", "imagesTr")
 
 
 def protected_folders(dataset: Dataset) -> list[Path]:
@@ -50,7 +50,8 @@ def check_output(path: str | os.PathLike, *, folder: bool = False, inputs: Itera
         path: the file (or, with ``folder=True``, the folder) the command will write.
         inputs: files the command reads; the output must not be one of them.
         protected: input dataset folders; the output must not be one of them or lie inside one
-            (symbolic links are followed).
+            (symbolic links are followed). Neither may it lie in a folder that holds a dataset
+            (``dataset.json`` or ``imagesTr``), named as input or not.
         what: how the error names the output (e.g. ``"-o"``).
 
     Returns:
@@ -65,16 +66,25 @@ def check_output(path: str | os.PathLike, *, folder: bool = False, inputs: Itera
         if _inside(real, _resolved(item)):
             raise SamdskError(f"{path}: the {what} lies inside the input dataset folder {item}; input data is "
                               "never written, choose an output outside it")
+    dataset_root = _dataset_around(real if folder else real.parent)
+    if dataset_root is not None:
+        raise SamdskError(f"{path}: the {what} lies inside the dataset folder {dataset_root} (it holds "
+                          f"{' or '.join(DATASET_MARKERS)}); input data is never written, choose an output outside it")
     if folder:
         if path.exists() and not path.is_dir():
             raise SamdskError(f"{path}: the {what} folder is a file")
-        if path.is_dir() and any((path / m).exists() for m in DATASET_MARKERS):
-            raise SamdskError(f"{path}: the {what} folder holds a dataset ({', '.join(DATASET_MARKERS)}); "
-                              "choose an empty or bundle folder")
     elif path.is_dir():
         raise SamdskError(f"{path}: the {what} is an existing folder; give a file name")
     _check_writable(path if folder else path.parent, path, what)
     return path
+
+
+def _dataset_around(folder: Path) -> Path | None:
+    """``folder`` or its nearest ancestor that holds a dataset (``dataset.json``, ``imagesTr``), if any."""
+    for candidate in (folder, *folder.parents):
+        if (candidate / "dataset.json").is_file() or (candidate / "imagesTr").is_dir():
+            return candidate
+    return None
 
 
 def _check_writable(target: Path, path: Path, what: str) -> None:

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from samdsk_plan.errors import SamdskError
 from samdsk_plan.io.cases import Dataset, Problem
-from samdsk_plan.io.images import read_image
+from samdsk_plan.io.images import file_problem, read_image
 from samdsk_plan.io.verify import dataset_problems
 
 
@@ -27,8 +27,8 @@ def require_sound_layout(dataset: Dataset) -> None:
     problems = [p for p in dataset_problems(dataset) if p.severity == "error"]
     for case in dataset.cases:
         for path in (*case.images, case.label):
-            if path is not None and not path.is_file():
-                problems.append(Problem(str(path), "file not found"))
+            if path is not None and (problem := file_problem(path)) is not None:
+                problems.append(Problem(str(path), problem))
     _fail(f"{dataset.source}: the dataset fails verification ({len(problems)} problem(s)); "
           "'samdsk-plan verify' lists them all:", problems)
 
