@@ -168,6 +168,15 @@ def test_propose_bad_arguments(data, tmp_path, capsys, args, message):
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_propose_names_a_corrupt_unlabelled_image(data, tmp_path, capsys, workers):
+    image = data / json.loads((data / "dataset.json").read_text())["test"][0]
+    image.write_bytes(image.read_bytes()[:200])
+    code, err = run_cli(["propose", BUNDLE, data, "-o", tmp_path / "cache", "--fast", "-q", "-j", workers],
+                        capsys)
+    assert code == 2 and f"{image}: cannot be read as an image" in err.replace(str(image.resolve()), str(image))
+
+
 # ---------------------------------------------------------------- the loop fails before it trains
 def _small_datalist(data: Path, tmp_path: Path) -> Path:
     meta = json.loads((data / "dataset.json").read_text())

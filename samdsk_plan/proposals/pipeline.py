@@ -97,8 +97,11 @@ class CaseSummary:
 def windowed_volume(image_path: str | Path, plans: dict) -> tuple[np.ndarray, np.ndarray]:
     """Channel 0 of an image as a ``(I, J, K)`` float32 volume in [0, 1] (the plan's intensity
     window, see :func:`window_to_unit`) and the image's ``(4, 4)`` voxel-to-RAS affine."""
-    image = read_image(image_path)
-    array = np.asarray(image.array)
+    try:
+        image = read_image(image_path)
+        array = np.asarray(image.array)
+    except Exception as exc:  # noqa: BLE001 - whatever the reader fails on, the file is the problem
+        raise SamdskError(f"{image_path}: cannot be read as an image ({type(exc).__name__}: {exc})") from None
     return window_to_unit(array[..., 0] if array.ndim == 4 else array, plans["normalization"][0]), image.affine
 
 
