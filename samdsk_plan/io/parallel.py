@@ -16,14 +16,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on (respects affinity masks and container limits)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 _PR_SET_PDEATHSIG = 1
 
 

@@ -45,10 +45,6 @@ class Topology:
     filters: tuple[int, ...]
     divisible_by: tuple[int, ...]
 
-    @property
-    def n_pools(self) -> tuple[int, ...]:
-        return tuple(int(math.log2(d)) for d in self.divisible_by)
-
 
 def initial_patch_size(spacing: Sequence[float], median_shape: Sequence[float]) -> list[int]:
     """nnU-Net's starting patch: proportional to 1/spacing with 256^3 (3D) or 2048^2 (2D)
