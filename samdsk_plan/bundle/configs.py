@@ -302,7 +302,7 @@ def multi_gpu_train_config() -> dict:
     }
 
 
-def propose_config() -> dict:
+def propose_config(plans: dict) -> dict:
     """``configs/propose.json``: segmentation proposals for the unlabelled cases, cached per case
     in ``proposals/`` (classical generator unless ``--generator sam --checkpoint PATH``)."""
     return {
@@ -312,7 +312,7 @@ def propose_config() -> dict:
         "dataset_dir": "$@bundle_root + '/data'",
         "datalist": "@dataset_dir",
         "data_part": "unlabeled",
-        "val_fraction": 0.2,
+        "val_fraction": plans["training"]["val_fraction"],
         "split_seed": 0,
         "cache_dir": "$@bundle_root + '/proposals'",
         "roi_dir": None,

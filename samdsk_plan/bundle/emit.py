@@ -45,7 +45,7 @@ def bundle_files(plans: dict, name: str) -> dict[str, str]:
         "configs/inference.json": dumps_json(inference_config(plans)),
         "configs/evaluate.json": dumps_json(evaluate_config(plans)),
         "configs/multi_gpu_train.json": dumps_json(multi_gpu_train_config()),
-        "configs/propose.json": dumps_json(propose_config()),
+        "configs/propose.json": dumps_json(propose_config(plans)),
         "configs/pseudolabel.json": dumps_json(pseudolabel_config()),
         "configs/logging.conf": LOGGING_CONF,
         "docs/README.md": readme(plans, name),
