@@ -129,6 +129,11 @@ class _State:
         return self.data["rounds"].setdefault(str(r), {})
 
 
+def _trained(state_file: Path) -> bool:
+    """Whether the run folder of ``state_file`` has finished training round 0."""
+    return state_file.is_file() and "0/train" in read_json_object(state_file).get("done", [])
+
+
 def _check_settings(s: LoopSettings) -> None:
     """Numbers of the run that must be finite and in range, checked before anything runs."""
     if s.threshold is not None and not 0.0 <= s.threshold <= 1.0:
@@ -197,13 +202,16 @@ class Loop:
         self.classes = sorted(int(c) for c in samdsk["classes"])
         self.runner = BundleRunner(self.bundle, self.data, device, s.overrides, threads)
         self.device = device
+        self._generators = None
         _check_settings(s)
+        if not _trained(self.run_dir / "state.json"):  # checked before the run folder is created
+            require_device(device)
+            self._generators_for_run()  # a SAM checkpoint loads now, not after round 0
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._lock = RunLock(self.run_dir)
         header = {"bundle": str(self.bundle), "data": str(self.data),
                   "datalist": str(self.datalist) if self.datalist else None, "settings": s.fixed()}
         self.state = _State(self.run_dir / "state.json", header, log)
-        self._generators = None
 
     # ------------------------------------------------------------------ steps
     def run(self) -> dict:
@@ -214,9 +222,6 @@ class Loop:
             self._lock.release()
 
     def _run(self) -> dict:
-        if not self.state.done("0/train"):
-            require_device(self.device)
-            self._generators_for_run()  # a SAM checkpoint loads now, not after round 0
         self._step(0, "prepare", self._prepare)
         if not self.state.done("0/train"):
             self._check_inputs()
