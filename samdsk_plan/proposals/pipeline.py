@@ -43,16 +43,14 @@ def make_generators(plans: dict, kind: str = "classical", checkpoint: str | Path
             out[axis] = ClassicalGenerator(object_area_px=float(np.median(areas)) if areas else 90.0, fast=fast)
         return out
     if kind == "sam":
-        from samdsk_plan.proposals.sam import SamGenerator, checkpoint_digest, load_sam, resolve_checkpoint
+        from samdsk_plan.proposals.sam import SamGenerator
 
-        path = resolve_checkpoint(checkpoint)
         settings = samdsk["proposals"]["sam"]
-        model = load_sam(path, model_type or settings["model_type"], device=device)
-        gen = SamGenerator(model, points_per_side=settings["points_per_side"],
-                           pred_iou_thresh=settings["pred_iou_thresh"],
-                           stability_score_thresh=settings["stability_score_thresh"],
-                           box_nms_thresh=settings["box_nms_thresh"], crop_nms_thresh=settings["crop_nms_thresh"],
-                           checkpoint_id=checkpoint_digest(path))
+        gen = SamGenerator.from_checkpoint(
+            checkpoint, model_type or settings["model_type"], device=device,
+            points_per_side=settings["points_per_side"], pred_iou_thresh=settings["pred_iou_thresh"],
+            stability_score_thresh=settings["stability_score_thresh"], box_nms_thresh=settings["box_nms_thresh"],
+            crop_nms_thresh=settings["crop_nms_thresh"])
         return {axis: gen for axis in axes}
     raise SamdskError(f"unknown proposal generator {kind!r}; choose one of {', '.join(GENERATORS)}")
 
