@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+from importlib.metadata import requires as metadata_requires
+
 from samdsk_plan import __version__
 
 SCHEMA_URL = ("https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
               "meta_schema_20240725.json")
 BUNDLE_VERSION = "0.1.0"
-PINNED = {"monai": "1.6.1", "torch": "2.14.1", "numpy": "2.4.6"}
+
+
+def _pinned_requirements() -> dict[str, str]:
+    """Name -> version of samdsk-plan's exact (``==``) requirements, read from its installed
+    metadata: pyproject.toml is the one place the pins are written."""
+    out = {}
+    for requirement in metadata_requires("samdsk-plan") or []:
+        name, sep, version = requirement.partition("==")
+        if sep and ";" not in requirement:  # extras (dev, bench) are not the bundle's
+            out[name.strip()] = version.strip()
+    return out
+
+
+_PINS = _pinned_requirements()
+# pinned in pyproject.toml; numpy and the packages below are not pinned there: the versions tested
+PINNED = {"monai": _PINS["monai"], "torch": _PINS["torch"], "numpy": "2.4.6"}
 REQUIRED_PACKAGES = {"samdsk-plan": __version__, "nibabel": "5.4.2", "pytorch-ignite": "0.5.5",
-                     "segment-anything": "1.0", "torchvision": "0.29.1", "scikit-image": "0.26.0"}
+                     "segment-anything": _PINS["segment-anything"], "torchvision": _PINS["torchvision"],
+                     "scikit-image": "0.26.0"}
 
 
 def metadata(plans: dict) -> dict:
