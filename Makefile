@@ -16,7 +16,7 @@ LABELED ?= 0.1
 LOOP_ARGS ?= --rounds 1 --epochs 15 --iterations-per-epoch 50 --batch-size 2 --val-interval 5 \
 	--set 'network_def\#filters=[8,16,32,64]'
 
-.PHONY: demo test bench clean-venv
+.PHONY: demo test test-fast bench clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# the edit-test cycle: everything but the tests marked slow (bundle runs, the loop, kill tests)
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow"
 
 bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/fingerprint.py --data $(DATA) -j $(JOBS)

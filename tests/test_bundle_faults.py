@@ -18,6 +18,8 @@ from monai.data import MetaTensor
 from samdsk_plan.bundle.components import CheckLabelValuesd, LoadImageNamedd, error_summary
 from samdsk_plan.errors import SamdskError
 
+pytestmark = pytest.mark.slow  # real data or bundle runs: left out of `make test-fast`
+
 REPO = Path(__file__).resolve().parents[1]
 CASES = ("hippocampus_001", "hippocampus_003", "hippocampus_004")
 SMALL_NET = ["--network_def#filters", "[8,16,32,64]"]

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+pytestmark = pytest.mark.slow  # real data or bundle runs: left out of `make test-fast`
+
 REPO = Path(__file__).resolve().parents[1]
 SPLIT = REPO / "benchmarks" / "splits" / "hippocampus.json"
 SMALL_NET = ["--network_def#filters", "[8,16,32,64]"]

@@ -24,6 +24,8 @@ from samdsk_plan.cli.main import main
 from samdsk_plan.fingerprint.dataset import comparable
 from samdsk_plan.io.atomic import atomic_write_json
 
+pytestmark = pytest.mark.slow  # real data or bundle runs: left out of `make test-fast`
+
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "hippocampus"
 N_CASES = 8

@@ -5,8 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from samdsk_plan.fingerprint import comparable, compute_fingerprint
 from samdsk_plan.io import load_dataset, verify_dataset
+
+pytestmark = pytest.mark.slow  # real data or bundle runs: left out of `make test-fast`
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "dataset_fingerprints" / "hippocampus.json"

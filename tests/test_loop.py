@@ -19,6 +19,8 @@ import pytest
 from samdsk_plan.cli.main import main
 from samdsk_plan.loop import Loop, LoopSettings
 
+pytestmark = pytest.mark.slow  # real data or bundle runs: left out of `make test-fast`
+
 REPO = Path(__file__).resolve().parents[1]
 SPLIT = REPO / "benchmarks" / "splits" / "hippocampus.json"
 # slim network and a few iterations: the loop's mechanics, not the model's quality, are tested

@@ -1,11 +1,14 @@
 """The oracle ceiling of classical proposals on real hippocampus slices (exact subset search)."""
 
 import numpy as np
+import pytest
 
 from samdsk_plan.evaluation.oracle import oracle_dice
 from samdsk_plan.matching import best_union
 from samdsk_plan.proposals.classical import ClassicalGenerator
 from tests.test_classical import labelled_slices
+
+pytestmark = pytest.mark.slow  # real data or bundle runs: left out of `make test-fast`
 
 # Measured on this sample (first 10 labelled cases, 2 foreground slices per case and axis, classes
 # with >= 10 px; scikit-image 0.26), mean oracle Dice per class, axes 0 / 1 / 2 and all:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from samdsk_plan.cli.main import main
@@ -15,6 +16,8 @@ from samdsk_plan.proposals.sam import build_sam
 from samdsk_plan.proposals.volume import window_to_unit
 from samdsk_plan.io import read_image
 from tests.test_sam import TINY
+
+pytestmark = pytest.mark.slow  # real data or bundle runs: left out of `make test-fast`
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "hippocampus"
