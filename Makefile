@@ -9,14 +9,14 @@ DATA ?= ../shared/data/hippocampus
 NAME ?= $(notdir $(abspath $(DATA)))
 JOBS ?= 2
 DEVICE ?= cpu
-LABELED ?= 0.1
+LABELLED ?= 0.1
 # a short budget that runs on 2 CPU cores in under 20 minutes (the budget of docs/benchmarks.md's SamDSK
 # runs); drop it for the bundle's full training. Less training leaves diffuse probabilities, which
 # make matching much slower (minutes per case instead of seconds).
 LOOP_ARGS ?= --rounds 1 --epochs 15 --iterations-per-epoch 50 --batch-size 2 --val-interval 5 \
 	--set 'network_def\#filters=[8,16,32,64]'
 
-.PHONY: demo test test-fast bench clean-venv
+.PHONY: demo test test-fast lint bench clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ demo: $(VENV)/.installed
 	$(PY) -m samdsk_plan fingerprint $(DATA) -o dataset_fingerprints/$(NAME).json -j $(JOBS)
 	$(PY) -m samdsk_plan plan dataset_fingerprints/$(NAME).json -o runs/$(NAME)/plans.json
 	$(PY) -m samdsk_plan emit runs/$(NAME)/plans.json -o bundles/$(NAME)
-	$(PY) -m samdsk_plan split $(DATA) --labeled-fraction $(LABELED) -o runs/$(NAME)/split.json
+	$(PY) -m samdsk_plan split $(DATA) --labelled-fraction $(LABELLED) -o runs/$(NAME)/split.json
 	$(PY) -m samdsk_plan loop bundles/$(NAME) --data $(DATA) --datalist runs/$(NAME)/split.json \
 		-o runs/$(NAME)/samdsk --device $(DEVICE) -j $(JOBS) $(LOOP_ARGS)
 
@@ -42,6 +42,11 @@ test: $(VENV)/.installed
 # the edit-test cycle: everything but the tests marked slow (bundle runs, the loop, kill tests)
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"
+
+# ruff (configured in pyproject.toml): lint, and the formatting check
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/fingerprint.py --data $(DATA) -j $(JOBS)

@@ -124,7 +124,7 @@ def print_comparison(ours: dict, theirs: dict) -> None:
             ("median shape after crop", ours["shape_after_crop"]["median"],
              np.median(theirs["shapes_after_crop"], axis=0)[::-1]))
     for name, mine, other in rows:
-        print(f"{name + ' (i, j, k)':<34}{str([float(v) for v in mine]):>20}{str([float(v) for v in other]):>20}")
+        print(f"{name + ' (i, j, k)':<34}{[float(v) for v in mine]!s:>20}{[float(v) for v in other]!s:>20}")
     print("Notes: nnU-Net draws 1e8 / n_cases foreground voxels per case with replacement (seed 1234), so every\n"
           "case weighs the same; samdsk-plan keeps up to 1e7 / n_cases per case, i.e. every foreground voxel here\n"
           f"({a['n_voxels']}), so small differences in mean, std and percentiles are expected.\n"

@@ -37,12 +37,14 @@ import numpy as np
 
 from samdsk_plan.io import read_image
 from samdsk_plan.io.atomic import atomic_write_json
+from samdsk_plan.io.datalists import prediction_file
 from samdsk_plan.loop import Loop, LoopSettings
 from samdsk_plan.loop.bundle_runner import BundleRunner
-from samdsk_plan.loop.pseudolabel import matching_settings, read_probabilities
-from samdsk_plan.matching import match_slice, union_score
+from samdsk_plan.loop.pseudolabel import read_probabilities
+from samdsk_plan.matching import MatchSettings, match_slice, union_score
 from samdsk_plan.matching.assign import class_targets
 from samdsk_plan.matching.volume import slice_bounds
+from samdsk_plan.planning.plans import Plans
 from samdsk_plan.proposals.cache import ProposalCache
 from samdsk_plan.proposals.pipeline import case_key, make_generators, windowed_volume
 
@@ -71,7 +73,7 @@ def train_and_evaluate(runner: BundleRunner, folder: Path, datalist: dict, train
 def supervised_100(out: Path, runner: BundleRunner, train_args: dict, results: dict) -> None:
     split = json.loads(SPLIT.read_text())
     full = {"training": split["training"] + [{"image": e["image"], "label": e["hidden_label"]}
-                                             for e in split["unlabeled"][:N_HIDDEN]],
+                                             for e in split["unlabelled"][:N_HIDDEN]],
             "testing": split["testing"]}
     results["supervised 100 %"] = train_and_evaluate(runner, out / "supervised_100", full, train_args)
 
@@ -112,7 +114,7 @@ def pool_analysis(run: Path) -> None:
     top fractions of cases ranked by beta and by the model's confidence."""
     split = json.loads(SPLIT.read_text())
     hidden = {Path(e["image"]).name.removesuffix(".nii.gz"): DATA / e["hidden_label"]
-              for e in split["unlabeled"] if "hidden_label" in e}
+              for e in split["unlabelled"] if "hidden_label" in e}
     rows = []
     for path in sorted((run / "round_1" / "matches" / "pool").glob("*.json")):
         rec = json.loads(path.read_text())
@@ -130,7 +132,7 @@ def pool_analysis(run: Path) -> None:
           f"corr(confidence, prediction Dice) {np.corrcoef(a[:, 1], a[:, 3])[0, 1]:.2f}")
     print("top share  n    by beta: label | prediction    by confidence: label | prediction")
     for share in (0.1, 0.25, 0.5, 1.0):
-        n = max(1, int(round(share * len(a))))
+        n = max(1, round(share * len(a)))
         b, c = np.argsort(-a[:, 0], kind="stable")[:n], np.argsort(-a[:, 1], kind="stable")[:n]
         print(f"{share:8.0%} {n:3d}   {a[b, 2].mean():13.4f} | {a[b, 3].mean():.4f}   "
               f"{a[c, 2].mean():19.4f} | {a[c, 3].mean():.4f}")
@@ -141,14 +143,14 @@ def brute_force(masks: np.ndarray, probs: np.ndarray, bounds, settings) -> float
     best = -1.0
     for owners in itertools.product(range(len(bounds) + 1), repeat=len(masks)):
         sets = [[k for k, o in enumerate(owners) if o == c + 1] for c in range(len(bounds))]
-        if all(lo <= len(s) <= hi for s, (lo, hi) in zip(sets, bounds)):
+        if all(lo <= len(s) <= hi for s, (lo, hi) in zip(sets, bounds, strict=True)):
             best = max(best, sum(union_score(masks, targets[c], s, settings.metric) for c, s in enumerate(sets)))
     return best
 
 
-def solver_timing(run: Path, plans: dict, n_cases: int, brute_n: int, fast: bool, brute_slices: int = 100) -> None:
+def solver_timing(run: Path, plans: Plans, n_cases: int, brute_n: int, fast: bool, brute_slices: int = 100) -> None:
     """Per-slice solver time on round 1's pool (proposals from the cache, probabilities of round 0)."""
-    bounds, _, settings = matching_settings(plans)
+    bounds, settings = plans.samdsk.bounds, MatchSettings(**plans.samdsk.matching)
     generators = make_generators(plans, "classical", fast=fast)
     cache = ProposalCache(run / "proposals")
     times, brute_times, gaps, sizes = [], [], [], []
@@ -156,8 +158,8 @@ def solver_timing(run: Path, plans: dict, n_cases: int, brute_n: int, fast: bool
     for rec_path in records:
         rec = json.loads(rec_path.read_text())
         volume, _ = windowed_volume(rec["image"], plans)
-        probs = read_probabilities(run / "round_1" / "predictions" / "pool" / f"{rec['case_id']}_prob.nii.gz",
-                                   volume.shape, 3)
+        probs = read_probabilities(prediction_file(run / "round_1" / "predictions" / "pool", rec, "prob"),
+                                   volume.shape, plans.n_classes)
         pred = np.argmax(probs, axis=0)
         for (axis, index), props in cache.load(rec["case_id"], case_key(volume, generators)).items():
             local = slice_bounds(np.take(pred, index, axis=axis), bounds[axis])

@@ -4,7 +4,7 @@ For each ``--settings`` entry, a MONAI datalist is written to a temporary folder
 split ``benchmarks/splits/hippocampus.json``:
 
 - ``10``: the split's ``training`` cases (26 labelled, 10 % of the dataset);
-- ``100``: those plus the hidden-label pool (the first 182 ``unlabeled`` entries, with their
+- ``100``: those plus the hidden-label pool (the first 182 ``unlabelled`` entries, with their
   ``hidden_label`` as label), i.e. 208 cases;
 
 both with the split's 52 ``testing`` cases. A copy of ``bundles/hippocampus`` is then trained on the
@@ -45,7 +45,7 @@ def write_datalist(setting: str, path: Path) -> int:
     split = json.loads(SPLIT.read_text())
     training = list(split["training"])
     if setting == "100":
-        training += [{"image": e["image"], "label": e["hidden_label"]} for e in split["unlabeled"][:N_HIDDEN]]
+        training += [{"image": e["image"], "label": e["hidden_label"]} for e in split["unlabelled"][:N_HIDDEN]]
     elif setting != "10":
         sys.exit(f"unknown setting {setting!r}: choose 10 or 100")
     path.write_text(json.dumps({"training": training, "testing": split["testing"]}, indent=1))

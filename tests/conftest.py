@@ -30,7 +30,7 @@ def affine_for(spacing=SPACING, origin=(-10.0, 20.0, 5.0)) -> np.ndarray:
 
 def ball(center, radius=3, shape=SHAPE) -> np.ndarray:
     grid = np.indices(shape)
-    return sum((g - c) ** 2 for g, c in zip(grid, center)) <= radius**2
+    return sum((g - c) ** 2 for g, c in zip(grid, center, strict=True)) <= radius**2
 
 
 def case_arrays(kind: str) -> tuple[np.ndarray, np.ndarray]:

@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 from samdsk_plan.matching import MatchSettings, match_slice, union_score
 from samdsk_plan.matching.assign import class_targets, resolve_overlaps
 
+DEFAULT_SETTINGS = MatchSettings()
 
-def brute_force(masks, probs, bounds, settings=MatchSettings()) -> float:
+
+def brute_force(masks, probs, bounds, settings=DEFAULT_SETTINGS) -> float:
     """Best objective over every assignment of each proposal to no class or one class."""
     targets = class_targets(probs, settings.target, settings.prob_floor)
     metric = settings.metric
@@ -21,7 +23,7 @@ def brute_force(masks, probs, bounds, settings=MatchSettings()) -> float:
     best = -1.0
     for owners in itertools.product(range(n_fg + 1), repeat=len(masks)):
         sets = [[k for k, o in enumerate(owners) if o == c + 1] for c in range(n_fg)]
-        if any(not lo <= len(s) <= hi for s, (lo, hi) in zip(sets, bounds)):
+        if any(not lo <= len(s) <= hi for s, (lo, hi) in zip(sets, bounds, strict=True)):
             continue
         best = max(best, sum(union_score(masks, targets[c], s, metric) for c, s in enumerate(sets)))
     return best

@@ -8,7 +8,7 @@ from monai.bundle import ConfigParser
 
 from samdsk_plan.bundle import bundle_files, emit_bundle
 from samdsk_plan.cli.main import main
-from samdsk_plan.planning import plan_from_fingerprint
+from samdsk_plan.planning import Plans, plan_from_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "hippocampus"
@@ -21,8 +21,8 @@ TENSOR_KEYS = {"type", "format", "num_channels", "spatial_shape", "dtype", "valu
 
 
 @pytest.fixture(scope="module")
-def plans() -> dict:
-    return plan_from_fingerprint(json.loads(FINGERPRINT.read_text()))
+def plans() -> Plans:
+    return Plans(plan_from_fingerprint(json.loads(FINGERPRINT.read_text())))
 
 
 def test_reemitting_reproduces_the_committed_bundle(tmp_path, plans):
@@ -48,11 +48,11 @@ def test_emit_keeps_weights_and_replaces_configs(tmp_path, plans):
 
 def test_metadata_has_every_schema_field(plans):
     meta = json.loads(bundle_files(plans, "hippocampus")["configs/metadata.json"])
-    assert METADATA_KEYS <= set(meta)
+    assert set(meta) >= METADATA_KEYS
     assert meta["version"] in meta["changelog"]
     image = meta["network_data_format"]["inputs"]["image"]
     pred = meta["network_data_format"]["outputs"]["pred"]
-    assert TENSOR_KEYS <= set(image) and TENSOR_KEYS <= set(pred)
+    assert set(image) >= TENSOR_KEYS and set(pred) >= TENSOR_KEYS
     assert image["num_channels"] == 1 and image["modality"] == "MRI"
     assert pred["num_channels"] == 3 and pred["channel_def"] == {"0": "background", "1": "Anterior", "2": "Posterior"}
     assert image["spatial_shape"] == ["8*n", "8*n", "8*n"]
@@ -91,16 +91,16 @@ def test_network_matches_the_plan_and_metadata(plans):
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / "configs" / "inference.json"))
     net = parser.get_parsed_content("network_def")
-    assert net.deep_supervision and len(net.filters) == len(plans["configurations"]["3d_fullres"]["network"]["filters"])
+    assert net.deep_supervision and len(net.filters) == len(plans.configuration("3d_fullres").network.filters)
     verify_net_in_out(net_id="network_def", meta_file=str(BUNDLE / "configs" / "metadata.json"),
                       config_file=str(BUNDLE / "configs" / "inference.json"), device="cpu", n=2)
 
 
 def test_ct_plan_emits_clip_and_zscore(plans):
-    ct = json.loads(json.dumps(plans))
+    ct = plans.to_json()
     ct["normalization"] = [{"channel": 0, "modality": "CT", "scheme": "ct", "clip": [-100.0, 300.0], "mean": 50.0,
                             "std": 100.0}]
-    train = json.loads(bundle_files(ct, "ct")["configs/train.json"])
+    train = json.loads(bundle_files(Plans(ct), "ct")["configs/train.json"])
     norm = [t for t in train["train"]["deterministic_transforms"] if t["_target_"] == "ScaleIntensityRanged"]
     # Clip to [-100, 300] then (x - 50) / 100 is the linear map onto [-1.5, 2.5], clipped.
     assert norm == [{"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -100.0, "a_max": 300.0,
@@ -119,15 +119,19 @@ def test_emit_rejects_a_file_that_is_not_a_plan(tmp_path, capsys):
 def test_propose_config_parses():
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / "configs" / "propose.json"))
+    parser["bundle_root"] = str(BUNDLE)
     parser.parse()
-    assert parser["generator"] == "classical" and parser["checkpoint"] is None
-    assert parser["data_part"] == "unlabeled"
+    # the proposal settings default to the plan's (read and validated in the bundle's process)
+    assert parser.get_parsed_content("generator") == "classical" and parser.get_parsed_content("checkpoint") is None
+    assert parser.get_parsed_content("model_type") == "vit_b"
+    assert parser["data_part"] == "unlabelled"
     assert "propose_entries" in parser["run"][0]
 
 
 def test_datalist_weights_steer_sampling_and_are_validated(tmp_path):
-    from samdsk_plan.bundle.data import datalist_files, sample_weights, without_weights
+    from samdsk_plan.bundle.runtime.data import sample_weights, without_weights
     from samdsk_plan.errors import DatasetError
+    from samdsk_plan.io.datalists import datalist_files
 
     for name in ("a", "b", "c"):
         (tmp_path / f"{name}.nii.gz").write_bytes(b"")
@@ -138,8 +142,9 @@ def test_datalist_weights_steer_sampling_and_are_validated(tmp_path):
                                 "validation": [{"image": "a.nii.gz", "label": "b.nii.gz"}]}))
     files = datalist_files(path, "train", tmp_path)
     assert sample_weights(files) == [1.0, 0.5]
-    assert without_weights(files) == [{"image": str(tmp_path / "a.nii.gz"), "label": str(tmp_path / "b.nii.gz")},
-                                      {"image": str(tmp_path / "c.nii.gz"), "label": str(tmp_path / "b.nii.gz")}]
+    assert without_weights(files) == [
+        {"case_id": "a", "image": str(tmp_path / "a.nii.gz"), "label": str(tmp_path / "b.nii.gz")},
+        {"case_id": "c", "image": str(tmp_path / "c.nii.gz"), "label": str(tmp_path / "b.nii.gz")}]
     path.write_text(json.dumps({"training": [{"image": "a.nii.gz", "label": "b.nii.gz", "weight": -1}]}))
     with pytest.raises(DatasetError, match="weight -1; it must be a number >= 0"):
         datalist_files(path, "train", tmp_path)
@@ -150,7 +155,7 @@ def test_datalist_weights_steer_sampling_and_are_validated(tmp_path):
 def test_initialised_loads_a_bundle_checkpoint_and_names_bad_files(tmp_path):
     import torch
 
-    from samdsk_plan.bundle.components import initialised
+    from samdsk_plan.bundle.runtime.components import initialised
     from samdsk_plan.errors import SamdskError
 
     source, target = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)

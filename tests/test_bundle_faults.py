@@ -15,7 +15,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from samdsk_plan.bundle.components import CheckLabelValuesd, LoadImageNamedd, error_summary
+from samdsk_plan.bundle.runtime.components import CheckLabelValuesd, LoadImageNamedd, error_summary
 from samdsk_plan.errors import SamdskError
 
 pytestmark = pytest.mark.slow  # real data or bundle runs: left out of `make test-fast`

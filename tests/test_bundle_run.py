@@ -35,13 +35,13 @@ def bundle(tmp_path_factory) -> Path:
     return dst
 
 
-def datalist(path: Path, n_train: int, n_test: int, n_unlabeled: int) -> Path:
+def datalist(path: Path, n_train: int, n_test: int, n_unlabelled: int) -> Path:
     """A datalist from the committed split: training cases from the labelled part and, when more
     are asked for, from the hidden-label pool; test and unlabelled cases from their parts."""
     split = json.loads(SPLIT.read_text())
-    labelled = split["training"] + [{"image": e["image"], "label": e["hidden_label"]} for e in split["unlabeled"][:182]]
+    labelled = split["training"] + [{"image": e["image"], "label": e["hidden_label"]} for e in split["unlabelled"][:182]]
     path.write_text(json.dumps({"training": labelled[:n_train], "testing": split["testing"][:n_test],
-                                "unlabeled": [{"image": e["image"]} for e in split["unlabeled"][:n_unlabeled]]}))
+                                "unlabelled": [{"image": e["image"]} for e in split["unlabelled"][:n_unlabelled]]}))
     return path
 
 
@@ -55,7 +55,7 @@ def hd95(a: np.ndarray, b: np.ndarray, spacing) -> float:
 
 
 def test_train_infer_evaluate(bundle, hippocampus, tmp_path):
-    data = datalist(tmp_path / "small.json", n_train=4, n_test=2, n_unlabeled=2)
+    data = datalist(tmp_path / "small.json", n_train=4, n_test=2, n_unlabelled=2)
     common = ["--dataset_dir", str(hippocampus), "--datalist", str(data), "--ckpt_dir", str(tmp_path / "models")]
     log = run_bundle(bundle, ["train.json"], *common, "--epochs", "2", "--iterations_per_epoch", "2",
                      "--batch_size", "2", "--val_interval", "1")
@@ -63,8 +63,8 @@ def test_train_infer_evaluate(bundle, hippocampus, tmp_path):
     assert (tmp_path / "models" / "model.pt").is_file()
 
     run_bundle(bundle, ["inference.json"], *common, "--output_dir", str(tmp_path / "pred"), "--save_probabilities", "True")
-    unlabeled = json.loads(data.read_text())["unlabeled"]
-    for entry in unlabeled:
+    unlabelled = json.loads(data.read_text())["unlabelled"]
+    for entry in unlabelled:
         image = nib.load(hippocampus / entry["image"])
         stem = Path(entry["image"]).name.removesuffix(".nii.gz")
         seg = nib.load(tmp_path / "pred" / f"{stem}_seg.nii.gz")
@@ -74,7 +74,7 @@ def test_train_infer_evaluate(bundle, hippocampus, tmp_path):
         p = prob.get_fdata()
         np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-4)
         np.testing.assert_array_equal(np.asarray(seg.dataobj), p.argmax(-1))
-    assert len(list((tmp_path / "pred").iterdir())) == 2 * len(unlabeled)
+    assert len(list((tmp_path / "pred").iterdir())) == 2 * len(unlabelled)
 
     run_bundle(bundle, ["train.json", "evaluate.json"], *common, "--output_dir", str(tmp_path / "eval"))
     run_bundle(bundle, ["inference.json"], *common, "--output_dir", str(tmp_path / "test_pred"), "--data_part", "test")
@@ -102,7 +102,7 @@ def test_short_training_learns(bundle, hippocampus, tmp_path):
     """20 cases, 200 iterations of batch 2 with a slim network (8..64 filters, ~70 s on 2 CPU
     cores): the held-out mean Dice must exceed 0.5. An untrained network scores about 0.05
     (predicting every class everywhere); measured runs of this setting reached 0.6-0.7."""
-    data = datalist(tmp_path / "learn.json", n_train=20, n_test=6, n_unlabeled=0)
+    data = datalist(tmp_path / "learn.json", n_train=20, n_test=6, n_unlabelled=0)
     common = ["--dataset_dir", str(hippocampus), "--datalist", str(data), "--ckpt_dir", str(tmp_path / "models"),
               *SMALL_NET]
     run_bundle(bundle, ["train.json"], *common, "--epochs", "8", "--iterations_per_epoch", "25", "--batch_size", "2",

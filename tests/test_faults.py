@@ -69,7 +69,7 @@ def test_output_into_the_dataset_is_refused(data, tmp_path, capsys, command, tar
     (tmp_path / "link").symlink_to(data)
     out = (tmp_path / target) if target.startswith("link") else (data / target)
     before = tree_digest(data)
-    extra = ["--labeled-fraction", "0.5"] if command == "split" else []
+    extra = ["--labelled-fraction", "0.5"] if command == "split" else []
     code, err = run_cli([command, data, "-o", out, *extra], capsys)
     assert code == 2
     assert "inside the input dataset folder" in err or "would replace the input file" in err
@@ -108,7 +108,7 @@ def test_split_refuses_a_dataset_with_a_duplicate_entry(data, tmp_path, capsys):
     meta["numTraining"] += 1
     (data / "dataset.json").write_text(json.dumps(meta))
     out = tmp_path / "split.json"
-    code, err = run_cli(["split", data, "--labeled-fraction", "0.5", "-o", out], capsys)
+    code, err = run_cli(["split", data, "--labelled-fraction", "0.5", "-o", out], capsys)
     assert code == 2 and "duplicate case id 'hippocampus_001'" in err and "fails verification" in err
     assert not out.exists()
 
@@ -116,7 +116,7 @@ def test_split_refuses_a_dataset_with_a_duplicate_entry(data, tmp_path, capsys):
 def test_split_refuses_a_dataset_with_a_missing_file(data, tmp_path, capsys):
     label = data / json.loads((data / "dataset.json").read_text())["training"][2]["label"]
     label.unlink()
-    code, err = run_cli(["split", data, "--labeled-fraction", "0.5", "-o", tmp_path / "s.json"], capsys)
+    code, err = run_cli(["split", data, "--labelled-fraction", "0.5", "-o", tmp_path / "s.json"], capsys)
     assert code == 2 and f"{label.resolve()}: file is missing" in err.replace(str(label), str(label.resolve()))
     assert not (tmp_path / "s.json").exists()
 
@@ -132,7 +132,7 @@ def test_unusable_output_path_is_one_line(data, tmp_path, capsys, kind):
         (tmp_path / "file").write_text("x")
         out = tmp_path / "file" / "out.json"
         expected = "is a file, not a folder"
-    for command, extra in (("fingerprint", []), ("split", ["--labeled-fraction", "0.5"])):
+    for command, extra in (("fingerprint", []), ("split", ["--labelled-fraction", "0.5"])):
         code, err = run_cli([command, data, "-o", out, *extra], capsys)
         assert code == 2 and expected in err and str(out) in err, (command, err)
 
@@ -143,7 +143,7 @@ def test_full_disk_while_writing_names_the_file_and_the_cause(data, tmp_path, ca
 
     monkeypatch.setattr(os, "fsync", no_space)
     out = tmp_path / "split.json"
-    code, err = run_cli(["split", data, "--labeled-fraction", "0.5", "-o", out], capsys)
+    code, err = run_cli(["split", data, "--labelled-fraction", "0.5", "-o", out], capsys)
     assert code == 2 and f"{out}: could not write (no space left on device)" in err
     assert list(tmp_path.glob("*split.json*")) == [], "no temporary file is left behind"
 
@@ -160,8 +160,9 @@ def test_atomic_writes_respect_the_umask(tmp_path, umask, mode):
 
 # ---------------------------------------------------------------- propose arguments
 @pytest.mark.parametrize("args, message", [
-    (["-j", "0"], "--workers must be at least 1, got 0"),
-    (["-j", "-3"], "--workers must be at least 1, got -3"),
+    (["-j", "0"], "argument -j/--workers: must be at least 1, got 0"),
+    (["-j", "-3"], "argument -j/--workers: must be at least 1, got -3"),
+    (["-j", "two"], "argument -j/--workers: expected a whole number of processes, got 'two'"),
     (["--roi-dir", "/no/such/folder"], "--roi-dir /no/such/folder: no such folder"),
 ])
 def test_propose_bad_arguments(data, tmp_path, capsys, args, message):
@@ -184,7 +185,7 @@ def _small_datalist(data: Path, tmp_path: Path) -> Path:
     meta = json.loads((data / "dataset.json").read_text())
     tr = meta["training"]
     split = {"training": tr[:2], "validation": tr[2:4], "testing": tr[4:6],
-             "unlabeled": [{"image": e["image"], "hidden_label": e["label"]} for e in tr[6:8]]}
+             "unlabelled": [{"image": e["image"], "hidden_label": e["label"]} for e in tr[6:8]]}
     path = tmp_path / "small.json"
     path.write_text(json.dumps(split))
     return path
@@ -222,7 +223,7 @@ def test_loop_refuses_bad_settings_before_training(data, tmp_path, capsys, extra
 
 def test_loop_refuses_an_unreadable_pool_image_then_restarts_with_corrected_settings(data, tmp_path, capsys):
     datalist = _small_datalist(data, tmp_path)
-    pool_image = data / json.loads(datalist.read_text())["unlabeled"][0]["image"]
+    pool_image = data / json.loads(datalist.read_text())["unlabelled"][0]["image"]
     good = pool_image.read_bytes()
     pool_image.write_bytes(good[: len(good) // 3])  # truncated NIfTI
     run = tmp_path / "run"

@@ -8,7 +8,16 @@ import pytest
 from samdsk_plan.cli.main import main
 from samdsk_plan.fingerprint import FingerprintError, comparable, compute_fingerprint
 from samdsk_plan.io import load_dataset
-from tests.conftest import BALL_SLICE_AREAS, BALL_VOXELS, BOX_VOXELS, INTENSITY, U_VOXELS, write_datalist, write_msd, write_nnunet
+from tests.conftest import (
+    BALL_SLICE_AREAS,
+    BALL_VOXELS,
+    BOX_VOXELS,
+    INTENSITY,
+    U_VOXELS,
+    write_datalist,
+    write_msd,
+    write_nnunet,
+)
 
 VOXELS = 20 * 24 * 28
 

@@ -95,7 +95,7 @@ def test_unusable_dataset_json_is_a_clear_error(tmp_path, content, message):
 def test_missing_folder_and_missing_dataset_json(tmp_path):
     with pytest.raises(DatasetError, match="no such file"):
         load_dataset(tmp_path / "nope")
-    with pytest.raises(DatasetError, match="no dataset.json"):
+    with pytest.raises(DatasetError, match=r"no dataset\.json"):
         load_dataset(tmp_path)
 
 

@@ -49,7 +49,7 @@ def datalist(tmp_path_factory) -> Path:
     split = json.loads(SPLIT.read_text())
     path = tmp_path_factory.mktemp("data") / "small.json"
     path.write_text(json.dumps({"training": split["training"][:3], "validation": split["training"][3:5],
-                                "testing": split["testing"][:2], "unlabeled": split["unlabeled"][:4]}))
+                                "testing": split["testing"][:2], "unlabelled": split["unlabelled"][:4]}))
     return path
 
 
@@ -76,7 +76,7 @@ def test_two_rounds_add_every_pool_case_with_provenance(finished, hippocampus):
     assert state["done"] == [f"0/{s}" for s in steps] + [f"{r}/{s}" for r in (1, 2) for s in per_round]
     assert len(state["rounds"]["1"]["accepted"]) == len(state["rounds"]["2"]["accepted"]) == 2
     final = json.loads((finished / "round_2" / "datalist.json").read_text())
-    assert final["unlabeled"] == []
+    assert final["unlabelled"] == []
     machine = [e for e in final["training"] if "samdsk" in e]
     assert len(machine) == 4 and len(final["training"]) == 7
     for entry in machine:
@@ -102,7 +102,7 @@ def test_two_rounds_add_every_pool_case_with_provenance(finished, hippocampus):
 def test_round_report_measures_accepted_labels_against_hidden_labels(finished, hippocampus):
     report = json.loads((finished / "round_1" / "report.json").read_text())
     split = json.loads(SPLIT.read_text())
-    hidden = {Path(e["image"]).name.removesuffix(".nii.gz"): e["hidden_label"] for e in split["unlabeled"][:4]}
+    hidden = {Path(e["image"]).name.removesuffix(".nii.gz"): e["hidden_label"] for e in split["unlabelled"][:4]}
     dices = []
     for cid in report["accepted"]:
         label = np.asarray(nib.load(finished / "round_1" / "matches" / "pool" / f"{cid}.nii.gz").dataobj)
@@ -229,7 +229,7 @@ def test_pseudolabel_config_runs_one_pass_through_monai_bundle(finished, bundle,
     done = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     accepted = json.loads((work / "pseudolabels" / "accepted.json").read_text())
-    assert len(accepted["training"]) == 3 and len(accepted["unlabeled"]) == 1
+    assert len(accepted["training"]) == 3 and len(accepted["unlabelled"]) == 1
     betas = [e["samdsk"]["beta"] for e in accepted["training"]]
     assert betas == sorted(betas, reverse=True)
     for entry in accepted["training"]:
@@ -241,9 +241,50 @@ def test_pseudolabel_config_runs_one_pass_through_monai_bundle(finished, bundle,
 def test_calibration_without_validation_cases_is_refused_before_training(bundle, hippocampus, tmp_path, capsys):
     split = json.loads(SPLIT.read_text())
     one = tmp_path / "one.json"
-    one.write_text(json.dumps({"training": split["training"][:1], "unlabeled": split["unlabeled"][:1]}))
+    one.write_text(json.dumps({"training": split["training"][:1], "unlabelled": split["unlabelled"][:1]}))
     assert main(["loop", str(bundle), "--data", str(hippocampus), "--datalist", str(one), "-o",
                  str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "no labelled validation case to calibrate the acceptance threshold on" in err and "Traceback" not in err
     assert not (tmp_path / "run" / "round_0" / "models").exists()
+
+
+def _nnunet_hippocampus(hippocampus: Path, root: Path, n: int = 8) -> Path:
+    """``n`` hippocampus cases as an nnU-Net v2 raw dataset (``CASE_0000.nii.gz`` images,
+    ``CASE.nii.gz`` labels), linked to the shared files (read-only)."""
+    meta = json.loads((hippocampus / "dataset.json").read_text())
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for entry in meta["training"][:n]:
+        case = Path(entry["image"]).name.removesuffix(".nii.gz")
+        (root / "imagesTr" / f"{case}_0000.nii.gz").symlink_to((hippocampus / entry["image"]).resolve())
+        (root / "labelsTr" / f"{case}.nii.gz").symlink_to((hippocampus / entry["label"]).resolve())
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "MRI"}, "labels": {"background": 0, "Anterior": 1, "Posterior": 2},
+        "numTraining": n, "file_ending": ".nii.gz"}))
+    return root
+
+
+def test_nnunet_case_ids_keep_one_name_through_the_loop(bundle, hippocampus, tmp_path):
+    """An nnU-Net case ``hippocampus_001`` (image ``hippocampus_001_0000.nii.gz``) is called so in
+    the split, the match records, the pseudo-labels and the round's datalist and report."""
+    data = _nnunet_hippocampus(hippocampus, tmp_path / "Dataset004_Hippocampus")
+    split, run = tmp_path / "split.json", tmp_path / "run"
+    assert main(["split", str(data), "--labelled-fraction", "0.4", "--test-fraction", "0.25", "-o", str(split)]) == 0
+    pool = [e["case_id"] for e in json.loads(split.read_text())["unlabelled"]]
+    assert len(pool) == 3 and not any(c.endswith("_0000") for c in pool)
+    assert main(["loop", str(bundle), "--data", str(data), "--datalist", str(split), "-o", str(run),
+                 "--rounds", "1", *TINY]) == 0
+    matches = run / "round_1" / "matches" / "pool"
+    assert sorted(p.name for p in matches.glob("*.json")) == sorted(f"{c}.json" for c in pool)
+    assert sorted(p.name for p in matches.glob("*.nii.gz")) == sorted(f"{c}.nii.gz" for c in pool)
+    # the bundle's inference names its files after the image, and the loop found them
+    assert sorted(p.name for p in (run / "round_1" / "predictions" / "pool").glob("*_prob.nii.gz")) == sorted(
+        f"{c}_0000_prob.nii.gz" for c in pool)
+    report = json.loads((run / "round_1" / "report.json").read_text())
+    assert len(report["accepted"]) == 2 and set(report["accepted"]) <= set(pool)
+    assert report["true_dice"]["n_cases"] == 2  # the hidden labels were found under the same ids
+    final = json.loads((run / "round_1" / "datalist.json").read_text())
+    machine = [e for e in final["training"] if "samdsk" in e]
+    assert sorted(e["case_id"] for e in machine) == sorted(report["accepted"])
+    assert [e["case_id"] for e in final["unlabelled"]] == [c for c in pool if c not in report["accepted"]]

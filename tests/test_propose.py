@@ -10,25 +10,26 @@ import pytest
 import torch
 
 from samdsk_plan.cli.main import main
-from samdsk_plan.proposals.cache import ProposalCache
-from samdsk_plan.proposals.pipeline import case_key, make_generators
-from samdsk_plan.proposals.sam import build_sam
-from samdsk_plan.proposals.volume import window_to_unit
 from samdsk_plan.io import read_image
+from samdsk_plan.proposals.cache import ProposalCache
+from samdsk_plan.planning import Plans
+from samdsk_plan.proposals.pipeline import case_key, make_generators
+from samdsk_plan.proposals.sam_checkpoint import build_sam
+from samdsk_plan.proposals.volume import window_to_unit
 from tests.test_sam import TINY
 
 pytestmark = pytest.mark.slow  # real data or bundle runs: left out of `make test-fast`
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "hippocampus"
-PLANS = json.loads((BUNDLE / "configs" / "plans.json").read_text())
+PLANS = Plans.load(BUNDLE / "configs" / "plans.json")
 
 
 def two_case_datalist(tmp_path: Path) -> Path:
     split = json.loads((REPO / "benchmarks" / "splits" / "hippocampus.json").read_text())
     path = tmp_path / "two.json"
     path.write_text(json.dumps({"training": split["training"][:1],
-                                "unlabeled": [{"image": e["image"]} for e in split["unlabeled"][:2]]}))
+                                "unlabelled": [{"image": e["image"]} for e in split["unlabelled"][:2]]}))
     return path
 
 
@@ -40,10 +41,10 @@ def test_cli_proposes_for_the_unlabelled_cases_and_reuses_the_cache(hippocampus,
     assert "classical proposal generator" in captured.err
     files = sorted(p.name for p in cache.iterdir())
     split = json.loads(data.read_text())
-    assert files == sorted(Path(e["image"]).name.replace(".nii.gz", ".npz") for e in split["unlabeled"])
+    assert files == sorted(Path(e["image"]).name.replace(".nii.gz", ".npz") for e in split["unlabelled"])
     # every slice along all three axes (no ROI is known for unlabelled cases)
-    case = Path(split["unlabeled"][0]["image"]).name.removesuffix(".nii.gz")
-    volume = window_to_unit(read_image(hippocampus / split["unlabeled"][0]["image"]).array, PLANS["normalization"][0])
+    case = Path(split["unlabelled"][0]["image"]).name.removesuffix(".nii.gz")
+    volume = window_to_unit(read_image(hippocampus / split["unlabelled"][0]["image"]).array, PLANS.normalization[0])
     stored = ProposalCache(cache).load(case, case_key(volume, make_generators(PLANS, fast=True)))
     assert len(stored) == sum(volume.shape)
     assert all(p.masks.shape[1:] == np.take(volume, 0, axis=a).shape for (a, _), p in stored.items())
@@ -59,7 +60,7 @@ def test_cli_all_uses_labels_to_skip_far_slices(hippocampus, tmp_path):
     assert len(list(cache.iterdir())) == 3
     labelled = json.loads(data.read_text())["training"][0]
     label = read_image(hippocampus / labelled["label"]).array > 0
-    volume = window_to_unit(read_image(hippocampus / labelled["image"]).array, PLANS["normalization"][0])
+    volume = window_to_unit(read_image(hippocampus / labelled["image"]).array, PLANS.normalization[0])
     case = Path(labelled["image"]).name.removesuffix(".nii.gz")
     stored = ProposalCache(cache).load(case, case_key(volume, make_generators(PLANS, fast=True)))
     for axis in range(3):

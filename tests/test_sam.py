@@ -18,9 +18,9 @@ import torch
 from samdsk_plan.errors import SamdskError
 from samdsk_plan.io import read_image
 from samdsk_plan.proposals import Proposals
-from samdsk_plan.proposals.sam import (
+from samdsk_plan.proposals.sam import SamGenerator
+from samdsk_plan.proposals.sam_checkpoint import (
     CHECKPOINT_ENV,
-    SamGenerator,
     build_sam,
     checkpoint_digest,
     load_sam,
@@ -132,7 +132,7 @@ def test_generate_batch_matches_slice_by_slice(tiny_model, volume):
     gen = SamGenerator(tiny_model, box_nms_thresh=1.0, **OPEN)
     batched = gen.generate_batch(images, batch_size=2)
     assert len(batched) == len(images)
-    for image, proposals in zip(images, batched):
+    for image, proposals in zip(images, batched, strict=True):
         assert len(proposals) == 3 * 4 * 4  # three masks per point
         assert_same(proposals, gen(image))
 

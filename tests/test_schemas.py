@@ -13,19 +13,19 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from samdsk_plan.bundle import emit_bundle
 from samdsk_plan.cli.main import main
 from samdsk_plan.errors import SamdskError
 from samdsk_plan.fingerprint.components import CONNECTIVITIES
-from samdsk_plan.io.schemas import load_schema, read_fingerprint, read_plans, schema_problems, validate_plans
+from samdsk_plan.io.schemas import load_schema, read_fingerprint, schema_problems, validate_plans
 from samdsk_plan.loop import Loop
 from samdsk_plan.loop.rounds import RETRAIN_MODES
 from samdsk_plan.matching.assign import SOLVERS, TARGETS
 from samdsk_plan.matching.union import METRICS
 from samdsk_plan.matching.volume import FUSIONS
 from samdsk_plan.planning import plan_from_fingerprint
+from samdsk_plan.planning.plans import Plans
 from samdsk_plan.proposals.pipeline import GENERATORS
-from samdsk_plan.proposals.sam import MODEL_TYPES
+from samdsk_plan.proposals.sam_checkpoint import MODEL_TYPES
 
 REPO = Path(__file__).resolve().parents[1]
 FINGERPRINT = REPO / "dataset_fingerprints" / "hippocampus.json"
@@ -93,7 +93,7 @@ def test_schemas_are_draft_2020_12_and_ship_with_the_package():
 
 def test_committed_files_validate(committed_fp, committed_plans):
     assert read_fingerprint(FINGERPRINT) == committed_fp
-    assert read_plans(PLANS) == committed_plans
+    assert Plans.load(PLANS).to_json() == committed_plans
     assert schema_problems(plan_from_fingerprint(committed_fp), "plans") == []
 
 
@@ -227,7 +227,7 @@ def test_plans_fault_names_file_and_key(fault, committed_plans, tmp_path):
     edit, line = PLANS_FAULTS[fault]
     path = write_json(tmp_path / "plans.json", edited(committed_plans, edit))
     with pytest.raises(SamdskError) as info:
-        read_plans(path)
+        Plans.load(path)
     message = str(info.value)
     assert message.startswith(f"{path}: not a samdsk-plan plans file (")
     assert f"\n{path}: {line}" in message
@@ -275,9 +275,10 @@ def test_gpu_memory_must_be_finite_and_positive(committed_fp, budget):
         plan_from_fingerprint(committed_fp, gpu_memory_gb=budget)
 
 
-def test_emit_refuses_plans_without_channels(committed_plans, tmp_path):
-    with pytest.raises(SamdskError, match=r"plans of bundle 'b'.*\n.*dataset.channel_names: \{\} should be non-empty"):
-        emit_bundle(edited(committed_plans, put("dataset.channel_names", {})), tmp_path / "b")
+def test_emit_refuses_plans_without_channels(committed_plans, tmp_path, capsys):
+    path = write_json(tmp_path / "plans.json", edited(committed_plans, put("dataset.channel_names", {})))
+    code, err = run_cli(["emit", path, "-o", tmp_path / "b"], capsys)
+    assert code == 2 and f"{path}: dataset.channel_names: {{}} should be non-empty" in err
     assert not (tmp_path / "b").exists()
 
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from samdsk_plan.bundle.data import datalist_files
 from samdsk_plan.cli.main import main
 from samdsk_plan.errors import DatasetError, SamdskError
 from samdsk_plan.io import load_dataset
+from samdsk_plan.io.datalists import datalist_files
 from samdsk_plan.io.splits import make_split
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,22 +16,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_committed_hippocampus_split_reproduces(hippocampus, tmp_path):
     out = tmp_path / "split.json"
-    assert main(["split", str(hippocampus), "--labeled-fraction", "0.1", "--test-fraction", "0.2", "--seed", "0",
+    assert main(["split", str(hippocampus), "--labelled-fraction", "0.1", "--test-fraction", "0.2", "--seed", "0",
                  "-o", str(out)]) == 0
     assert out.read_text() == (REPO / "benchmarks" / "splits" / "hippocampus.json").read_text()
     split = json.loads(out.read_text())
     assert split["split"]["counts"] == {"training": 26, "hidden_label_pool": 182, "testing": 52, "unlabelled": 1}
     ids = lambda entries: {Path(e["image"]).name for e in entries}  # noqa: E731
     assert not ids(split["training"]) & ids(split["testing"])
-    assert len(ids(split["training"]) | ids(split["testing"]) | ids(split["unlabeled"])) == 261
+    assert len(ids(split["training"]) | ids(split["testing"]) | ids(split["unlabelled"])) == 261
 
 
 def test_split_is_seeded_and_hides_pool_labels(hippocampus):
     d = load_dataset(hippocampus)
     a, b, c = make_split(d, 0.1, 0.2, 0), make_split(d, 0.1, 0.2, 0), make_split(d, 0.1, 0.2, 1)
     assert a == b and a["training"] != c["training"]
-    assert all("label" not in e for e in a["unlabeled"])
-    assert all("hidden_label" in e for e in a["unlabeled"][:182])
+    assert all("label" not in e for e in a["unlabelled"])
+    assert all("hidden_label" in e for e in a["unlabelled"][:182])
 
 
 def test_split_file_as_a_dataset_sees_only_training_labels(hippocampus, tmp_path):
@@ -42,16 +42,16 @@ def test_split_file_as_a_dataset_sees_only_training_labels(hippocampus, tmp_path
     assert d.labels == {0: "background", 1: "Anterior", 2: "Posterior"}
 
 
-@pytest.mark.parametrize("labeled, test", [(0.0, 0.2), (0.9, 0.2), (0.5, -0.1)])
-def test_bad_fractions(msd_dataset, labeled, test):
+@pytest.mark.parametrize("labelled, test", [(0.0, 0.2), (0.9, 0.2), (0.5, -0.1)])
+def test_bad_fractions(msd_dataset, labelled, test):
     with pytest.raises(SamdskError, match="-fraction"):
-        make_split(load_dataset(msd_dataset), labeled, test)
+        make_split(load_dataset(msd_dataset), labelled, test)
 
 
 def test_too_few_cases(msd_dataset, tmp_path, capsys):
     # 2 labelled cases: round(0.99 * 2) = 2 test + at least 1 labelled training case > 2.
     out = tmp_path / "split.json"
-    assert main(["split", str(msd_dataset), "--labeled-fraction", "0.01", "--test-fraction", "0.99", "-o", str(out)]) == 2
+    assert main(["split", str(msd_dataset), "--labelled-fraction", "0.01", "--test-fraction", "0.99", "-o", str(out)]) == 2
     assert "too few for this split" in capsys.readouterr().err
     assert not out.exists()
 
@@ -62,8 +62,8 @@ def test_datalist_parts_of_a_dataset_folder(msd_dataset, nnunet_dataset):
         val = datalist_files(root, "val", root, val_fraction=0.5)
         assert len(train) == len(val) == 1
         assert {Path(train[0]["label"]).name, Path(val[0]["label"]).name} == {"c_001.nii.gz", "c_002.nii.gz"}
-        unlabeled = datalist_files(root, "unlabeled", root)
-        assert [Path(e["image"]).parent.name for e in unlabeled] == ["imagesTs"] and "label" not in unlabeled[0]
+        unlabelled = datalist_files(root, "unlabelled", root)
+        assert [Path(e["image"]).parent.name for e in unlabelled] == ["imagesTs"] and "label" not in unlabelled[0]
         assert datalist_files(root, "test", root) == []
 
 
@@ -76,8 +76,8 @@ def test_datalist_parts_of_a_split_file(hippocampus, tmp_path):
     assert len(datalist_files(path, "all_labelled", hippocampus)) == 26
     test = datalist_files(path, "test", hippocampus)
     assert len(test) == 52 and all(Path(e["label"]).is_file() for e in test)
-    unlabeled = datalist_files(path, "unlabeled", hippocampus)
-    assert len(unlabeled) == 183 and all(set(e) == {"image"} for e in unlabeled)
-    assert Path(unlabeled[0]["image"]).is_file()
+    unlabelled = datalist_files(path, "unlabelled", hippocampus)
+    assert len(unlabelled) == 183 and all(set(e) == {"case_id", "image"} for e in unlabelled)
+    assert Path(unlabelled[0]["image"]).is_file()
     with pytest.raises(DatasetError, match="unknown data part"):
         datalist_files(path, "everything", hippocampus)

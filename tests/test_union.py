@@ -93,7 +93,7 @@ def test_equals_brute_force_on_random_instances():
 def test_equals_brute_force_for_larger_k():
     """Up to 12 masks and k_max of 4 or 5: the depth-first search below the pairs."""
     rng = np.random.default_rng(5)
-    for trial in range(60):
+    for _trial in range(60):
         masks, target = random_instance(rng)
         extra, _ = random_instance(rng)
         if extra.shape[-1] == masks.shape[-1] and extra.ndim == masks.ndim:

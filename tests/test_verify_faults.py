@@ -161,17 +161,17 @@ def test_zero_tolerance_is_accepted(msd, capsys):
     assert cli(["verify", str(msd), "--tolerance", "0", "-q"], capsys, msd)[0] == 0
 
 
-@pytest.mark.parametrize("labeled, test, message", [
+@pytest.mark.parametrize("labelled, test, message", [
     ("0.5", "-0.1", "--test-fraction must be a number in [0, 1), got -0.1"),
     ("0.5", "nan", "--test-fraction must be a number in [0, 1), got nan"),
     ("0.5", "1", "--test-fraction must be a number in [0, 1), got 1.0"),
-    ("0", "0.2", "--labeled-fraction must be a number in (0, 1], got 0.0"),
-    ("inf", "0.2", "--labeled-fraction must be a number in (0, 1], got inf"),
-    ("0.9", "0.2", "--labeled-fraction + --test-fraction must be at most 1, got 0.9 + 0.2 = 1.1"),
+    ("0", "0.2", "--labelled-fraction must be a number in (0, 1], got 0.0"),
+    ("inf", "0.2", "--labelled-fraction must be a number in (0, 1], got inf"),
+    ("0.9", "0.2", "--labelled-fraction + --test-fraction must be at most 1, got 0.9 + 0.2 = 1.1"),
 ])
-def test_bad_split_fractions_name_the_option(msd, tmp_path, capsys, labeled, test, message):
+def test_bad_split_fractions_name_the_option(msd, tmp_path, capsys, labelled, test, message):
     out_file = tmp_path / "split.json"
-    code, _, err = cli(["split", str(msd), "--labeled-fraction", labeled, "--test-fraction", test, "-o",
+    code, _, err = cli(["split", str(msd), "--labelled-fraction", labelled, "--test-fraction", test, "-o",
                         str(out_file)], capsys, msd)
     assert code == 2 and err.strip() == f"samdsk-plan: error: {message}"
     assert not out_file.exists()

@@ -9,21 +9,42 @@ a ``samdsk-plan split`` file). No string contains ``#`` (MONAI rewrites it to ``
 
 from __future__ import annotations
 
+from samdsk_plan.bundle import ids
 from samdsk_plan.errors import SamdskError
+from samdsk_plan.io.datalists import PART_TEST, PART_TRAIN, PART_UNLABELLED, PART_VAL
+from samdsk_plan.planning.plans import ConfigurationPlan, Plans, TrainingPlan
 
-IMPORTS = ["$import os", "$import numpy", "$import torch", "$import samdsk_plan.bundle.data as samdsk_data",
-           "$import samdsk_plan.bundle.components as samdsk_components"]
+# the configuration every emitted config trains and infers with
+CONFIGURATION = "3d_fullres"
+IMPORTS = ["$import os", "$import numpy", "$import torch", "$import samdsk_plan.io.datalists as samdsk_datalists",
+           "$import samdsk_plan.bundle.runtime.data as samdsk_data",
+           "$import samdsk_plan.bundle.runtime.components as samdsk_components"]
 KEYS = ["image", "label"]
 
 
 def _files(part: str) -> str:
-    return (f"$samdsk_data.datalist_files(@datalist, '{part}', @dataset_dir, "
-            "@val_fraction, @split_seed)")
+    """The expression listing the entries of data ``part`` (a part name, or ``@data_part``)."""
+    part = part if part.startswith("@") else f"'{part}'"
+    return (f"$samdsk_datalists.datalist_files(@{ids.DATALIST}, {part}, @{ids.DATASET_DIR}, "
+            f"@{ids.VAL_FRACTION}, @{ids.SPLIT_SEED})")
 
 
-def normalization_transforms(plans: dict, key: str = "image") -> list[dict]:
+def _paths(plans: Plans) -> dict:
+    """Model-zoo path IDs and the case list, in the zoo's reading order."""
+    return {
+        ids.BUNDLE_ROOT: ".",
+        ids.CKPT_DIR: f"$@{ids.BUNDLE_ROOT} + '/models'",
+        ids.OUTPUT_DIR: f"$@{ids.BUNDLE_ROOT} + '/eval'",
+        ids.DATASET_DIR: f"$@{ids.BUNDLE_ROOT} + '/data'",
+        ids.DATALIST: f"@{ids.DATASET_DIR}",
+        ids.VAL_FRACTION: plans.training.val_fraction,
+        ids.SPLIT_SEED: 0,
+    }
+
+
+def normalization_transforms(plans: Plans, key: str = "image") -> list[dict]:
     """MONAI intensity transforms implementing the plan's per-channel normalisation."""
-    schemes = plans["normalization"]
+    schemes = plans.normalization
     out = []
     for n in schemes:
         channels = None if len(schemes) == 1 else [n["channel"]]
@@ -43,93 +64,90 @@ def normalization_transforms(plans: dict, key: str = "image") -> list[dict]:
     return out
 
 
-def _geometry(plans: dict, keys: list[str], resampled: list[str] | None = None) -> list[dict]:
+def _geometry(plans: Plans, keys: list[str], resampled: list[str] | None = None) -> list[dict]:
     """Load ``keys`` (read errors name the file; a label must hold only the plan's values);
     reorient to RAS and resample to the plan's spacing those in ``resampled`` (default: all)."""
     resampled = keys if resampled is None else resampled
     modes = {"image": "bilinear", "label": "nearest"}
-    checks = [{"_target_": "samdsk_plan.bundle.components.CheckLabelValuesd", "keys": "label",
+    checks = [{"_target_": "samdsk_plan.bundle.runtime.components.CheckLabelValuesd", "keys": "label",
                "labels": "@class_names"}] if "label" in keys else []
     return [
-        {"_target_": "samdsk_plan.bundle.components.LoadImageNamedd", "keys": keys},
+        {"_target_": "samdsk_plan.bundle.runtime.components.LoadImageNamedd", "keys": keys},
         *checks,
         {"_target_": "EnsureChannelFirstd", "keys": keys},
         {"_target_": "Orientationd", "keys": resampled, "axcodes": "RAS"},
-        {"_target_": "Spacingd", "keys": resampled, "pixdim": plans["target_spacing"],
+        {"_target_": "Spacingd", "keys": resampled, "pixdim": plans.target_spacing,
          "mode": [modes[k] for k in resampled]},
     ]
 
 
-def _network_def(plans: dict) -> dict:
-    net = plans["configurations"]["3d_fullres"]["network"]
+def _network_def(plans: Plans, cfg: ConfigurationPlan) -> dict:
+    net = cfg.network
     return {
-        "_target_": "DynUNet", "spatial_dims": 3,
-        "in_channels": len(plans["dataset"]["channel_names"]),
-        "out_channels": len(plans["dataset"]["labels"]),
-        "kernel_size": net["kernel_size"], "strides": net["strides"],
-        "upsample_kernel_size": net["upsample_kernel_size"], "filters": net["filters"],
-        "norm_name": net["norm_name"], "deep_supervision": net["deep_supervision"],
-        "deep_supr_num": net["deep_supr_num"], "res_block": net["res_block"],
+        "_target_": "DynUNet", "spatial_dims": cfg.spatial_dims,
+        "in_channels": plans.n_channels, "out_channels": plans.n_classes,
+        "kernel_size": net.kernel_size, "strides": net.strides,
+        "upsample_kernel_size": net.upsample_kernel_size, "filters": net.filters,
+        "norm_name": net.norm_name, "deep_supervision": net.deep_supervision,
+        "deep_supr_num": net.deep_supr_num, "res_block": net.res_block,
     }
 
 
-def _common(plans: dict) -> dict:
-    cfg = plans["configurations"]["3d_fullres"]
+def _common(plans: Plans, network: str = "$@network_def.to(@device)") -> dict:
+    """What every config opens with, in the model zoo's reading order: imports, paths, device,
+    data and network settings, the network, the inferer."""
+    cfg = plans.configuration(CONFIGURATION)
     return {
         "imports": IMPORTS,
-        "bundle_root": ".",
-        "ckpt_dir": "$@bundle_root + '/models'",
-        "output_dir": "$@bundle_root + '/eval'",
-        "dataset_dir": "$@bundle_root + '/data'",
-        "datalist": "@dataset_dir",
-        "val_fraction": plans["training"]["val_fraction"],
-        "split_seed": 0,
-        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+        **_paths(plans),
+        ids.DEVICE: "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
         "amp": "$torch.cuda.is_available()",
         "num_workers": 2,
-        "num_classes": len(plans["dataset"]["labels"]),
-        "class_names": plans["dataset"]["labels"],
-        "patch_size": cfg["patch_size"],
+        "num_classes": plans.n_classes,
+        "class_names": {str(v): n for v, n in plans.labels.items()},
+        "patch_size": cfg.patch_size,
         "sw_batch_size": 4,
-        "network_def": _network_def(plans),
-        "network": "$@network_def.to(@device)",
+        "network_def": _network_def(plans, cfg),
+        "network": network,
         "inferer": {"_target_": "SlidingWindowInferer", "roi_size": "@patch_size", "sw_batch_size": "@sw_batch_size",
                     "overlap": 0.5, "mode": "gaussian"},
     }
 
 
-def _optimizer(training: dict) -> dict:
+def _optimizer(training: TrainingPlan) -> dict:
     """``torch.optim.Adam`` or nnU-Net's ``SGD`` (Nesterov) as the plan's ``training`` says."""
-    common = {"params": "$@network.parameters()", "lr": "@learning_rate", "weight_decay": training["weight_decay"]}
-    if training["optimizer"] == "SGD":
-        return {"_target_": "torch.optim.SGD", **common, "momentum": training["momentum"], "nesterov": True}
-    if training["optimizer"] == "Adam":
+    common = {"params": "$@network.parameters()", "lr": f"@{ids.LEARNING_RATE}", "weight_decay": training.weight_decay}
+    if training.optimizer == "SGD":
+        return {"_target_": "torch.optim.SGD", **common, "momentum": training.momentum, "nesterov": True}
+    if training.optimizer == "Adam":
         return {"_target_": "torch.optim.Adam", **common}
-    raise SamdskError(f"unsupported optimizer {training['optimizer']!r} in the plan (use 'Adam' or 'SGD')")
+    raise SamdskError(f"unsupported optimizer {training.optimizer!r} in the plan (use 'Adam' or 'SGD')")
 
 
-def train_config(plans: dict) -> dict:
+def train_config(plans: Plans) -> dict:
     """``configs/train.json``: SupervisedTrainer on random patches, sliding-window validation."""
-    cfg, tr = plans["configurations"]["3d_fullres"], plans["training"]
-    fg = tr["foreground_oversampling"]
+    cfg, tr = plans.configuration(CONFIGURATION), plans.training
+    fg = tr.foreground_oversampling
     one_hot = {"_target_": "AsDiscreted", "keys": ["pred", "label"], "argmax": [True, False],
                "to_onehot": "@num_classes"}
+    common = _common(plans, f"$samdsk_components.initialised(@network_def.to(@device), @{ids.INIT_CHECKPOINT})")
+    head = {k: common.pop(k) for k in ("imports", *_paths(plans), ids.DEVICE, "amp", "num_workers")}
     return {
-        **_common(plans),
-        "epochs": tr["epochs"],
-        "iterations_per_epoch": tr["iterations_per_epoch"],
-        "batch_size": cfg["batch_size"],
-        "val_interval": 10,
-        "learning_rate": tr["learning_rate"],
+        **head,
+        ids.EPOCHS: tr.epochs,
+        ids.ITERATIONS_PER_EPOCH: tr.iterations_per_epoch,
+        ids.BATCH_SIZE: cfg.batch_size,
+        ids.VAL_INTERVAL: 10,
+        ids.LEARNING_RATE: tr.learning_rate,
         "cache_rate": 1.0,
-        "init_checkpoint": None,
-        "network": "$samdsk_components.initialised(@network_def.to(@device), @init_checkpoint)",
-        "loss": {"_target_": "samdsk_plan.bundle.components.DeepSupervisionDiceCE"},
+        ids.INIT_CHECKPOINT: None,
+        **common,
+        "loss": {"_target_": "samdsk_plan.bundle.runtime.components.DeepSupervisionDiceCE"},
         "optimizer": _optimizer(tr),
         "lr_scheduler": {"_target_": "torch.optim.lr_scheduler.PolynomialLR", "optimizer": "@optimizer",
-                         "total_iters": "@epochs", "power": 0.9},
+                         "total_iters": f"@{ids.EPOCHS}", "power": 0.9},
         "train": {
-            "files": _files("train"),
+            "files": _files(PART_TRAIN),
             "deterministic_transforms": _geometry(plans, KEYS) + normalization_transforms(plans)
             + [{"_target_": "EnsureTyped", "keys": KEYS}],
             "random_transforms": [
@@ -159,23 +177,21 @@ def train_config(plans: dict) -> dict:
             "dataloader": {"_target_": "DataLoader", "dataset": "@train::dataset", "batch_size": "@batch_size",
                            "sampler": "@train::sampler", "num_workers": "@num_workers"},
             "inferer": {"_target_": "SimpleInferer"},
-            "common_handlers": [
+            # logging last: the multi-GPU overlay keeps it on rank 0 only
+            "handlers": [
                 {"_target_": "LrScheduleHandler", "lr_scheduler": "@lr_scheduler", "print_lr": True},
                 {"_target_": "ValidationHandler", "validator": "@validate::evaluator", "epoch_level": True,
                  "interval": "@val_interval"},
-            ],
-            "logging_handlers": [
                 {"_target_": "StatsHandler", "tag_name": "train_loss",
                  "output_transform": "$monai.handlers.from_engine(['loss'], first=True)"},
             ],
-            "handlers": "$@train::common_handlers + @train::logging_handlers",
             "trainer": {"_target_": "SupervisedTrainer", "device": "@device", "max_epochs": "@epochs",
                         "train_data_loader": "@train::dataloader", "network": "@network",
                         "optimizer": "@optimizer", "loss_function": "@loss", "inferer": "@train::inferer",
                         "train_handlers": "@train::handlers", "amp": "@amp"},
         },
         "validate": {
-            "files": _files("val"),
+            "files": _files(PART_VAL),
             "preprocessing": {"_target_": "Compose", "transforms": "%train::deterministic_transforms"},
             "dataset": {"_target_": "CacheDataset", "data": "@validate::files",
                         "transform": "@validate::preprocessing", "cache_rate": "@cache_rate",
@@ -184,17 +200,18 @@ def train_config(plans: dict) -> dict:
                            "shuffle": False, "num_workers": "@num_workers"},
             "postprocessing": {"_target_": "Compose", "transforms": [
                 {"_target_": "Activationsd", "keys": "pred", "softmax": True}, one_hot]},
-            "checkpoint_handlers": [
-                {"_target_": "samdsk_plan.bundle.checkpoint.BestModelSaver", "save_dir": "@ckpt_dir",
+            # saving and logging, both on rank 0 only under the multi-GPU overlay
+            "handlers": [
+                {"_target_": "samdsk_plan.bundle.runtime.checkpoint.BestModelSaver", "save_dir": "@ckpt_dir",
                  "network": "@network", "filename": "model.pt"},
+                {"_target_": "StatsHandler", "iteration_log": False},
             ],
-            "logging_handlers": [{"_target_": "StatsHandler", "iteration_log": False}],
-            "handlers": "$@validate::checkpoint_handlers + @validate::logging_handlers",
+            "inferer": "@inferer",
             "key_metric": {"val_mean_dice": {"_target_": "MeanDice", "include_background": False,
                                              "output_transform": "$monai.handlers.from_engine(['pred', 'label'])"}},
             "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device",
                           "val_data_loader": "@validate::dataloader", "network": "@network",
-                          "inferer": "@inferer", "postprocessing": "@validate::postprocessing",
+                          "inferer": "@validate::inferer", "postprocessing": "@validate::postprocessing",
                           "key_val_metric": "@validate::key_metric", "val_handlers": "@validate::handlers",
                           "amp": "@amp"},
         },
@@ -208,14 +225,14 @@ def _infer_postprocessing(preprocessing_ref: str) -> dict:
             "nearest_interp": False, "to_tensor": True}
 
 
-def inference_config(plans: dict) -> dict:
+def inference_config(plans: Plans) -> dict:
     """``configs/inference.json``: one segmentation (and optionally softmax probabilities) per
     input image, in the input's geometry."""
     return {
         **_common(plans),
-        "data_part": "unlabeled",
-        "files": _files("unlabeled").replace("'unlabeled'", "@data_part"),
-        "save_probabilities": False,
+        ids.DATA_PART: PART_UNLABELLED,
+        "files": _files(f"@{ids.DATA_PART}"),
+        ids.SAVE_PROBABILITIES: False,
         "preprocessing": {"_target_": "Compose", "transforms": _geometry(plans, ["image"])
                           + normalization_transforms(plans) + [{"_target_": "EnsureTyped", "keys": "image"}]},
         "dataset": {"_target_": "Dataset", "data": "@files", "transform": "@preprocessing"},
@@ -231,9 +248,9 @@ def inference_config(plans: dict) -> dict:
                                "output_postfix": "seg", "output_dtype": "$numpy.uint8", "resample": False,
                                "separate_folder": False, "print_log": False},
         "postprocessing": {"_target_": "Compose", "transforms": "$[@activation, @invert] + ([@probability_saver] if "
-                           "@save_probabilities else []) + [@argmax, @segmentation_saver]"},
+                           f"@{ids.SAVE_PROBABILITIES} else []) + [@argmax, @segmentation_saver]"},
         "handlers": [
-            {"_target_": "samdsk_plan.bundle.handlers.NamedCheckpointLoader", "load_path": "$@ckpt_dir + '/model.pt'",
+            {"_target_": "samdsk_plan.bundle.runtime.handlers.NamedCheckpointLoader", "load_path": "$@ckpt_dir + '/model.pt'",
              "load_dict": {"model": "@network"}, "map_location": "@device"},
             {"_target_": "StatsHandler", "iteration_log": False},
         ],
@@ -245,13 +262,13 @@ def inference_config(plans: dict) -> dict:
     }
 
 
-def evaluate_config(plans: dict) -> dict:
+def evaluate_config(plans: Plans) -> dict:
     """``configs/evaluate.json`` (overrides train.json): predict labelled cases, invert to the
     input geometry and compare with the label as stored (never resampled): Dice and HD95 per
     class and case."""
     return {
-        "data_part": "test",
-        "validate::files": _files("test").replace("'test'", "@data_part"),
+        ids.DATA_PART: PART_TEST,
+        "validate::files": _files(f"@{ids.DATA_PART}"),
         "validate::preprocessing": {"_target_": "Compose", "transforms": _geometry(plans, KEYS, ["image"])
                                     + normalization_transforms(plans) + [{"_target_": "EnsureTyped", "keys": KEYS}]},
         "validate::dataset": {"_target_": "Dataset", "data": "@validate::files", "transform": "@validate::preprocessing"},
@@ -262,10 +279,10 @@ def evaluate_config(plans: dict) -> dict:
              "to_onehot": "@num_classes"},
         ]},
         "validate::handlers": [
-            {"_target_": "samdsk_plan.bundle.handlers.NamedCheckpointLoader", "load_path": "$@ckpt_dir + '/model.pt'",
+            {"_target_": "samdsk_plan.bundle.runtime.handlers.NamedCheckpointLoader", "load_path": "$@ckpt_dir + '/model.pt'",
              "load_dict": {"model": "@network"}, "map_location": "@device"},
             {"_target_": "StatsHandler", "iteration_log": False},
-            {"_target_": "samdsk_plan.bundle.handlers.SegmentationReport", "output_dir": "@output_dir",
+            {"_target_": "samdsk_plan.bundle.runtime.handlers.SegmentationReport", "output_dir": "@output_dir",
              "class_names": "@class_names"},
         ],
         "initialize": ["$monai.utils.set_determinism(seed=0)"],
@@ -275,7 +292,8 @@ def evaluate_config(plans: dict) -> dict:
 
 def multi_gpu_train_config() -> dict:
     """``configs/multi_gpu_train.json``: torchrun overlay (one process per GPU, NCCL). The device
-    comes from ``LOCAL_RANK``; logging and checkpoint handlers are kept on rank 0 by ID."""
+    comes from ``LOCAL_RANK``; the training logger and the validation's saving and logging run on
+    rank 0 only (the engines take ``*::rank_handlers``)."""
     return {
         "device": "$torch.device('cuda:' + os.environ['LOCAL_RANK'])",
         "network": {"_target_": "torch.nn.parallel.DistributedDataParallel",
@@ -287,10 +305,10 @@ def multi_gpu_train_config() -> dict:
         "validate::sampler": {"_target_": "DistributedSampler", "dataset": "@validate::dataset",
                               "even_divisible": False, "shuffle": False},
         "validate::dataloader::sampler": "@validate::sampler",
-        "train::handlers": "$@train::common_handlers + (@train::logging_handlers if torch.distributed.get_rank() == 0 "
-                           "else [])",
-        "validate::handlers": "$(@validate::checkpoint_handlers + @validate::logging_handlers) if "
-                              "torch.distributed.get_rank() == 0 else []",
+        "train::rank_handlers": "$@train::handlers if torch.distributed.get_rank() == 0 else @train::handlers[:-1]",
+        "train::trainer::train_handlers": "@train::rank_handlers",
+        "validate::rank_handlers": "$@validate::handlers if torch.distributed.get_rank() == 0 else []",
+        "validate::evaluator::val_handlers": "@validate::rank_handlers",
         "initialize": [
             "$import torch.distributed as dist",
             "$dist.is_initialized() or dist.init_process_group(backend='nccl')",
@@ -302,30 +320,37 @@ def multi_gpu_train_config() -> dict:
     }
 
 
-def propose_config(plans: dict) -> dict:
+# the plan, read and validated in the bundle's process; the proposal settings default to its values
+_PLANS = f"$samdsk_plans.Plans.load(@{ids.BUNDLE_ROOT} + '/configs/plans.json')"
+_PROPOSAL_SETTINGS = {
+    ids.GENERATOR: f"$@{ids.PLANS}.samdsk.generator",
+    ids.CHECKPOINT: f"$@{ids.PLANS}.samdsk.sam.checkpoint",
+    ids.MODEL_TYPE: f"$@{ids.PLANS}.samdsk.sam.model_type",
+    "fast": False,
+}
+_GENERATORS = ("$samdsk_proposals.make_generators(plans=@plans, kind=@generator, checkpoint=@checkpoint, "
+               "model_type=@model_type, device=@proposal_device, fast=@fast)")
+
+
+def propose_config(plans: Plans) -> dict:
     """``configs/propose.json``: segmentation proposals for the unlabelled cases, cached per case
-    in ``proposals/`` (classical generator unless ``--generator sam --checkpoint PATH``)."""
+    in ``proposals/`` (the plan's generator unless ``--generator sam --checkpoint PATH``)."""
     return {
-        "imports": ["$import samdsk_plan.bundle.data as samdsk_data",
-                    "$import samdsk_plan.proposals.pipeline as samdsk_proposals", "$import json", "$import torch"],
-        "bundle_root": ".",
-        "dataset_dir": "$@bundle_root + '/data'",
-        "datalist": "@dataset_dir",
-        "data_part": "unlabeled",
-        "val_fraction": plans["training"]["val_fraction"],
-        "split_seed": 0,
-        "cache_dir": "$@bundle_root + '/proposals'",
+        "imports": ["$import torch", "$import samdsk_plan.io.datalists as samdsk_datalists",
+                    "$import samdsk_plan.planning.plans as samdsk_plans",
+                    "$import samdsk_plan.proposals.pipeline as samdsk_proposals"],
+        **_paths(plans),
+        ids.DATA_PART: PART_UNLABELLED,
+        "cache_dir": f"$@{ids.BUNDLE_ROOT} + '/proposals'",
         "roi_dir": None,
-        "plans": "$json.load(open(@bundle_root + '/configs/plans.json'))",
-        "generator": "classical",
-        "checkpoint": None,
-        "model_type": None,
-        "device": "$'cuda' if torch.cuda.is_available() else 'cpu'",
-        "fast": False,
+        ids.PLANS: _PLANS,
+        **_PROPOSAL_SETTINGS,
+        "proposal_device": "$'cuda' if torch.cuda.is_available() else 'cpu'",
         "num_workers": 1,
-        "files": _files("unlabeled").replace("'unlabeled'", "@data_part"),
-        "generators": "$samdsk_proposals.make_generators(@plans, @generator, @checkpoint, @model_type, @device, @fast)",
-        "run": ["$samdsk_proposals.propose_entries(@files, @plans, @cache_dir, @generators, @roi_dir, @num_workers)"],
+        "files": _files(f"@{ids.DATA_PART}"),
+        "generators": _GENERATORS,
+        "run": ["$samdsk_proposals.propose_entries(entries=@files, plans=@plans, cache_dir=@cache_dir, "
+                "generators=@generators, roi_dir=@roi_dir, workers=@num_workers)"],
     }
 
 
@@ -337,25 +362,24 @@ def pseudolabel_config() -> dict:
     ``pseudolabels/``. The threshold is the plan's unless overridden (the ``loop`` command
     calibrates it instead)."""
     return {
-        "imports": IMPORTS + ["$import json", "$import samdsk_plan.loop.pseudolabel as samdsk_pseudolabel",
+        "imports": IMPORTS + ["$import samdsk_plan.loop.pseudolabel as samdsk_pseudolabel",
+                              "$import samdsk_plan.planning.plans as samdsk_plans",
                               "$import samdsk_plan.proposals.pipeline as samdsk_proposals"],
-        "save_probabilities": True,
-        "output_dir": "$@bundle_root + '/pseudolabels/predictions'",
-        "match_dir": "$@bundle_root + '/pseudolabels'",
-        "proposal_dir": "$@bundle_root + '/proposals'",
-        "plans": "$json.load(open(@bundle_root + '/configs/plans.json'))",
-        "generator": "classical",
-        "checkpoint": None,
-        "model_type": None,
-        "fast": False,
-        "acceptance_threshold": "$@plans['samdsk']['acceptance_threshold']",
-        "max_accepted": None,
-        "pseudo_label_weight": "$@plans['samdsk']['pseudo_label_weight']",
-        "generators": "$samdsk_proposals.make_generators(@plans, @generator, @checkpoint, @model_type, "
-                      "'cuda' if torch.cuda.is_available() else 'cpu', @fast)",
+        ids.SAVE_PROBABILITIES: True,
+        ids.OUTPUT_DIR: f"$@{ids.BUNDLE_ROOT} + '/pseudolabels/predictions'",
+        "match_dir": f"$@{ids.BUNDLE_ROOT} + '/pseudolabels'",
+        "proposal_dir": f"$@{ids.BUNDLE_ROOT} + '/proposals'",
+        ids.PLANS: _PLANS,
+        **_PROPOSAL_SETTINGS,
+        "proposal_device": "$'cuda' if torch.cuda.is_available() else 'cpu'",
+        ids.ACCEPTANCE_THRESHOLD: f"$@{ids.PLANS}.samdsk.acceptance_threshold",
+        "max_accepted": f"$@{ids.PLANS}.samdsk.max_accepted_per_round",
+        "pseudo_label_weight": f"$@{ids.PLANS}.samdsk.pseudo_label_weight",
+        "generators": _GENERATORS,
         "run": ["$@evaluator.run()",
-                "$samdsk_pseudolabel.pseudolabel_pass(@files, @output_dir, @match_dir, @plans, @generators, "
-                "@proposal_dir, @acceptance_threshold, @max_accepted, @pseudo_label_weight)"],
+                "$samdsk_pseudolabel.pseudolabel_pass(entries=@files, pred_dir=@output_dir, out_dir=@match_dir, "
+                "plans=@plans, generators=@generators, cache_dir=@proposal_dir, threshold=@acceptance_threshold, "
+                "max_accepted=@max_accepted, weight=@pseudo_label_weight)"],
     }
 
 

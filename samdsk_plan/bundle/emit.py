@@ -17,7 +17,7 @@ from samdsk_plan.bundle.configs import (
 )
 from samdsk_plan.bundle.metadata import metadata, readme
 from samdsk_plan.io.atomic import dumps_json
-from samdsk_plan.io.schemas import validate_plans
+from samdsk_plan.planning.plans import Plans
 
 LICENSE_TEXT = """Copyright samdsk-plan developers
 
@@ -33,27 +33,30 @@ the License. The data a model is trained on keep their own licence.
 """
 
 
-def bundle_files(plans: dict, name: str) -> dict[str, str]:
-    """Relative path -> text of every file of the bundle (weights excepted); ``plans`` are validated
-    first (:class:`~samdsk_plan.errors.SamdskError` listing every problem)."""
-    validate_plans(plans, f"plans of bundle {name!r}")
+def bundle_files(plans: Plans, name: str) -> dict[str, str]:
+    """Relative path -> text of every file of the bundle (weights excepted). Configs keep the
+    model zoo's reading order (imports, paths, network, transforms, dataset, engine, handlers);
+    data files (plans, metadata) are written with sorted keys. The same plan gives the same bytes."""
+    def config(obj: dict) -> str:
+        return dumps_json(obj, sort_keys=False)
+
     return {
         "LICENSE": LICENSE_TEXT,
         "configs/metadata.json": dumps_json(metadata(plans)),
-        "configs/plans.json": dumps_json(plans),
-        "configs/train.json": dumps_json(train_config(plans)),
-        "configs/inference.json": dumps_json(inference_config(plans)),
-        "configs/evaluate.json": dumps_json(evaluate_config(plans)),
-        "configs/multi_gpu_train.json": dumps_json(multi_gpu_train_config()),
-        "configs/propose.json": dumps_json(propose_config(plans)),
-        "configs/pseudolabel.json": dumps_json(pseudolabel_config()),
+        "configs/plans.json": dumps_json(plans.to_json()),
+        "configs/train.json": config(train_config(plans)),
+        "configs/inference.json": config(inference_config(plans)),
+        "configs/evaluate.json": config(evaluate_config(plans)),
+        "configs/multi_gpu_train.json": config(multi_gpu_train_config()),
+        "configs/propose.json": config(propose_config(plans)),
+        "configs/pseudolabel.json": config(pseudolabel_config()),
         "configs/logging.conf": LOGGING_CONF,
         "docs/README.md": readme(plans, name),
         "models/.gitkeep": "",
     }
 
 
-def emit_bundle(plans: dict, output: str | Path) -> Path:
+def emit_bundle(plans: Plans, output: str | Path) -> Path:
     """Write the bundle for ``plans`` into ``output`` (created if needed).
 
     Files are first written to a temporary folder beside ``output`` and then moved into place

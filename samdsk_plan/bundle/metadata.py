@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib.metadata import requires as metadata_requires
 
 from samdsk_plan import __version__
+from samdsk_plan.bundle.configs import CONFIGURATION
+from samdsk_plan.planning.plans import Plans
 
 SCHEMA_URL = ("https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
               "meta_schema_20240725.json")
@@ -30,32 +32,31 @@ REQUIRED_PACKAGES = {"samdsk-plan": __version__, "nibabel": "5.4.2", "pytorch-ig
                      "scikit-image": "0.26.0"}
 
 
-def metadata(plans: dict) -> dict:
+def metadata(plans: Plans) -> dict:
     """Every field of MONAI's bundle metadata schema, plus the dataset and plan behind it."""
-    ds = plans["dataset"]
-    cfg = plans["configurations"]["3d_fullres"]
-    labels = {int(k): v for k, v in ds["labels"].items()}
-    channels = {int(k): v for k, v in ds["channel_names"].items()}
+    name, n_cases = plans.dataset_name, plans.n_cases
+    cfg = plans.configuration(CONFIGURATION)
+    labels = plans.labels
+    channels = dict(enumerate(plans.channel_names))
     modality = "/".join(sorted(set(channels.values())))
-    divisible = cfg["network"]["divisible_by"]
-    spatial = [f"{d}*n" for d in divisible]
+    spatial = [f"{d}*n" for d in cfg.divisible_by]
     return {
         "schema": SCHEMA_URL,
         "version": BUNDLE_VERSION,
-        "changelog": {BUNDLE_VERSION: f"bundle emitted by samdsk-plan {__version__} from the {ds['name']} plan"},
+        "changelog": {BUNDLE_VERSION: f"bundle emitted by samdsk-plan {__version__} from the {name} plan"},
         "monai_version": PINNED["monai"],
         "pytorch_version": PINNED["torch"],
         "numpy_version": PINNED["numpy"],
         "required_packages_version": REQUIRED_PACKAGES,
-        "name": f"{ds['name']} DynUNet (samdsk-plan)",
+        "name": f"{name} DynUNet (samdsk-plan)",
         "task": f"3D segmentation of {', '.join(v for k, v in sorted(labels.items()) if k)} in {modality}",
-        "description": (f"A MONAI DynUNet planned nnU-Net-style by samdsk-plan for the {ds['name']} dataset "
-                        f"(target spacing {plans['target_spacing']} mm, patch {cfg['patch_size']}, batch "
-                        f"{cfg['batch_size']}), trained with Dice + cross-entropy and deep supervision; "
+        "description": (f"A MONAI DynUNet planned nnU-Net-style by samdsk-plan for the {name} dataset "
+                        f"(target spacing {plans.target_spacing} mm, patch {cfg.patch_size}, batch "
+                        f"{cfg.batch_size}), trained with Dice + cross-entropy and deep supervision; "
                         "SamDSK pseudo-labelling stages are added by later samdsk-plan commands."),
         "authors": "samdsk-plan developers",
         "copyright": "Copyright (c) samdsk-plan developers",
-        "data_source": f"{ds['name']} dataset ({ds['n_cases']['labelled']} labelled, {ds['n_cases']['unlabelled']} "
+        "data_source": f"{name} dataset ({n_cases['labelled']} labelled, {n_cases['unlabelled']} "
                        "unlabelled cases), see the dataset's own licence",
         "data_type": "nibabel",
         "image_classes": f"{len(channels)} channel(s): " + ", ".join(f"{i}: {n}" for i, n in sorted(channels.items())),
@@ -79,38 +80,38 @@ def metadata(plans: dict) -> dict:
                 "channel_def": {str(k): v for k, v in sorted(labels.items())},
             }},
         },
-        "samdsk_plan": {"version": __version__, "dataset": ds["name"], "plans": "configs/plans.json",
-                        "target_spacing": plans["target_spacing"], "patch_size": cfg["patch_size"]},
+        "samdsk_plan": {"version": __version__, "dataset": name, "plans": "configs/plans.json",
+                        "target_spacing": plans.target_spacing, "patch_size": cfg.patch_size},
     }
 
 
-def readme(plans: dict, name: str) -> str:
+def readme(plans: Plans, name: str) -> str:
     """The bundle's ``docs/README.md``: data, plan, and how to run each config."""
-    ds = plans["dataset"]
-    cfg = plans["configurations"]["3d_fullres"]
-    net = cfg["network"]
-    labels = ", ".join(f"{k} {v}" for k, v in sorted(ds["labels"].items(), key=lambda kv: int(kv[0])))
-    norm = "; ".join(f"channel {n['channel']} ({n['modality']}): {n['scheme']}" for n in plans["normalization"])
-    tr = plans["training"]
-    optimizer = (f"SGD (Nesterov, momentum {tr['momentum']})" if tr["optimizer"] == "SGD" else tr["optimizer"])
+    n_cases = plans.n_cases
+    cfg = plans.configuration(CONFIGURATION)
+    net = cfg.network
+    labels = ", ".join(f"{k} {v}" for k, v in plans.labels.items())
+    norm = "; ".join(f"channel {n['channel']} ({n['modality']}): {n['scheme']}" for n in plans.normalization)
+    tr = plans.training
+    optimizer = f"SGD (Nesterov, momentum {tr.momentum})" if tr.optimizer == "SGD" else tr.optimizer
     return f"""# {name}: DynUNet bundle emitted by samdsk-plan
 
 ## Data
-Dataset `{ds['name']}`: {ds['n_cases']['labelled']} labelled and {ds['n_cases']['unlabelled']} unlabelled cases;
-channels {', '.join(ds['channel_names'].values())}; labels {labels}.
+Dataset `{plans.dataset_name}`: {n_cases['labelled']} labelled and {n_cases['unlabelled']} unlabelled cases;
+channels {', '.join(plans.channel_names)}; labels {labels}.
 The data are not part of the bundle: pass their folder with `--dataset_dir`, and the case list with
 `--datalist` (a dataset folder in MSD or nnU-Net v2 layout, a MONAI datalist, or a
 `samdsk-plan split` file; relative paths start at `--dataset_dir`). Default: `--datalist` is
 `--dataset_dir` itself.
 
 ## Plan (`configs/plans.json`)
-- target spacing {plans['target_spacing']} mm; images are reoriented to RAS and resampled to it;
+- target spacing {plans.target_spacing} mm; images are reoriented to RAS and resampled to it;
 - normalisation: {norm};
-- patch {cfg['patch_size']}, batch {cfg['batch_size']}, DynUNet with strides {net['strides']},
-  kernels {net['kernel_size']}, filters {net['filters']}, deep supervision ({net['deep_supr_num']} extra heads);
-- {optimizer}, learning rate {plans['training']['learning_rate']} with
+- patch {cfg.patch_size}, batch {cfg.batch_size}, DynUNet with strides {net.strides},
+  kernels {net.kernel_size}, filters {net.filters}, deep supervision ({net.deep_supr_num} extra heads);
+- {optimizer}, learning rate {tr.learning_rate} with
   polynomial decay, Dice + cross-entropy; an epoch is `iterations_per_epoch` random patches batches;
-  {int(plans['training']['val_fraction'] * 100)}% of the labelled cases validate every `val_interval` epochs and the best
+  {int(tr.val_fraction * 100)}% of the labelled cases validate every `val_interval` epochs and the best
   mean Dice is saved to `models/model.pt`.
 
 ## Run

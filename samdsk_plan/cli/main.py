@@ -10,10 +10,48 @@ from pathlib import Path
 
 from samdsk_plan import __version__
 from samdsk_plan.errors import SamdskError
-from samdsk_plan.io.schemas import read_fingerprint, read_plans
+from samdsk_plan.fingerprint.components import CONNECTIVITIES
+from samdsk_plan.io.schemas import read_fingerprint
+from samdsk_plan.planning.plans import Plans
+from samdsk_plan.proposals.pipeline import GENERATORS
 
 EXIT_PROBLEMS = 1  # the dataset has problems (reported)
 EXIT_USAGE = 2  # the command could not run (bad arguments, unreadable input)
+
+
+def key_value(text: str) -> tuple[str, str]:
+    """``"KEY=VALUE"`` -> ``("KEY", "VALUE")`` (the first ``=`` splits), the ``--set`` option of
+    ``plan`` (VALUE is then read as JSON) and ``loop`` (VALUE goes to the bundle run as given)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def workers(text: str) -> int:
+    """``-j/--workers``: a whole number of processes, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of processes, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_workers(p: argparse.ArgumentParser, what: str = "") -> None:
+    p.add_argument("-j", "--workers", type=workers, default=1, help=f"worker processes{what} (default: 1)")
+
+
+def _add_generator_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--generator", default=None, choices=GENERATORS,
+                   help="proposal generator (default: the plan's samdsk.proposals.generator, classical: needs no "
+                        "weights); sam needs --checkpoint, the plan's samdsk.proposals.sam.checkpoint or "
+                        "$SAMDSK_SAM_CHECKPOINT")
+    p.add_argument("--checkpoint", type=str, default=None, help="SAM / MedSAM checkpoint file")
+    p.add_argument("--model-type", default=None, choices=("vit_b", "vit_l", "vit_h", "auto"),
+                   help="SAM architecture (default: the plan's, vit_b)")
+    p.add_argument("--fast", action="store_true", help="classical: Felzenszwalb + SLIC only (faster, fewer proposals)")
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
@@ -22,7 +60,7 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
                    help="dataset layout (default: detect)")
     p.add_argument("--base-dir", type=Path, default=None,
                    help="folder that relative datalist paths start from (default: the JSON file's folder)")
-    p.add_argument("-j", "--workers", type=int, default=1, help="worker processes (default: 1)")
+    _add_workers(p)
     p.add_argument("--tolerance", type=float, default=None,
                    help="allowed spacing/affine difference between files of a case, in mm (default: 0.001)")
     p.add_argument("--name", default=None,
@@ -46,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fingerprint", help="dataset statistics and ROI-count priors -> JSON")
     _add_dataset_args(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="output JSON (dataset_fingerprints/NAME.json)")
-    p.add_argument("--connectivity", default="full", choices=("full", "face"),
+    p.add_argument("--connectivity", default="full", choices=CONNECTIVITIES,
                    help="region connectivity: full = 26 (3D) / 8 (2D) neighbours, face = 6 / 4 (default: full)")
     p.set_defaults(func=_cmd_fingerprint)
 
@@ -54,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("fingerprint", type=Path, help="fingerprint JSON (dataset_fingerprints/NAME.json)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output plans JSON")
     p.add_argument("--gpu-memory", type=float, default=8.0, help="GPU memory budget in GB (default: 8)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", type=key_value,
                    help="override a plan value by dotted path, VALUE as JSON (repeatable), "
                         "e.g. --set samdsk.acceptance_threshold=0.8")
     p.set_defaults(func=_cmd_plan)
@@ -68,24 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", type=Path, help="bundle folder (its configs/plans.json is used)")
     p.add_argument("data", help="dataset folder, or a datalist / split JSON (relative paths start at --base-dir)")
     p.add_argument("-o", "--output", type=Path, required=True, help="proposal cache folder")
-    p.add_argument("--generator", default="classical", choices=("classical", "sam"),
-                   help="classical (default: needs no weights) or sam (needs --checkpoint or $SAMDSK_SAM_CHECKPOINT)")
-    p.add_argument("--checkpoint", type=Path, default=None, help="SAM / MedSAM checkpoint file")
-    p.add_argument("--model-type", default=None, choices=("vit_b", "vit_l", "vit_h", "auto"),
-                   help="SAM architecture (default: the plan's, vit_b)")
+    _add_generator_args(p)
     p.add_argument("--device", default="cpu", help="torch device for SAM (cpu, cuda, cuda:1, ...)")
-    p.add_argument("--fast", action="store_true", help="classical: Felzenszwalb + SLIC only (faster, fewer proposals)")
     p.add_argument("--all", action="store_true", help="propose for every case, not only the unlabelled ones")
     p.add_argument("--roi-dir", type=Path, default=None,
-                   help="folder of predicted segmentations (CASE_seg.nii.gz): only slices near them are proposed on")
+                   help="folder of predicted segmentations (IMAGE_seg.nii.gz, as the bundle's inference names "
+                        "them): only slices near them are proposed on")
     p.add_argument("--base-dir", type=Path, default=None)
-    p.add_argument("-j", "--workers", type=int, default=1, help="worker processes (classical only; default 1)")
+    _add_workers(p, " (classical only)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_propose)
 
     p = sub.add_parser("split", help="reproducible labelled / hidden-label pool / test split -> datalist JSON")
     p.add_argument("data", help="dataset folder or JSON datalist")
-    p.add_argument("--labeled-fraction", type=float, required=True, help="share of labelled cases kept labelled")
+    p.add_argument("--labelled-fraction", "--labeled-fraction", dest="labelled_fraction", type=float, required=True,
+                   help="share of labelled cases kept labelled")
     p.add_argument("--test-fraction", type=float, default=0.2, help="share of labelled cases held out for testing")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layout", default="auto", choices=("auto", "msd", "nnunetv2", "datalist"))
@@ -105,33 +140,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--val-interval", type=int, default=None, help="epochs between validations (model selection)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (training, inference and SAM)")
-    p.add_argument("--generator", default="classical", choices=("classical", "sam"))
-    p.add_argument("--checkpoint", type=str, default=None, help="SAM / MedSAM checkpoint file")
-    p.add_argument("--model-type", default=None, choices=("vit_b", "vit_l", "vit_h", "auto"))
-    p.add_argument("--fast", action="store_true", help="classical: Felzenszwalb + SLIC only")
+    _add_generator_args(p)
     p.add_argument("--threshold", type=float, default=None,
                    help="fixed beta threshold (default: calibrated each round on the validation cases)")
     p.add_argument("--max-accepted", type=int, default=None, help="most cases accepted per round")
     p.add_argument("--pseudo-label-weight", type=float, default=None, help="sampling weight of machine labels")
     p.add_argument("--retrain", default=None, choices=("scratch", "finetune"))
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", type=key_value,
                    help="bundle config override for every run, e.g. 'network_def#filters=[8,16,32,64]'")
     p.add_argument("--threads", type=int, default=None, help="torch threads of the bundle runs")
-    p.add_argument("-j", "--workers", type=int, default=1, help="matching worker processes (default 1)")
+    _add_workers(p, " for matching")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_loop)
     return parser
 
 
-def _check_workers(workers: int) -> None:
-    if workers < 1:
-        raise SamdskError(f"--workers must be at least 1, got {workers}")
-
-
 def _load(args: argparse.Namespace):
     from samdsk_plan.io import load_dataset
 
-    _check_workers(args.workers)
     name = args.name
     if name is None and getattr(args, "output", None) is not None:
         name = args.output.name.removesuffix(".json")
@@ -158,7 +184,6 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_fingerprint(args: argparse.Namespace) -> int:
     from samdsk_plan.fingerprint import FingerprintError, compute_fingerprint, write_fingerprint
-
     from samdsk_plan.io.outputs import check_output, protected_folders
 
     dataset = _load(args)
@@ -181,16 +206,16 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from samdsk_plan.io import atomic_write_json
     from samdsk_plan.io.outputs import check_output
-    from samdsk_plan.planning import parse_override, plan_from_fingerprint
+    from samdsk_plan.planning import override_value, plan_from_fingerprint
 
     check_output(args.output, inputs=[args.fingerprint], what="plans")
     fp = read_fingerprint(args.fingerprint)
-    overrides = dict(parse_override(o) for o in args.overrides)
-    plans = plan_from_fingerprint(fp, gpu_memory_gb=args.gpu_memory, overrides=overrides)
-    atomic_write_json(args.output, plans)
-    cfg = plans["configurations"]["3d_fullres"]
-    print(f"wrote {args.output}: spacing {plans['target_spacing']} mm, 3D patch {cfg['patch_size']}, "
-          f"batch {cfg['batch_size']}, {len(cfg['network']['strides'])} stages")
+    overrides = {key: override_value(value) for key, value in args.overrides}
+    plans = Plans(plan_from_fingerprint(fp, gpu_memory_gb=args.gpu_memory, overrides=overrides), args.output)
+    atomic_write_json(args.output, plans.to_json())
+    cfg = plans.configuration("3d_fullres")
+    print(f"wrote {args.output}: spacing {plans.target_spacing} mm, 3D patch {cfg.patch_size}, "
+          f"batch {cfg.batch_size}, {cfg.network.n_stages} stages")
     return 0
 
 
@@ -199,33 +224,34 @@ def _cmd_emit(args: argparse.Namespace) -> int:
     from samdsk_plan.io.outputs import check_output
 
     check_output(args.output, folder=True, what="bundle")
-    emit_bundle(read_plans(args.plans), args.output)
+    emit_bundle(Plans.load(args.plans), args.output)
     print(f"wrote bundle {args.output}")
     return 0
 
 
 def _cmd_propose(args: argparse.Namespace) -> int:
-    from samdsk_plan.bundle.data import datalist_files
+    from samdsk_plan.io.datalists import PART_ALL_LABELLED, PART_TEST, PART_UNLABELLED, datalist_files
     from samdsk_plan.io.outputs import check_output
     from samdsk_plan.proposals.pipeline import make_generators, propose_entries
 
-    _check_workers(args.workers)
     if args.roi_dir is not None and not args.roi_dir.is_dir():
         raise SamdskError(f"--roi-dir {args.roi_dir}: no such folder")
 
-    plans = read_plans(args.bundle / "configs" / "plans.json")
+    plans = Plans.load(args.bundle / "configs" / "plans.json")
     base = args.base_dir if args.base_dir is not None else (Path(args.data) if Path(args.data).is_dir()
                                                             else Path(args.data).parent)
-    entries = datalist_files(args.data, "unlabeled", base)
+    entries = datalist_files(args.data, PART_UNLABELLED, base)
     if args.all:
-        entries = datalist_files(args.data, "all_labelled", base) + datalist_files(args.data, "test", base) + entries
+        entries = (datalist_files(args.data, PART_ALL_LABELLED, base) + datalist_files(args.data, PART_TEST, base)
+                   + entries)
     if not entries:
         raise SamdskError(f"{args.data}: no {'cases' if args.all else 'unlabelled cases'} to propose for"
                           + ("" if args.all else " (use --all for labelled cases too)"))
     inputs = {Path(p).parent for e in entries for p in ([e["image"]] if isinstance(e["image"], str) else e["image"])}
     check_output(args.output, folder=True, what="proposal cache",
                  protected=sorted(inputs | ({Path(args.data)} if Path(args.data).is_dir() else set())))
-    if args.generator == "classical":
+    generator = args.generator or plans.samdsk.generator
+    if generator == "classical":
         print("samdsk-plan: using the classical proposal generator (no SAM checkpoint needed)", file=sys.stderr)
     elif args.workers > 1:
         raise SamdskError("--workers > 1 is for the classical generator; SAM runs in one process")
@@ -233,7 +259,7 @@ def _cmd_propose(args: argparse.Namespace) -> int:
     summaries = propose_entries(entries, plans, args.output, generators, args.roi_dir, args.workers,
                                 progress=not args.quiet)
     print(f"wrote {args.output}: {len(summaries)} case(s), {sum(s.n_slices for s in summaries)} slices, "
-          f"{sum(s.n_proposals for s in summaries)} proposals ({args.generator})")
+          f"{sum(s.n_proposals for s in summaries)} proposals ({generator})")
     return 0
 
 
@@ -246,7 +272,7 @@ def _cmd_split(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.data, layout=args.layout, base_dir=args.base_dir)
     check_output(args.output, inputs=[dataset.source], protected=protected_folders(dataset), what="split")
     require_sound_layout(dataset)
-    split = make_split(dataset, args.labeled_fraction, args.test_fraction, args.seed)
+    split = make_split(dataset, args.labelled_fraction, args.test_fraction, args.seed)
     atomic_write_json(args.output, split)
     counts = split["split"]["counts"]
     print(f"wrote {args.output}: {counts['training']} labelled training, {counts['hidden_label_pool']} hidden-label "
@@ -259,18 +285,12 @@ def _cmd_loop(args: argparse.Namespace) -> int:
 
     from samdsk_plan.loop import Loop, LoopSettings
 
-    overrides = {}
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SamdskError(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key] = value
+    overrides = dict(args.overrides)
     for name in ("rounds", "epochs", "iterations_per_epoch", "batch_size", "val_interval", "max_accepted", "threads"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "rounds" else 1):
             raise SamdskError(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'rounds' else 'positive'}, "
                               f"got {value}")
-    _check_workers(args.workers)
     settings = LoopSettings(
         rounds=args.rounds, epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
         batch_size=args.batch_size, val_interval=args.val_interval, generator=args.generator,
@@ -291,7 +311,10 @@ def _cmd_loop(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 dataset problems, 2 usage/input error)."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse's usage errors (exit 2, message printed) and --help / --version (0)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         return args.func(args)
     except SamdskError as exc:

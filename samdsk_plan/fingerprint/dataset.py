@@ -23,7 +23,6 @@ from samdsk_plan.fingerprint.stats import (
     count_summary,
     intensity_summary,
     rnd,
-    rnd_list,
     value_summary,
 )
 from samdsk_plan.io import Dataset, Problem, atomic_write_json
@@ -99,7 +98,7 @@ def _aggregate(dataset: Dataset, results: list[CaseFingerprint], connectivity: s
         "provenance": {
             "tool": "samdsk-plan",
             "version": __version__,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "layout": dataset.layout,
             "source": f"{dataset.name}/{dataset.source.name}",
         },
@@ -152,12 +151,12 @@ def _class_statistics(value: int, name: str, labelled: list[CaseFingerprint]) ->
         },
         "component_size": {
             "voxels": value_summary(concat([o.component_voxels for _, o in present])),
-            "mm3": value_summary(concat([o.component_voxels * v for (_, o), v in zip(present, voxel_mm3)])),
+            "mm3": value_summary(concat([o.component_voxels * v for (_, o), v in zip(present, voxel_mm3, strict=True)])),
         },
         "region_area": {
             str(axis): {
                 "pixels": value_summary(concat([o.region_areas[axis] for _, o in present])),
-                "mm2": value_summary(concat([o.region_areas[axis] * a for (_, o), a in zip(present, areas_mm2[axis])])),
+                "mm2": value_summary(concat([o.region_areas[axis] * a for (_, o), a in zip(present, areas_mm2[axis], strict=True)])),
             }
             for axis in range(3)
         },

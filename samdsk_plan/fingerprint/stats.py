@@ -31,7 +31,7 @@ def count_summary(counts: Sequence[int] | np.ndarray) -> dict:
     values, freq = np.unique(a, return_counts=True)
     return {
         "n": int(a.size),
-        "histogram": {str(int(v)): int(f) for v, f in zip(values, freq)},
+        "histogram": {str(int(v)): int(f) for v, f in zip(values, freq, strict=True)},
         "min": int(values[0]),
         "max": int(values[-1]),
         "mode": int(values[np.argmax(freq)]),

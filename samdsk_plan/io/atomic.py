@@ -55,10 +55,10 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 _NUMBER_LIST = re.compile(r"\[\n\s*(-?[\d.eE+-]+(?:,\n\s*-?[\d.eE+-]+)*)\n\s*\]")
 
 
-def dumps_json(obj: Any) -> str:
-    """The project's canonical JSON: sorted keys, 2-space indent, lists of numbers on one line,
-    trailing newline."""
-    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False)
+def dumps_json(obj: Any, sort_keys: bool = True) -> str:
+    """The project's canonical JSON: sorted keys (or, with ``sort_keys=False``, the objects' own
+    key order), 2-space indent, lists of numbers on one line, trailing newline."""
+    text = json.dumps(obj, indent=2, sort_keys=sort_keys, allow_nan=False)
     return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(v.strip() for v in m[1].split(",")) + "]", text) + "\n"
 
 

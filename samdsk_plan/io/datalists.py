@@ -1,22 +1,38 @@
-"""Data lists for the emitted bundles' configs: one call turns any supported dataset layout, or
-a split/datalist JSON, into the ``[{"image": ..., "label": ...}]`` lists MONAI datasets take."""
+"""The project's data-list reader: one call turns any supported dataset layout, or a
+split/datalist JSON, into the ``[{"image": ..., "label": ...}]`` lists MONAI datasets take.
+The CLI, the loop and the emitted bundles' configs all read their cases through
+:func:`datalist_files`."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from samdsk_plan.errors import DatasetError
 from samdsk_plan.io import Case, Problem, load_dataset
-from samdsk_plan.io.layouts import datalist_lists, read_json_object
+from samdsk_plan.io.images import strip_image_suffix
+from samdsk_plan.io.layouts import datalist_lists, entry_image, read_json_object
 
-PARTS = ("train", "val", "test", "unlabeled", "all_labelled")
+PART_TRAIN, PART_VAL, PART_TEST, PART_UNLABELLED, PART_ALL_LABELLED = "train", "val", "test", "unlabelled", "all_labelled"
+PARTS = (PART_TRAIN, PART_VAL, PART_TEST, PART_UNLABELLED, PART_ALL_LABELLED)
+# the output kinds the bundle's inference writes per image (``SaveImaged`` ``output_postfix``)
+PREDICTION_KINDS = ("seg", "prob")
+
+
+def prediction_file(folder: str | Path, entry: dict[str, Any], kind: str = "seg") -> Path:
+    """Where the bundle's inference (``SaveImaged`` with ``separate_folder=False``) writes its
+    ``kind`` output for ``entry`` into ``folder``: ``IMAGE_seg.nii.gz`` (the argmax labels) or
+    ``IMAGE_prob.nii.gz`` (softmax maps), ``IMAGE`` the name of the entry's first image file."""
+    if kind not in PREDICTION_KINDS:
+        raise ValueError(f"kind must be one of {PREDICTION_KINDS}, got {kind!r}")
+    return Path(folder) / f"{strip_image_suffix(entry_image(entry))}_{kind}.nii.gz"
 
 
 def _entry(case: Case, with_label: bool = True) -> dict:
     images = [str(p) for p in case.images]
-    item = {"image": images[0] if len(images) == 1 else images}
+    item = {"case_id": case.case_id, "image": images[0] if len(images) == 1 else images}
     if with_label and case.label is not None:
         item["label"] = str(case.label)
     return item
@@ -29,22 +45,6 @@ def _weight(value, path: Path, key: str, case_id: str, problems: list[Problem]) 
     return float(value)
 
 
-def sample_weights(files: list[dict]) -> list[float]:
-    """Sampling weight of each training entry: its ``weight`` (pseudo-labels carry the plan's
-    ``pseudo_label_weight``, the paper's lambda) or 1. Drawing entries in proportion to it
-    weights their loss in expectation."""
-    weights = [float(e.get("weight", 1.0)) for e in files]
-    if files and not any(weights):
-        raise DatasetError("every training entry has weight 0")
-    return weights
-
-
-def without_weights(files: list[dict]) -> list[dict]:
-    """The entries without their ``weight`` (it steers the sampler; a dataset item must not
-    carry a key some items lack, or batches cannot be collated)."""
-    return [{k: v for k, v in e.items() if k != "weight"} for e in files]
-
-
 def _entries(datalist: str | Path, base_dir: str | Path) -> dict[str, list[dict]]:
     """Labelled, validation, test and unlabelled entries of a datalist JSON or dataset folder."""
     path = Path(datalist)
@@ -52,22 +52,23 @@ def _entries(datalist: str | Path, base_dir: str | Path) -> dict[str, list[dict]
         meta = read_json_object(path)
         if "channel_names" not in meta or "file_ending" not in meta:
             problems: list[Problem] = []
-            out: dict[str, list[dict]] = {"training": [], "validation": [], "testing": [], "unlabeled": []}
+            out: dict[str, list[dict]] = {"training": [], "validation": [], "testing": [], "unlabelled": []}
             for key, cases in datalist_lists(meta, path, Path(base_dir), problems).items():
                 part = {"training": "training", "validation": "validation", "testing": "testing",
-                        "test": "testing"}.get(key, "unlabeled")
-                for case, raw in zip(cases, meta[key]):
-                    labelled = case.label is not None and part != "unlabeled"
+                        "test": "testing"}.get(key, "unlabelled")
+                # entries without a valid image are left out of cases and reported in problems (raised below)
+                for case, raw in zip(cases, meta[key], strict=False):
+                    labelled = case.label is not None and part != "unlabelled"
                     item = _entry(case, with_label=labelled)
                     if labelled and "weight" in raw:
                         item["weight"] = _weight(raw["weight"], path, key, case.case_id, problems)
-                    out[part if labelled else "unlabeled"].append(item)
+                    out[part if labelled else "unlabelled"].append(item)
             if problems:
                 raise DatasetError("\n".join(str(p) for p in problems))
             return out
     dataset = load_dataset(path if path.exists() else base_dir)
     return {"training": [_entry(c) for c in dataset.labelled], "validation": [], "testing": [],
-            "unlabeled": [_entry(c) for c in dataset.unlabelled]}
+            "unlabelled": [_entry(c) for c in dataset.unlabelled]}
 
 
 def datalist_files(
@@ -81,14 +82,14 @@ def datalist_files(
         part: ``"train"`` and ``"val"`` (the labelled ``training`` entries, split by
             ``val_fraction`` with ``seed`` unless the datalist has a ``validation`` list),
             ``"all_labelled"`` (train + val), ``"test"`` (labelled ``testing`` entries) or
-            ``"unlabeled"`` (every entry without a label).
+            ``"unlabelled"`` (every entry without a label).
         base_dir: folder that relative paths start from (the dataset folder).
     """
     if part not in PARTS:
         raise DatasetError(f"unknown data part {part!r}; choose one of {', '.join(PARTS)}")
     entries = _entries(datalist, base_dir)
-    if part in ("test", "unlabeled"):
-        return entries["testing" if part == "test" else "unlabeled"]
+    if part in (PART_TEST, PART_UNLABELLED):
+        return entries["testing" if part == PART_TEST else "unlabelled"]
     labelled = entries["training"]
     if entries["validation"]:
         train, val = labelled, entries["validation"]
@@ -98,4 +99,4 @@ def datalist_files(
         val_idx = set(order[:n_val].tolist())
         train = [e for i, e in enumerate(labelled) if i not in val_idx]
         val = [e for i, e in enumerate(labelled) if i in val_idx]
-    return {"train": train, "val": val, "all_labelled": train + val}[part]
+    return {PART_TRAIN: train, PART_VAL: val, PART_ALL_LABELLED: train + val}[part]

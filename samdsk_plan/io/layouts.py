@@ -97,7 +97,12 @@ def entry_image(entry: dict[str, Any]) -> str:
 
 
 def entry_case_id(entry: dict[str, Any]) -> str:
-    """Case id of a data-list entry (a list of channel files drops the nnU-Net ``_XXXX``)."""
+    """Case id of a data-list entry: its ``case_id`` (the entries
+    :func:`~samdsk_plan.io.datalists.datalist_files` and ``samdsk-plan split`` write carry the id
+    the dataset layout gave the case, so an nnU-Net ``CASE_0000.nii.gz`` stays ``CASE``), else
+    the id its first image file names (a list of channel files drops the nnU-Net ``_XXXX``)."""
+    if entry.get("case_id"):
+        return str(entry["case_id"])
     return case_id_from_path(entry_image(entry), strip_channel=isinstance(entry["image"], list))
 
 
@@ -200,7 +205,7 @@ def _cases_from_entries(
                 problems.append(Problem(str(json_path), f"'{list_key}' entry {i} has an invalid label path"))
                 continue
             label = root / label_paths[0]
-        case_id = case_id_from_path(images[0], strip_channel=len(images) > 1)
+        case_id = entry_case_id(entry if isinstance(entry, dict) else {"image": entry})
         cases.append(Case(case_id, tuple(root / p for p in images), label))
     return cases
 

@@ -53,7 +53,7 @@ def require_readable(paths: Iterable[str], progress: bool = True) -> None:
     for path in tqdm(paths, desc="check inputs", unit="file", disable=not progress or None, leave=False):
         try:
             read_image(path)
-        except Exception as exc:  # noqa: BLE001 - any reader failure is the file's problem
+        except Exception as exc:
             problems.append(f"error: {path}: cannot be read ({exc})")
     _fail(f"{len(problems)} input file(s) cannot be read:", problems)
 

@@ -130,11 +130,6 @@ def read_fingerprint(path: str | Path) -> dict[str, Any]:
     return validate_fingerprint(read_json_object(Path(path)), path)
 
 
-def read_plans(path: str | Path) -> dict[str, Any]:
-    """Read and validate a plans JSON file (``samdsk-plan plan`` output, a bundle's ``configs/plans.json``)."""
-    return validate_plans(read_json_object(Path(path)), path)
-
-
 def _validate(obj: Any, source: str | Path, kind: str) -> dict[str, Any]:
     problems = schema_problems(obj, kind)
     if problems:
@@ -210,7 +205,7 @@ def _configuration_problems(path: tuple[str, ...], cfg: dict[str, Any], bundled:
                      for i, v in enumerate(net[key]) if len(v) != dim]
     if len(net["divisible_by"]) == dim:
         problems += [SchemaProblem((*path, "patch_size", i), f"{p} is not a multiple of {d} (network.divisible_by)")
-                     for i, (p, d) in enumerate(zip(cfg["patch_size"], net["divisible_by"])) if p % d]
+                     for i, (p, d) in enumerate(zip(cfg["patch_size"], net["divisible_by"], strict=True)) if p % d]
     else:
         problems.append(SchemaProblem((*path, "network", "divisible_by"), f"has {len(net['divisible_by'])} axes, "
                                                                           f"patch_size {dim}"))

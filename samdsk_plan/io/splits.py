@@ -5,12 +5,12 @@ as unlabelled: training never sees these labels, they only measure pseudo-label 
 test set. It is written as a MONAI datalist whose paths are relative to the dataset folder:
 
 * ``training``: labelled training cases (``image``, ``label``);
-* ``unlabeled``: the hidden-label pool (``image``, ``hidden_label``) followed by the dataset's
+* ``unlabelled``: the hidden-label pool (``image``, ``hidden_label``) followed by the dataset's
   own unlabelled cases (``image``);
 * ``testing``: test cases (``image``, ``label``);
 * ``split``: seed, fractions, counts; plus ``channel_names`` and ``labels`` of the dataset.
 
-Our datalist reader, and the emitted bundles, read ``testing`` and ``unlabeled`` entries as
+Our datalist reader, and the emitted bundles, read ``testing`` and ``unlabelled`` entries as
 unlabelled, so a fingerprint or training run on the split file sees only the training labels.
 """
 
@@ -34,29 +34,29 @@ def _image(case: Case, root: Path) -> str | list[str]:
     return paths[0] if len(paths) == 1 else paths
 
 
-def _check_fractions(labeled_fraction: float, test_fraction: float) -> None:
+def _check_fractions(labelled_fraction: float, test_fraction: float) -> None:
     """SamdskError naming the option unless both are finite fractions in range and sum to at most 1."""
-    if not 0 < labeled_fraction <= 1:  # also refuses NaN
-        raise SamdskError(f"--labeled-fraction must be a number in (0, 1], got {labeled_fraction}")
+    if not 0 < labelled_fraction <= 1:  # also refuses NaN
+        raise SamdskError(f"--labelled-fraction must be a number in (0, 1], got {labelled_fraction}")
     if not 0 <= test_fraction < 1:
         raise SamdskError(f"--test-fraction must be a number in [0, 1), got {test_fraction}")
-    if labeled_fraction + test_fraction > 1:
-        raise SamdskError(f"--labeled-fraction + --test-fraction must be at most 1, got {labeled_fraction} + "
-                          f"{test_fraction} = {labeled_fraction + test_fraction:g}")
+    if labelled_fraction + test_fraction > 1:
+        raise SamdskError(f"--labelled-fraction + --test-fraction must be at most 1, got {labelled_fraction} + "
+                          f"{test_fraction} = {labelled_fraction + test_fraction:g}")
 
 
-def make_split(dataset: Dataset, labeled_fraction: float, test_fraction: float, seed: int = 0) -> dict:
+def make_split(dataset: Dataset, labelled_fraction: float, test_fraction: float, seed: int = 0) -> dict:
     """Split ``dataset``'s labelled cases; fractions are of the labelled cases.
 
     Cases are sorted by id, then permuted by ``numpy.random.default_rng(seed)``: the first
-    ``round(test_fraction * n)`` go to test, the next ``max(1, round(labeled_fraction * n))``
+    ``round(test_fraction * n)`` go to test, the next ``max(1, round(labelled_fraction * n))``
     to labelled training, the rest to the hidden-label pool.
     """
-    _check_fractions(labeled_fraction, test_fraction)
+    _check_fractions(labelled_fraction, test_fraction)
     labelled = sorted(dataset.labelled, key=lambda c: c.case_id)
     n = len(labelled)
     n_test = round(test_fraction * n)
-    n_train = max(1, round(labeled_fraction * n))
+    n_train = max(1, round(labelled_fraction * n))
     if n_test + n_train > n:
         raise SamdskError(f"{dataset.source}: {n} labelled case(s) are too few for this split")
     order = np.random.default_rng(seed).permutation(n)
@@ -65,14 +65,15 @@ def make_split(dataset: Dataset, labeled_fraction: float, test_fraction: float, 
     hidden = [labelled[i] for i in sorted(order[n_test + n_train:])]
     root = dataset.root or dataset.source.parent
     return {
-        "split": {"dataset": dataset.name, "seed": seed, "labeled_fraction": labeled_fraction,
+        "split": {"dataset": dataset.name, "seed": seed, "labelled_fraction": labelled_fraction,
                   "test_fraction": test_fraction,
                   "counts": {"training": len(train), "hidden_label_pool": len(hidden), "testing": len(test),
                              "unlabelled": len(dataset.unlabelled)}},
         "channel_names": {str(i): n for i, n in enumerate(dataset.channel_names)},
         "labels": {str(v): name for v, name in sorted(dataset.labels.items())},
-        "training": [{"image": _image(c, root), "label": _rel(c.label, root)} for c in train],
-        "unlabeled": [{"image": _image(c, root), "hidden_label": _rel(c.label, root)} for c in hidden]
-        + [{"image": _image(c, root)} for c in sorted(dataset.unlabelled, key=lambda c: c.case_id)],
-        "testing": [{"image": _image(c, root), "label": _rel(c.label, root)} for c in test],
+        "training": [{"case_id": c.case_id, "image": _image(c, root), "label": _rel(c.label, root)} for c in train],
+        "unlabelled": [{"case_id": c.case_id, "image": _image(c, root), "hidden_label": _rel(c.label, root)}
+                       for c in hidden]
+        + [{"case_id": c.case_id, "image": _image(c, root)} for c in sorted(dataset.unlabelled, key=lambda c: c.case_id)],
+        "testing": [{"case_id": c.case_id, "image": _image(c, root), "label": _rel(c.label, root)} for c in test],
     }

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from samdsk_plan.bundle import ids
 from samdsk_plan.errors import SamdskError
 from samdsk_plan.io.parallel import die_with_parent
 
@@ -40,8 +41,8 @@ class BundleRunner:
         """The ``monai.bundle run`` command line for ``configs`` with ``args`` as overrides."""
         files = [f"configs/{c}" for c in configs]
         cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-               files[0] if len(files) == 1 else str(files), "--device", self.device,
-               "--dataset_dir", str(self.dataset_dir)]
+               files[0] if len(files) == 1 else str(files), f"--{ids.DEVICE}", self.device,
+               f"--{ids.DATASET_DIR}", str(self.dataset_dir)]
         for key, value in {**self.overrides, **args}.items():
             cmd += [f"--{key}", str(value)]
         return cmd

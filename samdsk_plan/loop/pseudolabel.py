@@ -1,9 +1,10 @@
 """One predict -> propose -> match pass over cases, from the files the bundle's inference wrote.
 
 For a case with image ``IMG.nii.gz`` and the bundle's softmax output ``PRED_DIR/IMG_prob.nii.gz``
-(channel-last, in the image's geometry), the image is windowed with the plan's normalisation
-(:func:`~samdsk_plan.proposals.pipeline.windowed_volume`) and :func:`match_case` gets proposals (cached) on the slices near the predicted foreground along the
-plan's axes, and runs :func:`~samdsk_plan.matching.match_volume` with the plan's ROI-count
+(:func:`~samdsk_plan.io.datalists.prediction_file`; channel-last, in the image's geometry), the
+image is windowed with the plan's normalisation
+(:func:`~samdsk_plan.proposals.pipeline.windowed_volume`) and :func:`match_case` gets proposals
+(cached) on the slices near the predicted foreground along the plan's axes, and runs :func:`~samdsk_plan.matching.match_volume` with the plan's ROI-count
 bounds. :func:`match_entries` does this for many cases and stores, per case, the candidate
 pseudo-label (``CASE.nii.gz``, image geometry) and a record (``CASE.json``: beta, per-class
 scores, exactness, chosen proposals, model confidence); finished cases are skipped when the
@@ -13,6 +14,7 @@ pass is run again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -22,12 +24,12 @@ import numpy as np
 from samdsk_plan.errors import SamdskError
 from samdsk_plan.io import read_image, write_image
 from samdsk_plan.io.atomic import atomic_write_json
-from samdsk_plan.io.images import strip_image_suffix
+from samdsk_plan.io.datalists import prediction_file
 from samdsk_plan.io.layouts import entry_case_id, entry_image, read_json_object
 from samdsk_plan.io.parallel import parallel_map
 from samdsk_plan.loop.selection import select
 from samdsk_plan.matching import MatchSettings, VolumeMatch, match_volume
-from samdsk_plan.matching.volume import FUSIONS
+from samdsk_plan.planning.plans import Plans
 from samdsk_plan.proposals.base import ProposalGenerator
 from samdsk_plan.proposals.cache import ProposalCache
 from samdsk_plan.proposals.pipeline import propose_case, windowed_volume
@@ -63,20 +65,6 @@ class MatchRecord:
     chosen: dict[str, dict[str, list[int]]]
 
 
-def matching_settings(plans: dict) -> tuple[dict[int, list[tuple[int, int]]], list[int], MatchSettings]:
-    """Per-axis per-class ``(lower, upper)`` bounds, per-class 3D component limits and the match
-    settings of a plan's ``samdsk`` section."""
-    samdsk = plans["samdsk"]
-    classes = sorted(samdsk["classes"], key=int)
-    bounds = {int(axis): [(int(samdsk["classes"][c]["regions_per_slice"][str(axis)]["lower"]),
-                           int(samdsk["classes"][c]["regions_per_slice"][str(axis)]["upper"])) for c in classes]
-              for axis in samdsk["axes"]}
-    components = [int(samdsk["classes"][c]["max_components_3d"]) for c in classes]
-    if samdsk["fusion"] not in FUSIONS:
-        raise ValueError(f"samdsk.fusion must be one of {FUSIONS}, got {samdsk['fusion']!r}")
-    return bounds, components, MatchSettings(**samdsk.get("matching", {}))
-
-
 def read_probabilities(path: Path, shape: tuple[int, ...], n_classes: int) -> np.ndarray:
     """``(C, I, J, K)`` float32 softmax maps from the bundle's channel-last output file."""
     if not path.is_file():
@@ -96,33 +84,29 @@ def confidence(probs: np.ndarray) -> float:
     return float(top[fg].mean()) if fg.any() else 0.0
 
 
-def match_case(case_id: str, volume: np.ndarray, probs: np.ndarray, plans: dict,
+def match_case(case_id: str, volume: np.ndarray, probs: np.ndarray, plans: Plans,
                generators: dict[int, ProposalGenerator], cache_dir: str | Path | None) -> VolumeMatch:
     """Match one case: ``volume`` ``(I, J, K)`` windowed to [0, 1] (:func:`windowed_volume`),
-    ``probs`` ``(C, I, J, K)`` the model's softmax maps on the same grid."""
-    samdsk = plans["samdsk"]
+    ``probs`` ``(C, I, J, K)`` the model's softmax maps on the same grid; bounds, fusion and
+    matching settings are the plan's ``samdsk`` section."""
+    samdsk = plans.samdsk
     roi = np.argmax(probs, axis=0) > 0
-    margin = int(samdsk["slice_margin"])
-    slices = {axis: slice_indices(volume.shape, axis, roi, margin) for axis in generators}
+    slices = {axis: slice_indices(volume.shape, axis, roi, samdsk.slice_margin) for axis in generators}
     cache = ProposalCache(cache_dir) if cache_dir is not None else None
     found = propose_case(case_id, volume, generators, slices, cache)
-    bounds, components, settings = matching_settings(plans)
     proposals = {key: p.masks for key, p in found.items()}
-    fusion = samdsk["fusion"]
-    return match_volume(probs, proposals, bounds, components, fusion=fusion,
-                        connectivity=samdsk.get("connectivity", "full"), settings=settings)
+    return match_volume(probs, proposals, samdsk.bounds, samdsk.max_components, fusion=samdsk.fusion,
+                        connectivity=samdsk.connectivity, settings=MatchSettings(**samdsk.matching))
 
 
-def _match_entry(entry: dict, pred_dir: Path, out_dir: Path, plans: dict, generators: dict[int, ProposalGenerator],
+def _match_entry(entry: dict, pred_dir: Path, out_dir: Path, plans: Plans, generators: dict[int, ProposalGenerator],
                  cache_dir: Path | None) -> MatchRecord:
     image, case_id = entry_image(entry), entry_case_id(entry)
     record_path = out_dir / f"{case_id}.json"
     if record_path.is_file():
         return MatchRecord(**read_json_object(record_path))
-    # the bundle's inference names its outputs after the image file (channel suffix included)
-    prob_path = pred_dir / f"{strip_image_suffix(image)}_prob.nii.gz"
     volume, affine = windowed_volume(image, plans)
-    probs = read_probabilities(prob_path, volume.shape, len(plans["dataset"]["labels"]))
+    probs = read_probabilities(prediction_file(pred_dir, entry, "prob"), volume.shape, plans.n_classes)
     result = match_case(case_id, volume, probs, plans, generators, cache_dir)
     label_path = write_image(out_dir / f"{case_id}.nii.gz", result.label.astype(np.uint8), affine)
     record = MatchRecord(
@@ -134,7 +118,7 @@ def _match_entry(entry: dict, pred_dir: Path, out_dir: Path, plans: dict, genera
     return record
 
 
-def match_entries(entries: list[dict], pred_dir: str | Path, out_dir: str | Path, plans: dict,
+def match_entries(entries: list[dict], pred_dir: str | Path, out_dir: str | Path, plans: Plans,
                   generators: dict[int, ProposalGenerator], cache_dir: str | Path | None = None,
                   workers: int = 1, progress: bool = True) -> list[MatchRecord]:
     """Match every data-list entry whose probabilities are in ``pred_dir``; writes
@@ -147,27 +131,36 @@ def match_entries(entries: list[dict], pred_dir: str | Path, out_dir: str | Path
     return parallel_map(work, entries, workers, desc="match", progress=progress)
 
 
-def accepted_entry(image: str | list[str], record: MatchRecord, round_index: int, weight: float) -> dict:
-    """A training datalist entry for an accepted pseudo-label, with its provenance."""
-    return {"image": image, "label": record.label, "weight": weight,
+def accepted_entry(entry: dict, record: MatchRecord, round_index: int, weight: float) -> dict:
+    """The training datalist entry of pool ``entry`` accepted with ``record``'s pseudo-label,
+    with its provenance."""
+    return {"case_id": entry_case_id(entry), "image": entry["image"], "label": record.label, "weight": weight,
             "samdsk": {"round": round_index, "beta": record.beta, "scores": record.scores,
                        "generator": record.generator, "exact": record.exact}}
 
 
-def pseudolabel_pass(entries: list[dict], pred_dir: str | Path, out_dir: str | Path, plans: dict,
+def with_accepted(datalist: dict, records: Mapping[str, MatchRecord], accepted: list[str], round_index: int,
+                  weight: float) -> dict:
+    """``datalist`` with the ``accepted`` case ids moved from its ``unlabelled`` list to the end of
+    its ``training`` list, each with its pseudo-label from ``records`` (:func:`accepted_entry`)."""
+    pool = {entry_case_id(e): e for e in datalist["unlabelled"]}
+    taken = set(accepted)
+    return {**datalist,
+            "training": list(datalist.get("training", [])) + [accepted_entry(pool[c], records[c], round_index, weight)
+                                                              for c in accepted],
+            "unlabelled": [e for e in datalist["unlabelled"] if entry_case_id(e) not in taken]}
+
+
+def pseudolabel_pass(entries: list[dict], pred_dir: str | Path, out_dir: str | Path, plans: Plans,
                      generators: dict[int, ProposalGenerator], cache_dir: str | Path | None, threshold: float,
                      max_accepted: int | None = None, weight: float = 1.0, workers: int = 1) -> Path:
     """Match every entry (its probabilities in ``pred_dir``), accept those with
     ``beta >= threshold`` (highest first, at most ``max_accepted``) and write
     ``out_dir/accepted.json``: a datalist whose ``training`` list holds the accepted cases with
-    their pseudo-labels and provenance, and whose ``unlabeled`` list holds the rest."""
-    records = match_entries(entries, pred_dir, out_dir, plans, generators, cache_dir, workers)
-    by_id = {r.case_id: (e, r) for e, r in zip(entries, records)}
-    accepted = select({cid: r.beta for cid, (_, r) in by_id.items()}, threshold, max_accepted)
-    taken = set(accepted)
-    path = atomic_write_json(Path(out_dir) / "accepted.json", {
-        "training": [accepted_entry(by_id[c][0]["image"], by_id[c][1], 1, weight) for c in accepted],
-        "unlabeled": [e for cid, (e, _) in by_id.items() if cid not in taken],
-        "threshold": threshold})
+    their pseudo-labels and provenance, and whose ``unlabelled`` list holds the rest."""
+    records = {r.case_id: r for r in match_entries(entries, pred_dir, out_dir, plans, generators, cache_dir, workers)}
+    accepted = select({cid: r.beta for cid, r in records.items()}, threshold, max_accepted)
+    datalist = with_accepted({"training": [], "unlabelled": entries}, records, accepted, 1, weight)
+    path = atomic_write_json(Path(out_dir) / "accepted.json", {**datalist, "threshold": threshold})
     logger.info("accepted %d of %d case(s) with beta >= %.3f: %s", len(accepted), len(records), threshold, path)
     return path

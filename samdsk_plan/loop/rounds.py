@@ -2,7 +2,7 @@
 
 Run folder::
 
-    RUN/state.json                 steps done, settings, per-round summaries (written atomically)
+    RUN/state.json                 steps done, settings, per-round summaries (:mod:`.state`)
     RUN/hidden_labels.json         the pool's hidden labels (case id -> path), if the datalist names them
     RUN/proposals/CASE.npz         proposal cache, shared by all rounds
     RUN/round_0/datalist.json      human training cases only
@@ -10,7 +10,7 @@ Run folder::
     RUN/round_R/predictions/{pool,val}/   softmax maps of round R-1's model
     RUN/round_R/matches/{pool,val}/CASE.{nii.gz,json}   candidate pseudo-labels and records
     RUN/round_R/datalist.json      human + accepted machine labels, each with provenance
-    RUN/round_R/report.{json,md}   accepted cases, beta histogram, calibration, true Dice
+    RUN/round_R/report.{json,md}   accepted cases, beta histogram, calibration, true Dice (:mod:`.report`)
     RUN/round_R/models, eval       the retrained model and its evaluation
 
 Every step is recorded in ``state.json`` only after its outputs are complete; a step that was
@@ -25,27 +25,28 @@ import logging
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from samdsk_plan.bundle.data import datalist_files
+from samdsk_plan.bundle import ids
 from samdsk_plan.errors import SamdskError
-from samdsk_plan.io import read_image
+from samdsk_plan.evaluation import case_dice, mean_case_dice
 from samdsk_plan.io.atomic import atomic_write_json, atomic_write_text
-from samdsk_plan.io.images import strip_image_suffix
-from samdsk_plan.io.layouts import entry_case_id, entry_image, read_json_object
+from samdsk_plan.io.datalists import PART_TEST, PART_TRAIN, PART_UNLABELLED, PART_VAL, datalist_files, prediction_file
+from samdsk_plan.io.layouts import entry_case_id, read_json_object
 from samdsk_plan.io.preflight import require_device, require_disjoint, require_readable
-from samdsk_plan.io.schemas import read_plans
 from samdsk_plan.loop.bundle_runner import BundleRunner
 from samdsk_plan.loop.lock import RunLock
-from samdsk_plan.loop.pseudolabel import MatchRecord, accepted_entry, match_entries
+from samdsk_plan.loop.pseudolabel import MatchRecord, match_entries, with_accepted
+from samdsk_plan.loop.report import report_markdown
 from samdsk_plan.loop.selection import calibrate_threshold, histogram, select, top_n
-from samdsk_plan.matching import union_score
+from samdsk_plan.loop.state import RunState, round0_trained
+from samdsk_plan.planning.plans import Plans
 from samdsk_plan.proposals.pipeline import make_generators
 
 logger = logging.getLogger(__name__)
-STATE_FORMAT = 1
 RETRAIN_MODES = ("scratch", "finetune")
 
 
@@ -57,8 +58,8 @@ class LoopSettings:
     Attributes:
         rounds: SamDSK rounds after round 0 (None: until a round accepts nothing).
         epochs, iterations_per_epoch, batch_size, val_interval: training overrides.
-        generator: ``"classical"`` or ``"sam"``; ``checkpoint`` / ``model_type`` for SAM;
-            ``fast_proposals`` for the classical generator's fast mode.
+        generator: ``"classical"`` or ``"sam"`` (None: the plan's); ``checkpoint`` /
+            ``model_type`` for SAM; ``fast_proposals`` for the classical generator's fast mode.
         threshold: fixed beta threshold (disables calibration).
         max_accepted: most cases accepted per round (highest beta first).
         pseudo_label_weight: sampling weight of machine labels (the paper's lambda).
@@ -71,7 +72,7 @@ class LoopSettings:
     iterations_per_epoch: int | None = None
     batch_size: int | None = None
     val_interval: int | None = None
-    generator: str = "classical"
+    generator: str | None = None
     checkpoint: str | None = None
     model_type: str | None = None
     fast_proposals: bool = False
@@ -90,50 +91,6 @@ class LoopSettings:
         return out
 
 
-class _State:
-    """``state.json``: done steps and per-round summaries.
-
-    A run folder is tied to its settings once round 0 has trained; before that (a run that
-    failed its checks or its first training) a command with other settings starts it afresh.
-    """
-
-    def __init__(self, path: Path, header: dict, log: Callable[[str], None] = logger.info) -> None:
-        self.path = path
-        self.data = {"format": STATE_FORMAT, "header": header, "done": [], "rounds": {}, "stopped": None}
-        if path.is_file():
-            old = read_json_object(path)
-            if old.get("format") != STATE_FORMAT:
-                raise SamdskError(f"{path}: unknown run state format {old.get('format')!r}")
-            changed = [k for k, v in header.items() if old["header"].get(k) != v]
-            if not changed:
-                self.data = old
-                return
-            if "0/train" in old["done"]:
-                key = changed[0]
-                raise SamdskError(f"{path}: this run folder was started with {key} = {old['header'].get(key)!r}, "
-                                  f"not {header[key]!r}; use another output folder")
-            log(f"{path}: round 0 never finished training; starting afresh with the new settings ({', '.join(changed)})")
-        self.save()
-
-    def save(self) -> None:
-        atomic_write_json(self.path, self.data)
-
-    def done(self, step: str) -> bool:
-        return step in self.data["done"]
-
-    def mark(self, step: str) -> None:
-        self.data["done"].append(step)
-        self.save()
-
-    def round(self, r: int) -> dict:
-        return self.data["rounds"].setdefault(str(r), {})
-
-
-def _trained(state_file: Path) -> bool:
-    """Whether the run folder of ``state_file`` has finished training round 0."""
-    return state_file.is_file() and "0/train" in read_json_object(state_file).get("done", [])
-
-
 def _check_settings(s: LoopSettings) -> None:
     """Numbers of the run that must be finite and in range, checked before anything runs."""
     if s.threshold is not None and not 0.0 <= s.threshold <= 1.0:
@@ -148,21 +105,11 @@ def _hidden_labels(datalist: Path | None, data: Path) -> dict[str, str]:
         return {}
     meta = read_json_object(datalist)
     out = {}
-    for key in ("unlabeled", "unlabelled"):
+    for key in ("unlabelled", "unlabeled"):  # a user's MONAI datalist may spell it the US way
         for entry in meta.get(key, []) if isinstance(meta.get(key), list) else []:
             if isinstance(entry, dict) and entry.get("hidden_label") and entry.get("image"):
                 out[entry_case_id(entry)] = str((data / entry["hidden_label"]).resolve())
     return out
-
-
-def _dice(label_path: str | Path, truth_path: str | Path, classes: list[int]) -> dict[int, float]:
-    label = np.asarray(read_image(label_path).array).astype(np.int64).ravel()
-    truth = np.asarray(read_image(truth_path).array).astype(np.int64).ravel()
-    return {c: union_score((label == c)[None], (truth == c).astype(float), [0], "dice") for c in classes}
-
-
-def _mean_dice(label_path: str | Path, truth_path: str | Path, classes: list[int]) -> float:
-    return float(np.mean(list(_dice(label_path, truth_path, classes).values())))
 
 
 class Loop:
@@ -189,29 +136,29 @@ class Loop:
             if path is not None and "#" in str(path):
                 raise SamdskError(f"{path}: the {what} path holds '#', which MONAI's config parser reads as its "
                                   "ID separator (the bundle would write elsewhere); rename or move it")
-        self.plans = read_plans(plans_path)
-        samdsk = self.plans["samdsk"]
+        self.plans = Plans.load(plans_path)
+        samdsk = self.plans.samdsk
         s = self.settings
-        self.retrain = s.retrain or samdsk.get("retrain", "scratch")
+        self.retrain = s.retrain or samdsk.retrain
         if self.retrain not in RETRAIN_MODES:
             raise SamdskError(f"retrain must be one of {', '.join(RETRAIN_MODES)}, got {self.retrain!r}")
-        self.weight = samdsk.get("pseudo_label_weight", 1.0) if s.pseudo_label_weight is None else s.pseudo_label_weight
-        self.calibrate = s.threshold is None and bool(samdsk.get("calibrate_threshold", True))
-        self.threshold = s.threshold if s.threshold is not None else float(samdsk["acceptance_threshold"])
-        self.max_accepted = s.max_accepted if s.max_accepted is not None else samdsk.get("max_accepted_per_round")
-        self.classes = sorted(int(c) for c in samdsk["classes"])
+        self.weight = samdsk.pseudo_label_weight if s.pseudo_label_weight is None else s.pseudo_label_weight
+        self.calibrate = s.threshold is None and samdsk.calibrate_threshold
+        self.threshold = s.threshold if s.threshold is not None else samdsk.acceptance_threshold
+        self.max_accepted = s.max_accepted if s.max_accepted is not None else samdsk.max_accepted_per_round
+        self.classes = samdsk.class_values
         self.runner = BundleRunner(self.bundle, self.data, device, s.overrides, threads)
         self.device = device
         self._generators = None
         _check_settings(s)
-        if not _trained(self.run_dir / "state.json"):  # checked before the run folder is created
+        if not round0_trained(self.run_dir / "state.json"):  # checked before the run folder is created
             require_device(device)
             self._generators_for_run()  # a SAM checkpoint loads now, not after round 0
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._lock = RunLock(self.run_dir)
         header = {"bundle": str(self.bundle), "data": str(self.data),
                   "datalist": str(self.datalist) if self.datalist else None, "settings": s.fixed()}
-        self.state = _State(self.run_dir / "state.json", header, log)
+        self.state = RunState(self.run_dir / "state.json", header, log)
 
     # ------------------------------------------------------------------ steps
     def run(self) -> dict:
@@ -232,17 +179,17 @@ class Loop:
             if self.settings.rounds is not None and r > self.settings.rounds:
                 self.log(f"stopping: {self.settings.rounds} round(s) done")
                 break
-            if not self._datalist(r - 1)["unlabeled"] and not self.state.done(f"{r}/predict"):
+            if not self._datalist(r - 1)["unlabelled"] and not self.state.done(f"{r}/predict"):
                 self._stop(f"round {r}: the unlabelled pool is empty")
                 break
-            self._step(r, "predict", lambda: self._predict(r))
-            self._step(r, "match", lambda: self._match(r))
-            self._step(r, "accept", lambda: self._accept(r))
+            self._step(r, "predict", partial(self._predict, r))
+            self._step(r, "match", partial(self._match, r))
+            self._step(r, "accept", partial(self._accept, r))
             if not self.state.round(r)["accepted"]:
                 self._stop(f"round {r} accepted no case")
                 break
-            self._step(r, "train", lambda: self._train(r))
-            self._step(r, "evaluate", lambda: self._evaluate(r))
+            self._step(r, "train", partial(self._train, r))
+            self._step(r, "evaluate", partial(self._evaluate, r))
             r += 1
         return self.state.data
 
@@ -267,19 +214,20 @@ class Loop:
 
     def _prepare(self) -> None:
         source = self.datalist if self.datalist is not None else self.data
-        fraction = float(self.plans["training"]["val_fraction"])
-        parts = {p: datalist_files(source, p, self.data, fraction, 0) for p in ("train", "val", "test", "unlabeled")}
-        if not parts["train"]:
+        fraction = self.plans.training.val_fraction
+        parts = {p: datalist_files(source, p, self.data, fraction, 0)
+                 for p in (PART_TRAIN, PART_VAL, PART_TEST, PART_UNLABELLED)}
+        if not parts[PART_TRAIN]:
             raise SamdskError(f"{source}: no labelled training case")
-        if not parts["unlabeled"]:
+        if not parts[PART_UNLABELLED]:
             raise SamdskError(f"{source}: no unlabelled case to pseudo-label")
-        if self.calibrate and not parts["val"]:
+        if self.calibrate and not parts[PART_VAL]:
             raise SamdskError(f"{source}: no labelled validation case to calibrate the acceptance threshold on; "
                               "give a fixed one with --threshold")
         atomic_write_json(self.run_dir / "hidden_labels.json", _hidden_labels(self.datalist, self.data))
         atomic_write_json(self._round_dir(0) / "datalist.json",
-                          {"training": parts["train"], "validation": parts["val"], "testing": parts["test"],
-                           "unlabeled": parts["unlabeled"]})
+                          {"training": parts[PART_TRAIN], "validation": parts[PART_VAL],
+                           "testing": parts[PART_TEST], "unlabelled": parts[PART_UNLABELLED]})
 
     def _check_inputs(self) -> None:
         """Before round 0 trains: no image in two parts, and every image and label reads."""
@@ -296,12 +244,13 @@ class Loop:
         models = self._round_dir(r) / "models"
         shutil.rmtree(models, ignore_errors=True)
         s = self.settings
-        args: dict[str, object] = {"datalist": self._round_dir(r) / "datalist.json", "ckpt_dir": models}
-        for key in ("epochs", "iterations_per_epoch", "batch_size", "val_interval"):
-            if getattr(s, key) is not None:
-                args[key] = getattr(s, key)
+        args: dict[str, object] = {ids.DATALIST: self._round_dir(r) / "datalist.json", ids.CKPT_DIR: models}
+        for key, value in ((ids.EPOCHS, s.epochs), (ids.ITERATIONS_PER_EPOCH, s.iterations_per_epoch),
+                           (ids.BATCH_SIZE, s.batch_size), (ids.VAL_INTERVAL, s.val_interval)):
+            if value is not None:
+                args[key] = value
         if r > 0 and self.retrain == "finetune":
-            args["init_checkpoint"] = self._round_dir(r - 1) / "models" / "model.pt"
+            args[ids.INIT_CHECKPOINT] = self._round_dir(r - 1) / "models" / "model.pt"
         self.runner.run(["train.json"], self._round_dir(r) / "logs" / "train.log", **args)
         if not (models / "model.pt").is_file():
             raise SamdskError(f"round {r}: training wrote no {models / 'model.pt'} (is val_interval <= epochs?)")
@@ -310,10 +259,10 @@ class Loop:
         out = self._round_dir(r) / "eval"
         shutil.rmtree(out, ignore_errors=True)
         datalist = self._datalist(r)
-        part = "test" if datalist["testing"] else "val"
+        part = PART_TEST if datalist["testing"] else PART_VAL
         self.runner.run(["train.json", "evaluate.json"], self._round_dir(r) / "logs" / "evaluate.log",
-                        datalist=self._round_dir(r) / "datalist.json", ckpt_dir=self._round_dir(r) / "models",
-                        output_dir=out, data_part=part)
+                        **{ids.DATALIST: self._round_dir(r) / "datalist.json", ids.CKPT_DIR: self._round_dir(r) / "models",
+                           ids.OUTPUT_DIR: out, ids.DATA_PART: part})
         metrics = read_json_object(out / "metrics.json")
         summary = self.state.round(r)
         summary["evaluation"] = {"part": part, "mean": metrics["mean"]}
@@ -322,17 +271,18 @@ class Loop:
     def _predict(self, r: int) -> None:
         pred = self._round_dir(r) / "predictions"
         shutil.rmtree(pred, ignore_errors=True)
-        parts = ["unlabeled"] + (["val"] if self.calibrate else [])
+        parts = [PART_UNLABELLED] + ([PART_VAL] if self.calibrate else [])
         for part in parts:
             self.runner.run(["inference.json"], self._round_dir(r) / "logs" / f"predict_{part}.log",
-                            datalist=self._round_dir(r - 1) / "datalist.json",
-                            ckpt_dir=self._round_dir(r - 1) / "models", data_part=part,
-                            output_dir=pred / ("pool" if part == "unlabeled" else "val"), save_probabilities=True)
+                            **{ids.DATALIST: self._round_dir(r - 1) / "datalist.json",
+                               ids.CKPT_DIR: self._round_dir(r - 1) / "models", ids.DATA_PART: part,
+                               ids.OUTPUT_DIR: pred / ("pool" if part == PART_UNLABELLED else "val"),
+                               ids.SAVE_PROBABILITIES: True})
 
     def _generators_for_run(self):
         if self._generators is None:
             s = self.settings
-            if s.generator == "classical":
+            if (s.generator or self.plans.samdsk.generator) == "classical":
                 self.log("proposals: classical generator (no SAM checkpoint needed)")
             self._generators = make_generators(self.plans, s.generator, s.checkpoint, s.model_type,
                                                "cuda" if self.device.startswith("cuda") else "cpu", s.fast_proposals)
@@ -340,7 +290,7 @@ class Loop:
 
     def _match(self, r: int) -> None:
         previous = self._datalist(r - 1)
-        parts = {"pool": previous["unlabeled"]}
+        parts = {"pool": previous["unlabelled"]}
         if self.calibrate:
             parts["val"] = previous["validation"]
         for name, entries in parts.items():
@@ -354,18 +304,18 @@ class Loop:
 
     def _accept(self, r: int) -> None:
         previous = self._datalist(r - 1)
-        pool = self._records(r, "pool", previous["unlabeled"])
+        pool = self._records(r, "pool", previous["unlabelled"])
         summary: dict = {"round": r}
         threshold, source = self.threshold, "fixed"
         if self.calibrate:
             val = self._records(r, "val", previous["validation"])
             entries = {entry_case_id(e): e for e in previous["validation"]}
             preds = self._round_dir(r) / "predictions" / "val"
-            ids = sorted(val)
-            label_dice = [_mean_dice(val[c].label, entries[c]["label"], self.classes) for c in ids]
-            pred_dice = [_mean_dice(preds / f"{strip_image_suffix(entry_image(entries[c]))}_seg.nii.gz", entries[c]["label"], self.classes)
-                         for c in ids]
-            cal = calibrate_threshold([val[c].beta for c in ids], label_dice, pred_dice)
+            cases = sorted(val)
+            label_dice = [mean_case_dice(val[c].label, entries[c]["label"], self.classes) for c in cases]
+            pred_dice = [mean_case_dice(prediction_file(preds, entries[c]), entries[c]["label"], self.classes)
+                         for c in cases]
+            cal = calibrate_threshold([val[c].beta for c in cases], label_dice, pred_dice)
             threshold, source = cal.threshold, "calibrated on validation cases"
             summary["calibration"] = cal.curve
         accepted = select({c: rec.beta for c, rec in pool.items()}, threshold, self.max_accepted)
@@ -374,14 +324,9 @@ class Loop:
                        beta_histogram=histogram([rec.beta for rec in pool.values()]),
                        exact_fraction=float(np.mean([rec.exact for rec in pool.values()])) if pool else 1.0)
         summary.update(self._truth_report(r, pool, accepted))
-        images = {entry_case_id(e): e["image"] for e in previous["unlabeled"]}
-        new_entries = [accepted_entry(images[cid], pool[cid], r, self.weight) for cid in accepted]
-        taken = set(accepted)
-        atomic_write_json(self._round_dir(r) / "datalist.json", {
-            "training": previous["training"] + new_entries, "validation": previous["validation"],
-            "testing": previous["testing"], "unlabeled": [e for e in previous["unlabeled"] if entry_case_id(e) not in taken]})
+        atomic_write_json(self._round_dir(r) / "datalist.json", with_accepted(previous, pool, accepted, r, self.weight))
         atomic_write_json(self._round_dir(r) / "report.json", summary)
-        atomic_write_text(self._round_dir(r) / "report.md", _report_markdown(summary))
+        atomic_write_text(self._round_dir(r) / "report.md", report_markdown(summary))
         self.state.data["rounds"][str(r)] = {k: v for k, v in summary.items() if k != "calibration"}
         self.state.save()
         self.log(f"round {r}: accepted {len(accepted)} of {len(pool)} case(s) (threshold {threshold:.3f}, {source})")
@@ -399,10 +344,10 @@ class Loop:
         confident = top_n({c: rec.confidence for c, rec in known.items()}, len(chosen))
 
         def prediction(c: str) -> Path:
-            return preds / f"{strip_image_suffix(known[c].image)}_seg.nii.gz"
+            return prediction_file(preds, {"image": known[c].image})
 
-        def mean_over(ids: list[str], path_of: Callable[[str], Path | str]) -> dict[str, float]:
-            per_case = [_dice(path_of(c), hidden[c], self.classes) for c in ids]
+        def mean_over(cases: list[str], path_of: Callable[[str], Path | str]) -> dict[str, float]:
+            per_case = [case_dice(path_of(c), hidden[c], self.classes) for c in cases]
             out = {str(k): float(np.mean([d[k] for d in per_case])) for k in self.classes}
             out["mean"] = float(np.mean([np.mean(list(d.values())) for d in per_case]))
             return out
@@ -413,23 +358,3 @@ class Loop:
             "accepted_predictions": mean_over(chosen, prediction),
             "confidence_selected_predictions": mean_over(confident, prediction),
         }}
-
-
-def _report_markdown(summary: dict) -> str:
-    lines = [f"# SamDSK round {summary['round']}", "",
-             f"- pool: {summary['n_pool']} case(s); accepted: {len(summary['accepted'])}",
-             f"- threshold: {summary['threshold']} ({summary['threshold_source']})",
-             f"- exact matchings: {100 * summary['exact_fraction']:.0f} % of cases", "", "## beta histogram", "",
-             "| beta | cases |", "|---|---|"]
-    lines += [f"| {b['from']:.1f}-{b['to']:.1f} | {b['count']} |" for b in summary["beta_histogram"]]
-    if "true_dice" in summary:
-        lines += ["", "## True Dice against the hidden labels", "", "| selection | mean Dice |", "|---|---|"]
-        lines += [f"| {name.replace('_', ' ')} | {d['mean']:.4f} |" for name, d in summary["true_dice"].items()
-                  if name != "n_cases"]
-        lines += ["", f"(over the {summary['true_dice']['n_cases']} accepted case(s) whose hidden label is known)"]
-    if "calibration" in summary:
-        lines += ["", "## Threshold calibration (validation cases)", "",
-                  "| threshold | accepted | pseudo-label Dice | prediction Dice |", "|---|---|---|---|"]
-        lines += [f"| {c['threshold']:.4f} | {c['n_accepted']} | {c['label_dice']:.4f} | {c['prediction_dice']:.4f} |"
-                  for c in summary["calibration"]]
-    return "\n".join(lines) + "\n"

@@ -71,4 +71,4 @@ def top_n(scores: Mapping[str, float], n: int) -> list[str]:
 def histogram(values: Sequence[float], bins: int = 10) -> list[dict[str, float]]:
     """Counts of ``values`` in equal bins over [0, 1]."""
     counts, edges = np.histogram(np.clip(np.asarray(values, dtype=float), 0, 1), bins=bins, range=(0.0, 1.0))
-    return [{"from": float(a), "to": float(b), "count": int(c)} for a, b, c in zip(edges[:-1], edges[1:], counts)]
+    return [{"from": float(a), "to": float(b), "count": int(c)} for a, b, c in zip(edges[:-1], edges[1:], counts, strict=True)]

@@ -5,5 +5,15 @@ from samdsk_plan.matching.assign import MatchSettings, SliceMatch, class_targets
 from samdsk_plan.matching.union import UnionResult, best_union, union_score
 from samdsk_plan.matching.volume import VolumeMatch, match_volume
 
-__all__ = ["MatchSettings", "SliceMatch", "UnionResult", "best_union", "class_targets", "match_slice", "resolve_overlaps",
-           "union_score", "VolumeMatch", "match_volume"]
+__all__ = [
+           "MatchSettings",
+           "SliceMatch",
+           "UnionResult",
+           "VolumeMatch",
+           "best_union",
+           "class_targets",
+           "match_slice",
+           "match_volume",
+           "resolve_overlaps",
+           "union_score",
+]

@@ -221,7 +221,7 @@ def _assignment(masks: np.ndarray, targets: np.ndarray, bounds: list[tuple[int, 
             weights[r, :n] = single_scores(masks, targets[c], metric)
         weights[r, n + r] = _empty_score(targets[c]) - (penalty if bounds[c][0] >= 1 else 0.0)
     row_ind, col_ind = linear_sum_assignment(weights, maximize=True)
-    for r, k in zip(row_ind, col_ind):
+    for r, k in zip(row_ind, col_ind, strict=True):
         if k < n:
             chosen[rows[r]] = (int(k),)
     return chosen

@@ -598,31 +598,31 @@ class _Search:
 
     def _pairs(self, members: tuple[int, ...], covered: np.ndarray, a0: float, v0: float, copies: int,
                pool: np.ndarray, gain: np.ndarray, excess: np.ndarray) -> None:
-        """Score the subsets ``members + (j, l)`` for all pairs in ``pool``, given each child's
+        """Score the subsets ``members + (j, m)`` for all pairs in ``pool``, given each child's
         exact marginal mass ``gain`` and excess ``excess`` outside the node's union."""
         if pool.size < 2:
             return
         count = pool.size * (pool.size - 1) // 2
-        j, l = self.pair_first[:count], self.pair_second[:count]
-        inter_t, inter_e = self.inter_t[pool[j], pool[l]], self.inter_e[pool[j], pool[l]]
+        j, m = self.pair_first[:count], self.pair_second[:count]
+        inter_t, inter_e = self.inter_t[pool[j], pool[m]], self.inter_e[pool[j], pool[m]]
         inside = self.sub_mass[pool] - gain  # t-mass of each child inside the node's union
-        a = a0 + gain[j] + gain[l] - np.maximum(inter_t - np.minimum(inside[j], inside[l]), 0.0)
-        e = (v0 - a0) + excess[j] + excess[l] - np.minimum(inter_e, np.minimum(excess[j], excess[l]))
+        a = a0 + gain[j] + gain[m] - np.maximum(inter_t - np.minimum(inside[j], inside[m]), 0.0)
+        e = (v0 - a0) + excess[j] + excess[m] - np.minimum(inter_e, np.minimum(excess[j], excess[m]))
         # the node has k_max - 2 members, so adding two more meets k_min
         pick = np.flatnonzero(2 * a > (self.best_score + _TOL) * (a + e + self.total))
         if not pick.size:
             return
-        j, l, inter_t, inter_e = j[pick], l[pick], inter_t[pick], inter_e[pick]
+        j, m, inter_t, inter_e = j[pick], m[pick], inter_t[pick], inter_e[pick]
         # exact overlap outside the union: pairwise intersection minus its part inside the union
         cols = np.flatnonzero(covered)
         in_union = self.sub_masks[np.ix_(pool, cols)]
-        both = in_union[j] & in_union[l]
+        both = in_union[j] & in_union[m]
         inside_t = np.where(both, self.t[cols], 0.0).sum(axis=1)
         inside_v = np.count_nonzero(both, axis=1)
-        a = a0 + gain[j] + gain[l] - (inter_t - inside_t)
-        v = v0 + gain[j] + excess[j] + gain[l] + excess[l] - (inter_t + inter_e - inside_v)
+        a = a0 + gain[j] + gain[m] - (inter_t - inside_t)
+        v = v0 + gain[j] + excess[j] + gain[m] + excess[m] - (inter_t + inter_e - inside_v)
         scores = self._dice(0.0, 0.0, a, v)
         best = int(np.argmax(scores))
-        chosen = (*members, pool[j[best]], pool[l[best]])
+        chosen = (*members, pool[j[best]], pool[m[best]])
         self._offer(tuple(int(self.alive[c]) for c in chosen), float(scores[best]),
-                    copies + int(self.sub_copies[pool[j[best]]] + self.sub_copies[pool[l[best]]]))
+                    copies + int(self.sub_copies[pool[j[best]]] + self.sub_copies[pool[m[best]]]))

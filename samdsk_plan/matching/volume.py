@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from samdsk_plan.fingerprint.components import structuring_element
 from samdsk_plan.matching.assign import MatchSettings, class_targets, match_slice
 from samdsk_plan.matching.union import union_score
 
 FUSIONS = ("vote", "vote_with_prediction", "single")
-CONNECTIVITY = {"face": 1, "full": 3}
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def keep_largest_components(label: np.ndarray, max_components: Sequence[int], co
     """Keep, per foreground class ``c``, its ``max_components[c-1]`` largest connected
     components (by voxel count); other voxels of the class become background."""
     out = label.copy()
-    structure = ndimage.generate_binary_structure(label.ndim, CONNECTIVITY[connectivity])
+    structure = structuring_element(label.ndim, connectivity)
     for c, keep in enumerate(max_components, start=1):
         components, n = ndimage.label(label == c, structure=structure)
         if n <= keep:

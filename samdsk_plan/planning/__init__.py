@@ -5,22 +5,26 @@ from samdsk_plan.planning.planner import (
     SCHEMA_VERSION,
     apply_override,
     normalization,
-    parse_override,
+    override_value,
     plan_configuration,
     plan_from_fingerprint,
     samdsk_settings,
     target_spacing,
 )
+from samdsk_plan.planning.plans import ConfigurationPlan, Plans, SamdskPlan
 from samdsk_plan.planning.topology import Topology, estimate_memory_gb, initial_patch_size, plan_topology
 
 __all__ = [
     "SCHEMA_VERSION",
+    "ConfigurationPlan",
+    "Plans",
+    "SamdskPlan",
     "Topology",
     "apply_override",
     "estimate_memory_gb",
     "initial_patch_size",
     "normalization",
-    "parse_override",
+    "override_value",
     "plan_configuration",
     "plan_from_fingerprint",
     "plan_topology",

@@ -86,7 +86,7 @@ def plan_configuration(
     topo = plan_topology(spacing, patch)
     shrunk = []
     while estimate_memory_gb(topo, MIN_BATCH) > gpu_memory_gb and max(topo.patch_size) > min(topo.divisible_by):
-        ratios = [p / m for p, m in zip(topo.patch_size, median_shape)]
+        ratios = [p / m for p, m in zip(topo.patch_size, median_shape, strict=True)]
         axis = int(np.argmax(ratios))  # ties: the first axis (nnU-Net's last in its reversed z, y, x order)
         patch = list(topo.patch_size)
         # step by the divisibility the *smaller* patch will need, so no valid size is skipped
@@ -274,9 +274,10 @@ def plan_from_fingerprint(fp: dict, gpu_memory_gb: float = DEFAULT_GPU_MEMORY_GB
         "normalization": normalization(fp),
         "configurations": {
             "3d_fullres": plan_configuration(spacing, median_shape, dataset_voxels, gpu_memory_gb),
-            "2d": {"slice_axis": samdsk["slice_axis"],
-                   **plan_configuration([spacing[a] for a in in_plane], median_shape[in_plane], dataset_voxels,
-                                        gpu_memory_gb)},
+            "2d": _not_emitted(
+                {"slice_axis": samdsk["slice_axis"],
+                 **plan_configuration([spacing[a] for a in in_plane], median_shape[in_plane], dataset_voxels,
+                                      gpu_memory_gb)}),
         },
         "training": {"iterations_per_epoch": 250, "epochs": 1000, "optimizer": "Adam", "learning_rate": 1e-3,
                      "momentum": 0.99, "weight_decay": 3e-5, "lr_schedule": "poly 0.9", "foreground_oversampling": 0.33,
@@ -293,6 +294,13 @@ def plan_from_fingerprint(fp: dict, gpu_memory_gb: float = DEFAULT_GPU_MEMORY_GB
         apply_override(plans, key, value)
     _check_plan(plans, fp["name"], overrides or {})
     return plans
+
+
+def _not_emitted(cfg: dict) -> dict:
+    """``cfg`` with the reason it is planned although ``emit`` writes no bundle for it yet."""
+    cfg["reasons"]["use"] = ("planned by nnU-Net's 2D rules along the slice axis; emit writes only the 3d_fullres "
+                             "bundle so far (slice-wise training is not emitted yet)")
+    return cfg
 
 
 def _check_plan(plans: dict, name: str, overrides: dict[str, object]) -> None:
@@ -325,12 +333,10 @@ def apply_override(plans: dict, dotted: str, value: object) -> None:
     plans["overrides"][dotted] = copy.deepcopy(value)
 
 
-def parse_override(text: str) -> tuple[str, object]:
-    """``"a.b=VALUE"`` -> ``("a.b", value)``; VALUE is JSON, or a plain string if not JSON."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise SamdskError(f"--set expects KEY=VALUE, got {text!r}")
+def override_value(raw: str) -> object:
+    """The value of a ``--set KEY=VALUE`` plan override: ``VALUE`` read as JSON (``0.8``,
+    ``[1, 2]``, ``true``, ``"SGD"``), or the plain string when it is not JSON (``SGD``)."""
     try:
-        return key, json.loads(raw)
+        return json.loads(raw)
     except json.JSONDecodeError:
-        return key, raw
+        return raw

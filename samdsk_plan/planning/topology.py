@@ -52,7 +52,7 @@ def initial_patch_size(spacing: Sequence[float], median_shape: Sequence[float]) 
     budget = 256**3 if len(spacing) == 3 else 2048**2
     inv = [1.0 / s for s in spacing]
     scale = (budget / math.prod(inv)) ** (1.0 / len(spacing))
-    return [min(round(i * scale), int(round(m))) for i, m in zip(inv, median_shape)]
+    return [min(round(i * scale), round(m)) for i, m in zip(inv, median_shape, strict=True)]
 
 
 def plan_topology(spacing: Sequence[float], patch_size: Sequence[int], min_edge: int = 4) -> Topology:
@@ -82,7 +82,7 @@ def plan_topology(spacing: Sequence[float], patch_size: Sequence[int], min_edge:
             current_size[i] = math.ceil(current_size[i] / 2)
     kernels.append((3,) * dim)
     divisible_by = tuple(2**p for p in pools)
-    padded = tuple(math.ceil(p / d) * d for p, d in zip(patch_size, divisible_by))
+    padded = tuple(math.ceil(p / d) * d for p, d in zip(patch_size, divisible_by, strict=True))
     filters = tuple(min(BASE_FILTERS * 2**s, MAX_FILTERS[dim]) for s in range(len(strides)))
     return Topology(padded, tuple(strides), tuple(kernels), filters, divisible_by)
 
@@ -91,8 +91,8 @@ def feature_map_elements(topology: Topology) -> int:
     """Feature-map elements of one sample kept by encoder and decoder (bottleneck once)."""
     size = list(topology.patch_size)
     total = 0
-    for stage, (stride, filters) in enumerate(zip(topology.strides, topology.filters)):
-        size = [math.ceil(s / st) for s, st in zip(size, stride)]
+    for stage, (stride, filters) in enumerate(zip(topology.strides, topology.filters, strict=True)):
+        size = [math.ceil(s / st) for s, st in zip(size, stride, strict=True)]
         per_stage = math.prod(size) * filters
         total += per_stage if stage == len(topology.strides) - 1 else 2 * per_stage
     return total

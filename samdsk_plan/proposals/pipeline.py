@@ -12,8 +12,10 @@ import numpy as np
 
 from samdsk_plan.errors import SamdskError
 from samdsk_plan.io import read_image
+from samdsk_plan.io.datalists import prediction_file
 from samdsk_plan.io.layouts import entry_case_id, entry_image
 from samdsk_plan.io.parallel import parallel_map
+from samdsk_plan.planning.plans import Plans
 from samdsk_plan.proposals.base import ProposalGenerator, Proposals
 from samdsk_plan.proposals.cache import ProposalCache, SliceKey, cache_key
 from samdsk_plan.proposals.volume import get_slice, slice_indices, window_to_unit
@@ -22,36 +24,37 @@ logger = logging.getLogger(__name__)
 GENERATORS = ("classical", "sam")
 
 
-def make_generators(plans: dict, kind: str = "classical", checkpoint: str | Path | None = None,
+def make_generators(plans: Plans, kind: str | None = None, checkpoint: str | Path | None = None,
                     model_type: str | None = None, device: str = "cpu", fast: bool = False
                     ) -> dict[int, ProposalGenerator]:
-    """One generator per slicing axis of ``plans["samdsk"]["axes"]``.
+    """One generator per slicing axis of the plan's ``samdsk.axes``.
+
+    Args:
+        plans: the plan.
+        kind: ``"classical"`` or ``"sam"``; None: the plan's ``samdsk.proposals.generator``.
+        checkpoint: SAM checkpoint; None: the plan's ``samdsk.proposals.sam.checkpoint``, else
+            ``$SAMDSK_SAM_CHECKPOINT``.
+        model_type: SAM architecture; None: the plan's.
+        device: torch device of SAM.
+        fast: the classical generator's fast mode.
 
     ``classical`` scales its spatial parameters per axis with the median region area the
-    fingerprint reports for that axis (median over classes); ``sam`` loads ``checkpoint`` (or
-    ``$SAMDSK_SAM_CHECKPOINT``) once and uses the plan's SAM settings on every axis.
+    fingerprint reports for that axis (median over classes); ``sam`` loads the checkpoint once
+    and uses the plan's SAM settings on every axis.
     """
-    samdsk = plans["samdsk"]
-    axes = [int(a) for a in samdsk["axes"]]
+    samdsk = plans.samdsk
+    kind = kind if kind is not None else samdsk.generator
     if kind == "classical":
         from samdsk_plan.proposals.classical import ClassicalGenerator
 
-        out = {}
-        for axis in axes:
-            areas = [c["region_area_px"][str(axis)]["median"] for c in samdsk["classes"].values()
-                     if c["region_area_px"][str(axis)].get("n", 0)]
-            out[axis] = ClassicalGenerator(object_area_px=float(np.median(areas)) if areas else 90.0, fast=fast)
-        return out
+        return {axis: ClassicalGenerator(object_area_px=samdsk.object_area_px(axis), fast=fast) for axis in samdsk.axes}
     if kind == "sam":
         from samdsk_plan.proposals.sam import SamGenerator
 
-        settings = samdsk["proposals"]["sam"]
-        gen = SamGenerator.from_checkpoint(
-            checkpoint, model_type or settings["model_type"], device=device,
-            points_per_side=settings["points_per_side"], pred_iou_thresh=settings["pred_iou_thresh"],
-            stability_score_thresh=settings["stability_score_thresh"], box_nms_thresh=settings["box_nms_thresh"],
-            crop_nms_thresh=settings["crop_nms_thresh"])
-        return {axis: gen for axis in axes}
+        gen = SamGenerator.from_checkpoint(checkpoint if checkpoint is not None else samdsk.sam.checkpoint,
+                                           model_type or samdsk.sam.model_type, device=device,
+                                           **samdsk.sam.generator_settings())
+        return {axis: gen for axis in samdsk.axes}
     raise SamdskError(f"unknown proposal generator {kind!r}; choose one of {', '.join(GENERATORS)}")
 
 
@@ -79,7 +82,7 @@ def propose_case(case_id: str, volume: np.ndarray, generators: dict[int, Proposa
         images = [get_slice(volume, axis, i) for i in missing]
         batch = getattr(gen, "generate_batch", None)
         results = batch(images) if batch is not None else [gen(im) for im in images]
-        store.update({(axis, i): r for i, r in zip(missing, results)})
+        store.update({(axis, i): r for i, r in zip(missing, results, strict=True)})
         if cache is not None:
             cache.save(case_id, key, store)
     return {(axis, i): store[(axis, i)] for axis, indices in slices.items() for i in indices}
@@ -92,39 +95,38 @@ class CaseSummary:
     n_proposals: int
 
 
-def windowed_volume(image_path: str | Path, plans: dict) -> tuple[np.ndarray, np.ndarray]:
+def windowed_volume(image_path: str | Path, plans: Plans) -> tuple[np.ndarray, np.ndarray]:
     """Channel 0 of an image as a ``(I, J, K)`` float32 volume in [0, 1] (the plan's intensity
     window, see :func:`window_to_unit`) and the image's ``(4, 4)`` voxel-to-RAS affine."""
     try:
         image = read_image(image_path)
         array = np.asarray(image.array)
-    except Exception as exc:  # noqa: BLE001 - whatever the reader fails on, the file is the problem
+    except Exception as exc:
         raise SamdskError(f"{image_path}: cannot be read as an image ({type(exc).__name__}: {exc})") from None
-    return window_to_unit(array[..., 0] if array.ndim == 4 else array, plans["normalization"][0]), image.affine
+    return window_to_unit(array[..., 0] if array.ndim == 4 else array, plans.normalization[0]), image.affine
 
 
-def _roi(entry: dict, roi_dir: Path | None, case_id: str) -> np.ndarray | None:
+def _roi(entry: dict, roi_dir: Path | None) -> np.ndarray | None:
     """Foreground that decides which slices are proposed on: a prediction in ``roi_dir``
-    (``CASE_seg.nii.gz``, as the bundle's inference writes) or else the case's label."""
-    if roi_dir is not None and (roi_dir / f"{case_id}_seg.nii.gz").is_file():
-        return np.asarray(read_image(roi_dir / f"{case_id}_seg.nii.gz").array) > 0
+    (``IMAGE_seg.nii.gz``, as the bundle's inference writes) or else the case's label."""
+    if roi_dir is not None and prediction_file(roi_dir, entry).is_file():
+        return np.asarray(read_image(prediction_file(roi_dir, entry)).array) > 0
     if entry.get("label"):
         return np.asarray(read_image(entry["label"]).array) > 0
     return None
 
 
-def _propose_entry(entry: dict, plans: dict, generators: dict[int, ProposalGenerator], cache_dir: Path,
+def _propose_entry(entry: dict, plans: Plans, generators: dict[int, ProposalGenerator], cache_dir: Path,
                    roi_dir: Path | None) -> CaseSummary:
     case_id = entry_case_id(entry)
     volume, _ = windowed_volume(entry_image(entry), plans)
-    roi = _roi(entry, roi_dir, case_id)
-    margin = int(plans["samdsk"]["slice_margin"])
-    slices = {axis: slice_indices(volume.shape, axis, roi, margin) for axis in generators}
+    roi = _roi(entry, roi_dir)
+    slices = {axis: slice_indices(volume.shape, axis, roi, plans.samdsk.slice_margin) for axis in generators}
     result = propose_case(case_id, volume, generators, slices, ProposalCache(cache_dir))
     return CaseSummary(case_id, len(result), sum(len(p) for p in result.values()))
 
 
-def propose_entries(entries: list[dict], plans: dict, cache_dir: str | Path,
+def propose_entries(entries: list[dict], plans: Plans, cache_dir: str | Path,
                     generators: dict[int, ProposalGenerator], roi_dir: str | Path | None = None,
                     workers: int = 1, progress: bool = True) -> list[CaseSummary]:
     """Propose for every data-list entry (``{"image": ..., "label"?: ...}``) into ``cache_dir``.

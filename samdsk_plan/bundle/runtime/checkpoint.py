@@ -3,7 +3,7 @@
 MONAI's ``CheckpointSaver`` writes ``model.pt`` in place (ignite's non-atomic ``DiskSaver``),
 so a failure mid-write leaves a file that neither this run nor the next can load. This handler
 saves the same thing (the network's ``state_dict``, what ``CheckpointLoader`` and
-:func:`samdsk_plan.bundle.components.load_weights` read) through the project's atomic writer.
+:func:`samdsk_plan.bundle.runtime.components.load_weights` read) through the project's atomic writer.
 """
 
 from __future__ import annotations

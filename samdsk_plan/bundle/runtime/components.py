@@ -42,7 +42,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device | None = 
         raise SamdskError(f"{path}: checkpoint not found")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - whatever torch.load fails on, the file is not a checkpoint
+    except Exception as exc:
         what = "the file is empty" if path.stat().st_size == 0 else "corrupt, truncated or not a saved model"
         raise SamdskError(f"{path}: not a PyTorch checkpoint ({what}; torch.load raised {type(exc).__name__})"
                           ) from exc
@@ -89,7 +89,7 @@ class LoadImageNamedd(MapTransform):
         for key in self.key_iterator(d):
             try:
                 d[key] = self.loader(d[key])
-            except Exception as exc:  # noqa: BLE001 - any reader failure is the file's problem
+            except Exception as exc:
                 culprit = self._culprit(d[key])
                 raise SamdskError(f"{culprit}: cannot be read as an image ({describe_error(exc)})") from exc
         return d
@@ -100,7 +100,7 @@ class LoadImageNamedd(MapTransform):
             for path in value:
                 try:
                     self.loader(path)
-                except Exception:  # noqa: BLE001 - this is the one
+                except Exception:
                     return str(path)
         return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
@@ -121,7 +121,7 @@ class CheckLabelValuesd(MapTransform):
             label = d[key]
             tensor = label.as_tensor() if isinstance(label, MetaTensor) else torch.as_tensor(label)
             values, counts = torch.unique(tensor, return_counts=True)
-            bad = [(v, n) for v, n in zip(values.tolist(), counts.tolist()) if v not in self.declared]
+            bad = [(v, n) for v, n in zip(values.tolist(), counts.tolist(), strict=True) if v not in self.declared]
             if bad:
                 path = getattr(label, "meta", {}).get("filename_or_obj", key)
                 found = ", ".join(f"{v:g} ({n} voxel(s))" for v, n in bad)
@@ -149,7 +149,7 @@ class DeepSupervisionDiceCE(torch.nn.Module):
             return self.base(prediction, target)
         heads = torch.unbind(prediction, dim=1)
         weights = [0.5**i for i in range(len(heads))]
-        return sum(w / sum(weights) * self.base(h, target) for w, h in zip(weights, heads))
+        return sum(w / sum(weights) * self.base(h, target) for w, h in zip(weights, heads, strict=True))
 
 
 def error_summary(exc: BaseException | None) -> str | None:

@@ -12,7 +12,7 @@ import torch
 from monai.handlers import CheckpointLoader
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
-from samdsk_plan.bundle.components import describe_error, read_checkpoint
+from samdsk_plan.bundle.runtime.components import describe_error, read_checkpoint
 from samdsk_plan.errors import SamdskError
 from samdsk_plan.io.atomic import atomic_write_json, atomic_write_text
 from samdsk_plan.io.images import strip_image_suffix
