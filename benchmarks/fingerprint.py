@@ -51,12 +51,17 @@ def build_nnunet_raw(msd: Path, root: Path) -> int:
         case = Path(entry["image"]).name.removesuffix(".nii.gz")
         (folder / "imagesTr" / f"{case}_0000.nii.gz").symlink_to((msd / entry["image"]).resolve())
         (folder / "labelsTr" / f"{case}.nii.gz").symlink_to((msd / entry["label"]).resolve())
-    (folder / "dataset.json").write_text(json.dumps({
-        "channel_names": msd_json["modality"],
-        "labels": {name: int(value) for value, name in msd_json["labels"].items()},
-        "numTraining": len(msd_json["training"]),
-        "file_ending": ".nii.gz",
-    }, indent=1))
+    (folder / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": msd_json["modality"],
+                "labels": {name: int(value) for value, name in msd_json["labels"].items()},
+                "numTraining": len(msd_json["training"]),
+                "file_ending": ".nii.gz",
+            },
+            indent=1,
+        )
+    )
     return len(msd_json["training"])
 
 
@@ -99,9 +104,12 @@ def in_process(data: Path, out: Path, workers: int, repeats: int) -> tuple[list[
             extractor.run(overwrite_existing=True)
 
     return alternate(
-        lambda: timed(lambda: write_fingerprint(
-            compute_fingerprint(load_dataset(data), workers=workers, progress=False), out)),
-        lambda: timed(nnunet), repeats)
+        lambda: timed(
+            lambda: write_fingerprint(compute_fingerprint(load_dataset(data), workers=workers, progress=False), out)
+        ),
+        lambda: timed(nnunet),
+        repeats,
+    )
 
 
 def print_times(title: str, ours: list[float], theirs: list[float]) -> None:
@@ -120,23 +128,34 @@ def print_comparison(ours: dict, theirs: dict) -> None:
     for key in INTENSITY_KEYS:
         print(f"{key:<34}{a[key]:>20.7g}{b[key]:>20.7g}")
     # nnU-Net's SimpleITK reader gives axes in (z, y, x) order: reversed here to NIfTI (i, j, k).
-    rows = (("median spacing [mm]", ours["spacing"]["median"], np.median(theirs["spacings"], axis=0)[::-1]),
-            ("median shape after crop", ours["shape_after_crop"]["median"],
-             np.median(theirs["shapes_after_crop"], axis=0)[::-1]))
+    rows = (
+        ("median spacing [mm]", ours["spacing"]["median"], np.median(theirs["spacings"], axis=0)[::-1]),
+        (
+            "median shape after crop",
+            ours["shape_after_crop"]["median"],
+            np.median(theirs["shapes_after_crop"], axis=0)[::-1],
+        ),
+    )
     for name, mine, other in rows:
         print(f"{name + ' (i, j, k)':<34}{[float(v) for v in mine]!s:>20}{[float(v) for v in other]!s:>20}")
-    print("Notes: nnU-Net draws 1e8 / n_cases foreground voxels per case with replacement (seed 1234), so every\n"
-          "case weighs the same; samdsk-plan keeps up to 1e7 / n_cases per case, i.e. every foreground voxel here\n"
-          f"({a['n_voxels']}), so small differences in mean, std and percentiles are expected.\n"
-          "samdsk-plan's spacing and shape statistics also count the unlabelled (imagesTs) cases.\n"
-          "Only samdsk-plan computes, per class: volume fractions, 3D component counts, per-slice region counts\n"
-          "along all 3 axes, component sizes and per-slice region areas.")
+    print(
+        "Notes: nnU-Net draws 1e8 / n_cases foreground voxels per case with replacement (seed 1234), so every\n"
+        "case weighs the same; samdsk-plan keeps up to 1e7 / n_cases per case, i.e. every foreground voxel here\n"
+        f"({a['n_voxels']}), so small differences in mean, std and percentiles are expected.\n"
+        "samdsk-plan's spacing and shape statistics also count the unlabelled (imagesTs) cases.\n"
+        "Only samdsk-plan computes, per class: volume fractions, 3D component counts, per-slice region counts\n"
+        "along all 3 axes, component sizes and per-slice region areas."
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=(REPO / "../shared/data/hippocampus").resolve(),
-                        help="MSD hippocampus folder (default: ../shared/data/hippocampus next to the repository)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=(REPO / "../shared/data/hippocampus").resolve(),
+        help="MSD hippocampus folder (default: ../shared/data/hippocampus next to the repository)",
+    )
     parser.add_argument("-j", "--workers", type=int, default=2, help="worker processes for both tools (default: 2)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each tool (default: 3)")
     args = parser.parse_args()
@@ -149,15 +168,28 @@ def main() -> None:
         env = {**os.environ, **paths}
         ours_out = root / "ours.json"
         ours_cmd = [sys.executable, "-m", "samdsk_plan", "fingerprint", str(data), "-o", str(ours_out), "-j", w, "-q"]
-        nnunet_cmd = [str(Path(sys.executable).with_name("nnUNetv2_extract_fingerprint")),
-                      "-d", "4", "-np", w, "--clean", "--no_pbar"]
-        print(f"{n_cases} labelled cases from {data}; {w} workers, {args.repeats} runs each, alternating; "
-              f"samdsk-plan {version('samdsk-plan')}, nnunetv2 {version('nnunetv2')}")
-        print_times("Subprocess wall time (interpreter start-up and imports included)",
-                    *alternate(lambda: run_command(ours_cmd, env), lambda: run_command(nnunet_cmd, env), args.repeats))
+        nnunet_cmd = [
+            str(Path(sys.executable).with_name("nnUNetv2_extract_fingerprint")),
+            "-d",
+            "4",
+            "-np",
+            w,
+            "--clean",
+            "--no_pbar",
+        ]
+        print(
+            f"{n_cases} labelled cases from {data}; {w} workers, {args.repeats} runs each, alternating; "
+            f"samdsk-plan {version('samdsk-plan')}, nnunetv2 {version('nnunetv2')}"
+        )
+        print_times(
+            "Subprocess wall time (interpreter start-up and imports included)",
+            *alternate(lambda: run_command(ours_cmd, env), lambda: run_command(nnunet_cmd, env), args.repeats),
+        )
         os.environ.update(paths)
-        print_times("In-process wall time (parent start-up and imports excluded)",
-                    *in_process(data, ours_out, args.workers, args.repeats))
+        print_times(
+            "In-process wall time (parent start-up and imports excluded)",
+            *in_process(data, ours_out, args.workers, args.repeats),
+        )
         nnunet_out = root / "nnUNet_preprocessed" / DATASET / "dataset_fingerprint.json"
         print_comparison(json.loads(ours_out.read_text()), json.loads(nnunet_out.read_text()))
 

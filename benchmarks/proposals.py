@@ -54,23 +54,25 @@ def sample_slices(root: Path, n_cases: int, per_axis: int, seed: int) -> dict[in
         volumes.append((window_to_unit(image, PER_IMAGE), np.asarray(read_image(cases[i].label).array)))
     out = {}
     for axis in range(3):
-        pool = [(image, label, k) for image, label in volumes
-                for k in np.flatnonzero(np.moveaxis(label, axis, 0).any(axis=(1, 2)))]
+        pool = [
+            (image, label, k)
+            for image, label in volumes
+            for k in np.flatnonzero(np.moveaxis(label, axis, 0).any(axis=(1, 2)))
+        ]
         picks = sorted(rng.choice(len(pool), size=min(per_axis, len(pool)), replace=False))
-        out[axis] = [(np.take(pool[p][0], pool[p][2], axis=axis), np.take(pool[p][1], pool[p][2], axis=axis))
-                     for p in picks]
+        out[axis] = [
+            (np.take(pool[p][0], pool[p][2], axis=axis), np.take(pool[p][1], pool[p][2], axis=axis)) for p in picks
+        ]
     return out
 
 
 def plan_object_areas(plan: Path) -> dict[int, float]:
     """Axis -> mean over classes of the plan's median region area per slice (pixels)."""
     classes = json.loads(plan.read_text())["samdsk"]["classes"].values()
-    return {axis: float(np.mean([c["region_area_px"][str(axis)]["median"] for c in classes]))
-            for axis in range(3)}
+    return {axis: float(np.mean([c["region_area_px"][str(axis)]["median"] for c in classes])) for axis in range(3)}
 
 
-def measure(generator: ClassicalGenerator, slices: list, classes: dict[int, str], min_px: int,
-            k_max: int) -> dict:
+def measure(generator: ClassicalGenerator, slices: list, classes: dict[int, str], min_px: int, k_max: int) -> dict:
     """Timing, proposal counts and oracle Dice for K = 1..``k_max`` of ``generator`` on
     ``(image, label)`` slices; ``dice[class]`` is a list of ``(k_max,)`` arrays.
 
@@ -102,9 +104,15 @@ def measure(generator: ClassicalGenerator, slices: list, classes: dict[int, str]
 def row(mode: str, axis: str, shape: str, area: str, results: list[dict], classes: dict[int, str]) -> str:
     n = sum(len(r["counts"]) for r in results)
     counts = np.concatenate([r["counts"] for r in results])
-    cells = [mode, axis, shape, area, f"{n / sum(r['wall'] for r in results):.1f}",
-             f"{1000 * sum(r['cpu'] for r in results) / n:.1f}",
-             f"{counts.mean():.0f} [{counts.min()}-{counts.max()}]"]
+    cells = [
+        mode,
+        axis,
+        shape,
+        area,
+        f"{n / sum(r['wall'] for r in results):.1f}",
+        f"{1000 * sum(r['cpu'] for r in results) / n:.1f}",
+        f"{counts.mean():.0f} [{counts.min()}-{counts.max()}]",
+    ]
     for value in classes:
         d = np.array([x for r in results for x in r["dice"][value]])
         cells.append((" / ".join(f"{m:.3f}" for m in d.mean(axis=0)) if len(d) else "n/a") + f" ({len(d)})")
@@ -121,8 +129,7 @@ def time_sam(images: list[np.ndarray], points_per_side: int) -> None:
 
     torch.manual_seed(0)
     model = sam_model_registry["vit_b"](checkpoint=None).eval()
-    generator = SamGenerator(model, points_per_side=points_per_side, pred_iou_thresh=0.0,
-                             stability_score_thresh=0.0)
+    generator = SamGenerator(model, points_per_side=points_per_side, pred_iou_thresh=0.0, stability_score_thresh=0.0)
     start = time.perf_counter()
     with torch.no_grad():
         for _ in images:
@@ -131,9 +138,11 @@ def time_sam(images: list[np.ndarray], points_per_side: int) -> None:
     start = time.perf_counter()
     counts = [len(generator(image)) for image in images]
     total = (time.perf_counter() - start) / len(images)
-    print(f"SAM vit_b (random weights, {torch.get_num_threads()} threads, {points_per_side}x{points_per_side} grid): "
-          f"{total:.1f} s/slice ({1 / total:.3f} slices/s), of which the 1024^2 image encoder {encoder:.1f} s; "
-          f"{np.mean(counts):.0f} masks/slice")
+    print(
+        f"SAM vit_b (random weights, {torch.get_num_threads()} threads, {points_per_side}x{points_per_side} grid): "
+        f"{total:.1f} s/slice ({1 / total:.3f} slices/s), of which the 1024^2 image encoder {encoder:.1f} s; "
+        f"{np.mean(counts):.0f} masks/slice"
+    )
 
 
 def main() -> None:
@@ -146,16 +155,22 @@ def main() -> None:
     parser.add_argument("--object-area", type=float, help="object_area_px for every axis (default: from --plan)")
     parser.add_argument("--min-px", type=int, default=10, help="smallest class region scored (pixels)")
     parser.add_argument("--k-max", type=int, default=3, help="oracle Dice for unions of K = 1..k-max proposals")
-    parser.add_argument("--sam-slices", type=int, default=0,
-                        help="also time SAM vit_b (random weights, CPU) on this many axis-0 slices (default: skip)")
+    parser.add_argument(
+        "--sam-slices",
+        type=int,
+        default=0,
+        help="also time SAM vit_b (random weights, CPU) on this many axis-0 slices (default: skip)",
+    )
     parser.add_argument("--sam-points", type=int, default=32, help="points_per_side of the SAM grid")
     args = parser.parse_args()
 
     classes = load_dataset(args.data).foreground_labels
     slices = sample_slices(args.data, args.cases, args.slices, args.seed)
     areas = {a: args.object_area for a in range(3)} if args.object_area else plan_object_areas(args.plan)
-    print(f"{args.cases} cases, {args.slices} slices per axis (seed {args.seed}); "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"{args.cases} cases, {args.slices} slices per axis (seed {args.seed}); "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     header = ["mode", "axis", "slice HxW", "object px", "slices/s", "CPU ms/slice", "proposals/slice"]
     ks = "/".join(str(k) for k in range(1, args.k_max + 1))
     header += [f"Dice K={ks} {name} (n)" for name in classes.values()]

@@ -64,17 +64,25 @@ def train_and_evaluate(runner: BundleRunner, folder: Path, datalist: dict, train
     start = time.perf_counter()
     if not (folder / "eval" / "metrics.json").is_file():
         runner.run(["train.json"], folder / "train.log", datalist=path, ckpt_dir=folder / "models", **train_args)
-        runner.run(["train.json", "evaluate.json"], folder / "evaluate.log", datalist=path,
-                   ckpt_dir=folder / "models", output_dir=folder / "eval", data_part="test")
+        runner.run(
+            ["train.json", "evaluate.json"],
+            folder / "evaluate.log",
+            datalist=path,
+            ckpt_dir=folder / "models",
+            output_dir=folder / "eval",
+            data_part="test",
+        )
     mean = json.loads((folder / "eval" / "metrics.json").read_text())["mean"]
     return {"n_train": len(datalist["training"]), "mean": mean, "seconds": time.perf_counter() - start}
 
 
 def supervised_100(out: Path, runner: BundleRunner, train_args: dict, results: dict) -> None:
     split = json.loads(SPLIT.read_text())
-    full = {"training": split["training"] + [{"image": e["image"], "label": e["hidden_label"]}
-                                             for e in split["unlabelled"][:N_HIDDEN]],
-            "testing": split["testing"]}
+    full = {
+        "training": split["training"]
+        + [{"image": e["image"], "label": e["hidden_label"]} for e in split["unlabelled"][:N_HIDDEN]],
+        "testing": split["testing"],
+    }
     results["supervised 100 %"] = train_and_evaluate(runner, out / "supervised_100", full, train_args)
 
 
@@ -87,8 +95,9 @@ def self_training(out: Path, runner: BundleRunner, train_args: dict, n: int, res
     r0 = json.loads((run / "round_0" / "datalist.json").read_text())
     added = [{"image": r["image"], "label": str(preds / f"{r['case_id']}_seg.nii.gz")} for r in chosen]
     datalist = {"training": r0["training"] + added, "validation": r0["validation"], "testing": r0["testing"]}
-    results[f"self-training, top {n} by confidence"] = train_and_evaluate(runner, out / f"self_training_{n}",
-                                                                          datalist, train_args)
+    results[f"self-training, top {n} by confidence"] = train_and_evaluate(
+        runner, out / f"self_training_{n}", datalist, train_args
+    )
 
 
 def seeded_loop(source: Path, run_dir: Path, bundle: Path, settings: LoopSettings, with_matches: bool) -> Loop:
@@ -113,8 +122,11 @@ def pool_analysis(run: Path) -> None:
     """True Dice of round 1's matched labels and of the predictions on the whole pool, for the
     top fractions of cases ranked by beta and by the model's confidence."""
     split = json.loads(SPLIT.read_text())
-    hidden = {Path(e["image"]).name.removesuffix(".nii.gz"): DATA / e["hidden_label"]
-              for e in split["unlabelled"] if "hidden_label" in e}
+    hidden = {
+        Path(e["image"]).name.removesuffix(".nii.gz"): DATA / e["hidden_label"]
+        for e in split["unlabelled"]
+        if "hidden_label" in e
+    }
     rows = []
     for path in sorted((run / "round_1" / "matches" / "pool").glob("*.json")):
         rec = json.loads(path.read_text())
@@ -123,19 +135,28 @@ def pool_analysis(run: Path) -> None:
         truth = np.asarray(read_image(hidden[rec["case_id"]]).array)
         label = np.asarray(read_image(rec["label"]).array)
         pred = np.asarray(read_image(run / "round_1" / "predictions" / "pool" / f"{rec['case_id']}_seg.nii.gz").array)
-        dice = [np.mean([union_score((x == c).reshape(1, -1), (truth == c).ravel().astype(float), [0], "dice")
-                         for c in (1, 2)]) for x in (label, pred)]
+        dice = [
+            np.mean(
+                [union_score((x == c).reshape(1, -1), (truth == c).ravel().astype(float), [0], "dice") for c in (1, 2)]
+            )
+            for x in (label, pred)
+        ]
         rows.append((rec["beta"], rec["confidence"], *dice))
     a = np.asarray(rows)
-    print(f"\nround-1 pool ({len(a)} cases with hidden labels): matched labels beat the prediction in "
-          f"{100 * np.mean(a[:, 2] > a[:, 3]):.0f} % of cases; corr(beta, label Dice) {np.corrcoef(a[:, 0], a[:, 2])[0, 1]:.2f}, "
-          f"corr(confidence, prediction Dice) {np.corrcoef(a[:, 1], a[:, 3])[0, 1]:.2f}")
+    print(
+        f"\nround-1 pool ({len(a)} cases with hidden labels): matched labels beat the prediction in "
+        f"{100 * np.mean(a[:, 2] > a[:, 3]):.0f} % of cases; "
+        f"corr(beta, label Dice) {np.corrcoef(a[:, 0], a[:, 2])[0, 1]:.2f}, "
+        f"corr(confidence, prediction Dice) {np.corrcoef(a[:, 1], a[:, 3])[0, 1]:.2f}"
+    )
     print("top share  n    by beta: label | prediction    by confidence: label | prediction")
     for share in (0.1, 0.25, 0.5, 1.0):
         n = max(1, round(share * len(a)))
         b, c = np.argsort(-a[:, 0], kind="stable")[:n], np.argsort(-a[:, 1], kind="stable")[:n]
-        print(f"{share:8.0%} {n:3d}   {a[b, 2].mean():13.4f} | {a[b, 3].mean():.4f}   "
-              f"{a[c, 2].mean():19.4f} | {a[c, 3].mean():.4f}")
+        print(
+            f"{share:8.0%} {n:3d}   {a[b, 2].mean():13.4f} | {a[b, 3].mean():.4f}   "
+            f"{a[c, 2].mean():19.4f} | {a[c, 3].mean():.4f}"
+        )
 
 
 def brute_force(masks: np.ndarray, probs: np.ndarray, bounds, settings) -> float:
@@ -158,8 +179,9 @@ def solver_timing(run: Path, plans: Plans, n_cases: int, brute_n: int, fast: boo
     for rec_path in records:
         rec = json.loads(rec_path.read_text())
         volume, _ = windowed_volume(rec["image"], plans)
-        probs = read_probabilities(prediction_file(run / "round_1" / "predictions" / "pool", rec, "prob"),
-                                   volume.shape, plans.n_classes)
+        probs = read_probabilities(
+            prediction_file(run / "round_1" / "predictions" / "pool", rec, "prob"), volume.shape, plans.n_classes
+        )
         pred = np.argmax(probs, axis=0)
         for (axis, index), props in cache.load(rec["case_id"], case_key(volume, generators)).items():
             local = slice_bounds(np.take(pred, index, axis=axis), bounds[axis])
@@ -185,16 +207,22 @@ def solver_timing(run: Path, plans: Plans, n_cases: int, brute_n: int, fast: boo
             gaps.append(exact - fast.objective)
     t = np.asarray(times) * 1000
     bt = np.asarray(brute_times) * 1000
-    print(f"\nsolver on {len(t)} slices of {len(records)} cases ({np.median(sizes):.0f} proposals per slice, median):"
-          f" median {np.median(t):.1f} ms, p95 {np.percentile(t, 95):.1f} ms")
-    print(f"on {len(bt)} of those slices cut to {brute_n} proposals: solver median {np.median(bt[:, 0]):.2f} ms, "
-          f"brute force median {np.median(bt[:, 1]):.1f} ms (p95 {np.percentile(bt[:, 1], 95):.1f} ms); "
-          f"largest objective gap brute - solver {max(gaps):.2e}")
+    print(
+        f"\nsolver on {len(t)} slices of {len(records)} cases ({np.median(sizes):.0f} proposals per slice, median):"
+        f" median {np.median(t):.1f} ms, p95 {np.percentile(t, 95):.1f} ms"
+    )
+    print(
+        f"on {len(bt)} of those slices cut to {brute_n} proposals: solver median {np.median(bt[:, 0]):.2f} ms, "
+        f"brute force median {np.median(bt[:, 1]):.1f} ms (p95 {np.percentile(bt[:, 1], 95):.1f} ms); "
+        f"largest objective gap brute - solver {max(gaps):.2e}"
+    )
 
 
 def print_arms(state_rows: list[tuple[str, dict]], results: dict, filters: str, epochs: int) -> None:
-    print(f"\nhippocampus, 10 % labelled ({epochs * 50} iterations of batch 2 per training, filters [{filters}], "
-          "CPU); Dice on the 52 test cases")
+    print(
+        f"\nhippocampus, 10 % labelled ({epochs * 50} iterations of batch 2 per training, filters [{filters}], "
+        "CPU); Dice on the 52 test cases"
+    )
     print(f"{'arm':44s} {'n train':>7s} {'Dice Ant':>9s} {'Dice Post':>9s} {'mean':>7s}")
     for name, summary in state_rows:
         mean = summary["evaluation"]["mean"]
@@ -206,16 +234,22 @@ def print_arms(state_rows: list[tuple[str, dict]], results: dict, filters: str, 
 
 
 def print_rounds(name: str, state: dict) -> None:
-    print(f"\n{name}: round  threshold  accepted/pool  exact  true Dice: accepted labels | their predictions | "
-          "confidence-selected predictions")
+    print(
+        f"\n{name}: round  threshold  accepted/pool  exact  true Dice: accepted labels | their predictions | "
+        "confidence-selected predictions"
+    )
     for r in sorted(state["rounds"], key=int)[1:]:
         s = state["rounds"][r]
         td = s.get("true_dice", {})
-        cells = [f"{td[k]['mean']:.4f}" if k in td else "n/a" for k in
-                 ("accepted_pseudo_labels", "accepted_predictions", "confidence_selected_predictions")]
+        cells = [
+            f"{td[k]['mean']:.4f}" if k in td else "n/a"
+            for k in ("accepted_pseudo_labels", "accepted_predictions", "confidence_selected_predictions")
+        ]
         thr = "none" if s.get("threshold") is None else f"{s['threshold']:.4f}"
-        print(f"{r:>5s}  {thr:>9s}  {len(s['accepted']):>4d}/{s['n_pool']:<4d}  {s['exact_fraction']:5.2f}  "
-              + " | ".join(cells))
+        print(
+            f"{r:>5s}  {thr:>9s}  {len(s['accepted']):>4d}/{s['n_pool']:<4d}  {s['exact_fraction']:5.2f}  "
+            + " | ".join(cells)
+        )
     print(f"stop: {state['stopped'] or 'rounds done'}")
 
 
@@ -234,17 +268,34 @@ def main() -> None:
     overrides = {"network_def#filters": f"[{args.filters}]", "num_workers": "0"}
     train_args = {"epochs": args.epochs, "iterations_per_epoch": 50, "batch_size": 2, "val_interval": args.val_interval}
     args.out.mkdir(parents=True, exist_ok=True)
-    common = dict(epochs=args.epochs, iterations_per_epoch=50, batch_size=2, val_interval=args.val_interval,
-                  fast_proposals=args.fast, overrides=overrides)
+    common = dict(
+        epochs=args.epochs,
+        iterations_per_epoch=50,
+        batch_size=2,
+        val_interval=args.val_interval,
+        fast_proposals=args.fast,
+        overrides=overrides,
+    )
     runner = BundleRunner(BUNDLE, DATA, "cpu", overrides, threads=1)
     results: dict = {}
 
     # 1. SamDSK as planned (threshold calibrated) beside supervised 100 %
     run = args.out / "samdsk"
-    loop = Loop(BUNDLE, DATA, run, SPLIT, LoopSettings(rounds=args.rounds, **common), "cpu", threads=1,
-                progress=False, log=print)
-    jobs = [threading.Thread(target=loop.run), threading.Thread(target=supervised_100,
-                                                                args=(args.out, runner, train_args, results))]
+    loop = Loop(
+        BUNDLE,
+        DATA,
+        run,
+        SPLIT,
+        LoopSettings(rounds=args.rounds, **common),
+        "cpu",
+        threads=1,
+        progress=False,
+        log=print,
+    )
+    jobs = [
+        threading.Thread(target=loop.run),
+        threading.Thread(target=supervised_100, args=(args.out, runner, train_args, results)),
+    ]
     for job in jobs:
         job.start()
     for job in jobs:
@@ -255,10 +306,17 @@ def main() -> None:
     # 2. fixed-size arms from the same round-0 model: top-N by beta (matched labels) vs top-N by
     #    confidence (predicted labels); then the prediction as fourth voter, calibrated
     if args.top_n:
-        top = seeded_loop(run, args.out / f"samdsk_top{args.top_n}", BUNDLE,
-                          LoopSettings(rounds=1, threshold=0.0, max_accepted=args.top_n, **common), True)
-        jobs = [threading.Thread(target=top.run),
-                threading.Thread(target=self_training, args=(args.out, runner, train_args, args.top_n, results))]
+        top = seeded_loop(
+            run,
+            args.out / f"samdsk_top{args.top_n}",
+            BUNDLE,
+            LoopSettings(rounds=1, threshold=0.0, max_accepted=args.top_n, **common),
+            True,
+        )
+        jobs = [
+            threading.Thread(target=top.run),
+            threading.Thread(target=self_training, args=(args.out, runner, train_args, args.top_n, results)),
+        ]
         for job in jobs:
             job.start()
         for job in jobs:
@@ -272,15 +330,19 @@ def main() -> None:
         plans = json.loads((bundle / "configs" / "plans.json").read_text())
         plans["samdsk"]["fusion"] = "vote_with_prediction"
         (bundle / "configs" / "plans.json").write_text(json.dumps(plans, indent=1))
-    refined = seeded_loop(run, args.out / "samdsk_vote_with_prediction", bundle,
-                          LoopSettings(rounds=1, workers=2, **common), False)
+    refined = seeded_loop(
+        run, args.out / "samdsk_vote_with_prediction", bundle, LoopSettings(rounds=1, workers=2, **common), False
+    )
     refined.run()
     states["SamDSK, prediction as 4th voter, calibrated"] = json.loads((refined.run_dir / "state.json").read_text())
 
     rows = [("supervised 10 % (round 0)", states["SamDSK (paper vote, calibrated)"]["rounds"]["0"])]
     for name, state in states.items():
-        rows += [(f"{name}, round {r}", state["rounds"][r]) for r in sorted(state["rounds"], key=int)[1:]
-                 if "evaluation" in state["rounds"][r]]
+        rows += [
+            (f"{name}, round {r}", state["rounds"][r])
+            for r in sorted(state["rounds"], key=int)[1:]
+            if "evaluation" in state["rounds"][r]
+        ]
     print_arms(rows, results, args.filters, args.epochs)
     for name, state in states.items():
         print_rounds(name, state)

@@ -54,8 +54,19 @@ def write_datalist(setting: str, path: Path) -> int:
 
 def run_bundle(bundle: Path, config: str, args: list[str], threads: int, log: Path) -> float:
     """Run ``monai.bundle run`` in ``bundle``; returns its wall time and exits with the log tail on failure."""
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config,
-           "--device", "cpu", "--num_workers", "0", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        config,
+        "--device",
+        "cpu",
+        "--num_workers",
+        "0",
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     start = time.perf_counter()
     with log.open("w") as out:
@@ -72,19 +83,52 @@ def run_setting(setting: str, args: argparse.Namespace, work: Path) -> dict:
     shutil.copytree(BUNDLE, bundle)
     n_train = write_datalist(setting, work / "datalist.json")
     epochs = max(1, args.iterations // ITERATIONS_PER_EPOCH)
-    common = ["--dataset_dir", str(args.data.resolve()), "--datalist", str(work / "datalist.json"),
-              "--ckpt_dir", str(work / "models"), "--network_def#filters", f"[{args.filters}]"]
-    train_s = run_bundle(bundle, "configs/train.json",
-                         [*common, "--epochs", str(epochs), "--iterations_per_epoch", str(ITERATIONS_PER_EPOCH),
-                          "--batch_size", str(args.batch_size), "--val_interval", str(min(args.val_interval, epochs))],
-                         args.threads, work / "train.log")
+    common = [
+        "--dataset_dir",
+        str(args.data.resolve()),
+        "--datalist",
+        str(work / "datalist.json"),
+        "--ckpt_dir",
+        str(work / "models"),
+        "--network_def#filters",
+        f"[{args.filters}]",
+    ]
+    train_s = run_bundle(
+        bundle,
+        "configs/train.json",
+        [
+            *common,
+            "--epochs",
+            str(epochs),
+            "--iterations_per_epoch",
+            str(ITERATIONS_PER_EPOCH),
+            "--batch_size",
+            str(args.batch_size),
+            "--val_interval",
+            str(min(args.val_interval, epochs)),
+        ],
+        args.threads,
+        work / "train.log",
+    )
     best = re.findall(r"best value: ([\d.]+) at epoch: (\d+)", (work / "train.log").read_text())
-    eval_s = run_bundle(bundle, "['configs/train.json','configs/evaluate.json']",
-                        [*common, "--output_dir", str(work / "eval")], args.threads, work / "eval.log")
+    eval_s = run_bundle(
+        bundle,
+        "['configs/train.json','configs/evaluate.json']",
+        [*common, "--output_dir", str(work / "eval")],
+        args.threads,
+        work / "eval.log",
+    )
     mean = json.loads((work / "eval" / "metrics.json").read_text())["mean"]
-    return {"setting": f"{setting} %", "n_train": n_train, "iterations": epochs * ITERATIONS_PER_EPOCH,
-            "train_s": train_s, "eval_s": eval_s, "mean": mean, "n_test": mean["Anterior"]["n"],
-            "best_val": f"{float(best[-1][0]):.3f} ({best[-1][1]})" if best else "-"}
+    return {
+        "setting": f"{setting} %",
+        "n_train": n_train,
+        "iterations": epochs * ITERATIONS_PER_EPOCH,
+        "train_s": train_s,
+        "eval_s": eval_s,
+        "mean": mean,
+        "n_test": mean["Anterior"]["n"],
+        "best_val": f"{float(best[-1][0]):.3f} ({best[-1][1]})" if best else "-",
+    }
 
 
 def fmt(value: float | None, digits: int) -> str:
@@ -92,19 +136,27 @@ def fmt(value: float | None, digits: int) -> str:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'setting':<8} {'n train':>7} {'iters':>6} {'train [s]':>9} {'eval [s]':>8} {'best val (ep)':>13} "
-          f"{'Dice Ant':>8} {'Dice Post':>9} {'Dice mean':>9} {'HD95 Ant':>8} {'HD95 Post':>9}")
+    print(
+        f"{'setting':<8} {'n train':>7} {'iters':>6} {'train [s]':>9} {'eval [s]':>8} {'best val (ep)':>13} "
+        f"{'Dice Ant':>8} {'Dice Post':>9} {'Dice mean':>9} {'HD95 Ant':>8} {'HD95 Post':>9}"
+    )
     for r in rows:
         dice = [r["mean"][c]["dice"] for c in CLASSES]
         mean_dice = None if None in dice else sum(dice) / len(dice)
-        print(f"{r['setting']:<8} {r['n_train']:>7} {r['iterations']:>6} {r['train_s']:>9.0f} {r['eval_s']:>8.0f} "
-              f"{r['best_val']:>13} {fmt(dice[0], 3):>8} {fmt(dice[1], 3):>9} "
-              f"{fmt(mean_dice, 3):>9} {fmt(r['mean']['Anterior']['hd95'], 2):>8} "
-              f"{fmt(r['mean']['Posterior']['hd95'], 2):>9}")
-    print(f"{'nnU-Net (all labels, reported)':<56} {NNUNET_DICE['Anterior']:>8.2f} "
-          f"{NNUNET_DICE['Posterior']:>9.2f} {sum(NNUNET_DICE.values()) / 2:>9.3f}")
-    print(f"Test cases: {rows[0]['n_test']}; Dice and HD95 [mm] are means over test cases "
-          "(HD95 leaves out cases with an empty prediction); best val = mean validation Dice of the kept checkpoint.")
+        print(
+            f"{r['setting']:<8} {r['n_train']:>7} {r['iterations']:>6} {r['train_s']:>9.0f} {r['eval_s']:>8.0f} "
+            f"{r['best_val']:>13} {fmt(dice[0], 3):>8} {fmt(dice[1], 3):>9} "
+            f"{fmt(mean_dice, 3):>9} {fmt(r['mean']['Anterior']['hd95'], 2):>8} "
+            f"{fmt(r['mean']['Posterior']['hd95'], 2):>9}"
+        )
+    print(
+        f"{'nnU-Net (all labels, reported)':<56} {NNUNET_DICE['Anterior']:>8.2f} "
+        f"{NNUNET_DICE['Posterior']:>9.2f} {sum(NNUNET_DICE.values()) / 2:>9.3f}"
+    )
+    print(
+        f"Test cases: {rows[0]['n_test']}; Dice and HD95 [mm] are means over test cases "
+        "(HD95 leaves out cases with an empty prediction); best val = mean validation Dice of the kept checkpoint."
+    )
 
 
 def main() -> None:
@@ -117,8 +169,11 @@ def main() -> None:
     parser.add_argument("--settings", default="10,100", help="comma-separated label fractions in percent: 10, 100")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads")
     args = parser.parse_args()
-    print(f"data {args.data.resolve()}; {args.iterations} iterations of batch {args.batch_size}; filters "
-          f"[{args.filters}]; {args.threads} threads; CPU", flush=True)
+    print(
+        f"data {args.data.resolve()}; {args.iterations} iterations of batch {args.batch_size}; filters "
+        f"[{args.filters}]; {args.threads} threads; CPU",
+        flush=True,
+    )
     rows = []
     for setting in (s.strip() for s in args.settings.split(",")):
         with tempfile.TemporaryDirectory(prefix=f"supervised_{setting}_") as tmp:

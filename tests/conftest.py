@@ -66,8 +66,15 @@ def write_msd(root: Path, suffix: str = ".nii.gz") -> Path:
     for case_id, kind in UNLABELLED.items():
         write_image(root / "imagesTs" / f"{case_id}{suffix}", case_arrays(kind)[0], affine_for())
         test.append(f"./imagesTs/{case_id}{suffix}")
-    meta = {"name": "synth", "modality": {"0": "MRI"}, "labels": {str(k): v for k, v in LABELS.items()},
-            "numTraining": len(training), "numTest": len(test), "training": training, "test": test}
+    meta = {
+        "name": "synth",
+        "modality": {"0": "MRI"},
+        "labels": {str(k): v for k, v in LABELS.items()},
+        "numTraining": len(training),
+        "numTest": len(test),
+        "training": training,
+        "test": test,
+    }
     (root / "dataset.json").write_text(json.dumps(meta, indent=1))
     return root
 
@@ -80,8 +87,12 @@ def write_nnunet(root: Path, file_ending: str = ".nii.gz") -> Path:
         write_image(root / "labelsTr" / f"{case_id}{file_ending}", label, affine_for())
     for case_id, kind in UNLABELLED.items():
         write_image(root / "imagesTs" / f"{case_id}_0000{file_ending}", case_arrays(kind)[0], affine_for())
-    meta = {"channel_names": {"0": "MRI"}, "labels": {v: k for k, v in LABELS.items()},
-            "numTraining": len(CASES), "file_ending": file_ending}
+    meta = {
+        "channel_names": {"0": "MRI"},
+        "labels": {v: k for k, v in LABELS.items()},
+        "numTraining": len(CASES),
+        "file_ending": file_ending,
+    }
     (root / "dataset.json").write_text(json.dumps(meta, indent=1))
     return root
 
@@ -99,8 +110,12 @@ def write_datalist(root: Path) -> Path:
     for case_id, kind in UNLABELLED.items():
         write_image(data / f"{case_id}.nii.gz", case_arrays(kind)[0], affine_for())
         testing.append({"image": f"{case_id}.nii.gz"})
-    meta = {"modality": {"0": "MRI"}, "labels": {str(k): v for k, v in LABELS.items()},
-            "training": training, "testing": testing}
+    meta = {
+        "modality": {"0": "MRI"},
+        "labels": {str(k): v for k, v in LABELS.items()},
+        "training": training,
+        "testing": testing,
+    }
     (root / "lists").mkdir(parents=True)
     path = root / "lists" / "datalist.json"
     path.write_text(json.dumps(meta, indent=1))

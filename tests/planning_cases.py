@@ -47,8 +47,9 @@ def make_class(name: str = "organ", components=None, per_slice=None, areas=None)
     }
 
 
-def make_fp(cases, *, channel_names=None, intensity=None, median_rel=1.0, classes=None,
-            name: str = "synthetic") -> dict:
+def make_fp(
+    cases, *, channel_names=None, intensity=None, median_rel=1.0, classes=None, name: str = "synthetic"
+) -> dict:
     """A synthetic fingerprint holding only the keys the planner reads.
 
     ``cases``: list of ``(shape_after_crop, spacing)``.
@@ -61,8 +62,10 @@ def make_fp(cases, *, channel_names=None, intensity=None, median_rel=1.0, classe
         "channel_names": channel_names,
         "labels": {"0": "background", "1": "organ"},
         "n_cases": {"labelled": len(cases), "unlabelled": 0},
-        "cases": {f"case_{i:04d}": {"shape": list(shape), "shape_after_crop": list(shape), "spacing": list(spacing)}
-                  for i, (shape, spacing) in enumerate(cases)},
+        "cases": {
+            f"case_{i:04d}": {"shape": list(shape), "shape_after_crop": list(shape), "spacing": list(spacing)}
+            for i, (shape, spacing) in enumerate(cases)
+        },
         "median_relative_size_after_cropping": median_rel,
         "foreground_intensity_properties_per_channel": intensity,
         "classes": classes if classes is not None else {"1": make_class()},

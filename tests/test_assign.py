@@ -83,8 +83,8 @@ def test_with_upper_bounds_one_the_search_equals_the_assignment(instance, metric
 
 
 def _disc(shape, centre, radius):
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
-    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius ** 2
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
 
 
 def test_recovers_a_ground_truth_split_into_pieces_among_distractors():
@@ -97,8 +97,14 @@ def test_recovers_a_ground_truth_split_into_pieces_among_distractors():
     left = (truth == 1) & (np.arange(40)[None, :] < 12)
     right = (truth == 1) & (np.arange(40)[None, :] >= 12)
     pieces = [left, right, truth == 2]
-    distractors = [_disc(shape, (12, 14), 9), _disc(shape, (26, 26), 4), _disc(shape, (20, 20), 10),
-                   np.ones(shape, bool), _disc(shape, (5, 35), 3), right | _disc(shape, (20, 5), 3)]
+    distractors = [
+        _disc(shape, (12, 14), 9),
+        _disc(shape, (26, 26), 4),
+        _disc(shape, (20, 20), 10),
+        np.ones(shape, bool),
+        _disc(shape, (5, 35), 3),
+        right | _disc(shape, (20, 5), 3),
+    ]
     masks = np.stack(distractors[:3] + pieces + distractors[3:])
     onehot = np.stack([truth == c for c in range(3)]).astype(float)
     noisy = np.clip(onehot * 0.75 + rng.uniform(0, 0.25, onehot.shape), 1e-3, None)

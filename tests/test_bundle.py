@@ -14,10 +14,28 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "hippocampus"
 FINGERPRINT = REPO / "dataset_fingerprints" / "hippocampus.json"
 # Mandatory keys of MONAI's bundle metadata schema (meta_schema_20240725).
-METADATA_KEYS = {"version", "monai_version", "pytorch_version", "numpy_version", "required_packages_version",
-                 "task", "description", "authors", "copyright", "network_data_format"}
-TENSOR_KEYS = {"type", "format", "num_channels", "spatial_shape", "dtype", "value_range", "is_patch_data",
-               "channel_def"}
+METADATA_KEYS = {
+    "version",
+    "monai_version",
+    "pytorch_version",
+    "numpy_version",
+    "required_packages_version",
+    "task",
+    "description",
+    "authors",
+    "copyright",
+    "network_data_format",
+}
+TENSOR_KEYS = {
+    "type",
+    "format",
+    "num_channels",
+    "spatial_shape",
+    "dtype",
+    "value_range",
+    "is_patch_data",
+    "channel_def",
+}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +47,9 @@ def test_reemitting_reproduces_the_committed_bundle(tmp_path, plans):
     plans_path = tmp_path / "plans.json"
     assert main(["plan", str(FINGERPRINT), "-o", str(plans_path)]) == 0
     assert main(["emit", str(plans_path), "-o", str(tmp_path / "hippocampus")]) == 0
-    emitted = sorted(p.relative_to(tmp_path / "hippocampus") for p in (tmp_path / "hippocampus").rglob("*") if p.is_file())
+    emitted = sorted(
+        p.relative_to(tmp_path / "hippocampus") for p in (tmp_path / "hippocampus").rglob("*") if p.is_file()
+    )
     committed = sorted(p.relative_to(BUNDLE) for p in BUNDLE.rglob("*") if p.is_file() and p.suffix != ".pt")
     assert emitted == committed
     for rel in emitted:
@@ -58,8 +78,10 @@ def test_metadata_has_every_schema_field(plans):
     assert image["spatial_shape"] == ["8*n", "8*n", "8*n"]
 
 
-@pytest.mark.parametrize("files", [["train.json"], ["inference.json"], ["train.json", "evaluate.json"],
-                                   ["train.json", "multi_gpu_train.json"]])
+@pytest.mark.parametrize(
+    "files",
+    [["train.json"], ["inference.json"], ["train.json", "evaluate.json"], ["train.json", "multi_gpu_train.json"]],
+)
 def test_configs_parse_and_have_zoo_ids(files):
     parser = ConfigParser()
     parser.read_config([str(BUNDLE / "configs" / f) for f in files])
@@ -92,19 +114,34 @@ def test_network_matches_the_plan_and_metadata(plans):
     parser.read_config(str(BUNDLE / "configs" / "inference.json"))
     net = parser.get_parsed_content("network_def")
     assert net.deep_supervision and len(net.filters) == len(plans.configuration("3d_fullres").network.filters)
-    verify_net_in_out(net_id="network_def", meta_file=str(BUNDLE / "configs" / "metadata.json"),
-                      config_file=str(BUNDLE / "configs" / "inference.json"), device="cpu", n=2)
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        config_file=str(BUNDLE / "configs" / "inference.json"),
+        device="cpu",
+        n=2,
+    )
 
 
 def test_ct_plan_emits_clip_and_zscore(plans):
     ct = plans.to_json()
-    ct["normalization"] = [{"channel": 0, "modality": "CT", "scheme": "ct", "clip": [-100.0, 300.0], "mean": 50.0,
-                            "std": 100.0}]
+    ct["normalization"] = [
+        {"channel": 0, "modality": "CT", "scheme": "ct", "clip": [-100.0, 300.0], "mean": 50.0, "std": 100.0}
+    ]
     train = json.loads(bundle_files(Plans(ct), "ct")["configs/train.json"])
     norm = [t for t in train["train"]["deterministic_transforms"] if t["_target_"] == "ScaleIntensityRanged"]
     # Clip to [-100, 300] then (x - 50) / 100 is the linear map onto [-1.5, 2.5], clipped.
-    assert norm == [{"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -100.0, "a_max": 300.0,
-                     "b_min": -1.5, "b_max": 2.5, "clip": True}]
+    assert norm == [
+        {
+            "_target_": "ScaleIntensityRanged",
+            "keys": "image",
+            "a_min": -100.0,
+            "a_max": 300.0,
+            "b_min": -1.5,
+            "b_max": 2.5,
+            "clip": True,
+        }
+    ]
 
 
 def test_emit_rejects_a_file_that_is_not_a_plan(tmp_path, capsys):
@@ -136,15 +173,23 @@ def test_datalist_weights_steer_sampling_and_are_validated(tmp_path):
     for name in ("a", "b", "c"):
         (tmp_path / f"{name}.nii.gz").write_bytes(b"")
     path = tmp_path / "list.json"
-    path.write_text(json.dumps({"training": [{"image": "a.nii.gz", "label": "b.nii.gz"},
-                                             {"image": "c.nii.gz", "label": "b.nii.gz", "weight": 0.5,
-                                              "samdsk": {"round": 1}}],
-                                "validation": [{"image": "a.nii.gz", "label": "b.nii.gz"}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "training": [
+                    {"image": "a.nii.gz", "label": "b.nii.gz"},
+                    {"image": "c.nii.gz", "label": "b.nii.gz", "weight": 0.5, "samdsk": {"round": 1}},
+                ],
+                "validation": [{"image": "a.nii.gz", "label": "b.nii.gz"}],
+            }
+        )
+    )
     files = datalist_files(path, "train", tmp_path)
     assert sample_weights(files) == [1.0, 0.5]
     assert without_weights(files) == [
         {"case_id": "a", "image": str(tmp_path / "a.nii.gz"), "label": str(tmp_path / "b.nii.gz")},
-        {"case_id": "c", "image": str(tmp_path / "c.nii.gz"), "label": str(tmp_path / "b.nii.gz")}]
+        {"case_id": "c", "image": str(tmp_path / "c.nii.gz"), "label": str(tmp_path / "b.nii.gz")},
+    ]
     path.write_text(json.dumps({"training": [{"image": "a.nii.gz", "label": "b.nii.gz", "weight": -1}]}))
     with pytest.raises(DatasetError, match="weight -1; it must be a number >= 0"):
         datalist_files(path, "train", tmp_path)

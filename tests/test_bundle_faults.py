@@ -28,8 +28,11 @@ TINY_TRAINING = ["--epochs", "1", "--iterations_per_epoch", "1", "--batch_size",
 
 def snapshot(root: Path) -> dict[str, str]:
     """sha256 of every file under ``root``."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +52,12 @@ def data(hippocampus, tmp_path) -> Path:
         for case in CASES:
             shutil.copyfile(hippocampus / folder / f"{case}.nii.gz", root / folder / f"{case}.nii.gz")
     meta = json.loads((hippocampus / "dataset.json").read_text())
-    meta.update(numTraining=3, numTest=1, test=[f"./imagesTr/{CASES[0]}.nii.gz"],
-                training=[{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in CASES])
+    meta.update(
+        numTraining=3,
+        numTest=1,
+        test=[f"./imagesTr/{CASES[0]}.nii.gz"],
+        training=[{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in CASES],
+    )
     (root / "dataset.json").write_text(json.dumps(meta))
     return root
 
@@ -59,8 +66,22 @@ def run_failing(bundle: Path, data: Path, configs: list[str], *args: str) -> str
     """Run the bundle on ``data``; assert it fails and leaves ``data`` unchanged; its last stderr line."""
     before = snapshot(data)
     config = f"configs/{configs[0]}" if len(configs) == 1 else str([f"configs/{c}" for c in configs])
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, "--device", "cpu",
-           "--dataset_dir", str(data), "--datalist", str(data), *SMALL_NET, *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        config,
+        "--device",
+        "cpu",
+        "--dataset_dir",
+        str(data),
+        "--datalist",
+        str(data),
+        *SMALL_NET,
+        *args,
+    ]
     done = subprocess.run(cmd, cwd=bundle, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0, done.stdout[-3000:]
     assert snapshot(data) == before
@@ -82,8 +103,9 @@ def save_network(bundle: Path, path: Path) -> Path:
 def test_truncated_image_is_named(bundle, data, tmp_path):
     bad = data / "imagesTr" / f"{CASES[1]}.nii.gz"
     bad.write_bytes(bad.read_bytes()[:20000])
-    last = run_failing(bundle, data, ["train.json"], "--num_workers", "0", "--ckpt_dir", str(tmp_path / "m"),
-                       *TINY_TRAINING)
+    last = run_failing(
+        bundle, data, ["train.json"], "--num_workers", "0", "--ckpt_dir", str(tmp_path / "m"), *TINY_TRAINING
+    )
     assert last.startswith(f"samdsk-plan: error: {bad}: cannot be read as an image (EOFError"), last
     assert not (tmp_path / "m" / "model.pt").exists()
 
@@ -94,20 +116,32 @@ def test_single_undeclared_label_voxel_is_refused(bundle, data, tmp_path):
     label = np.asarray(img.dataobj).copy()
     label[0, 0, 0] = 7
     nib.save(nib.Nifti1Image(label, img.affine, img.header), path)
-    last = run_failing(bundle, data, ["train.json"], "--num_workers", "0", "--ckpt_dir", str(tmp_path / "m"),
-                       *TINY_TRAINING)
-    assert last == (f"samdsk-plan: error: {path}: label values not declared in the plan's labels [0, 1, 2]: "
-                    "7 (1 voxel(s))")
+    last = run_failing(
+        bundle, data, ["train.json"], "--num_workers", "0", "--ckpt_dir", str(tmp_path / "m"), *TINY_TRAINING
+    )
+    assert last == (
+        f"samdsk-plan: error: {path}: label values not declared in the plan's labels [0, 1, 2]: 7 (1 voxel(s))"
+    )
 
 
-@pytest.mark.parametrize("content, problem", [(b"garbage\n", "corrupt, truncated or not a saved model"),
-                                              (b"", "the file is empty")])
+@pytest.mark.parametrize(
+    "content, problem", [(b"garbage\n", "corrupt, truncated or not a saved model"), (b"", "the file is empty")]
+)
 def test_garbage_checkpoint_is_named_by_inference(bundle, data, tmp_path, content, problem):
     model = tmp_path / "m" / "model.pt"
     model.parent.mkdir()
     model.write_bytes(content)
-    last = run_failing(bundle, data, ["inference.json"], "--num_workers", "0", "--ckpt_dir", str(model.parent),
-                       "--output_dir", str(tmp_path / "pred"))
+    last = run_failing(
+        bundle,
+        data,
+        ["inference.json"],
+        "--num_workers",
+        "0",
+        "--ckpt_dir",
+        str(model.parent),
+        "--output_dir",
+        str(tmp_path / "pred"),
+    )
     assert last.startswith(f"samdsk-plan: error: {model}: not a PyTorch checkpoint ({problem}"), last
     assert model.read_bytes() == content
 
@@ -115,8 +149,18 @@ def test_garbage_checkpoint_is_named_by_inference(bundle, data, tmp_path, conten
 def test_garbage_init_checkpoint_is_named_by_training(bundle, data, tmp_path):
     bad = tmp_path / "init.pt"
     bad.write_bytes(b"\x00" * 100)
-    last = run_failing(bundle, data, ["train.json"], "--num_workers", "0", "--ckpt_dir", str(tmp_path / "m"),
-                       "--init_checkpoint", str(bad), *TINY_TRAINING)
+    last = run_failing(
+        bundle,
+        data,
+        ["train.json"],
+        "--num_workers",
+        "0",
+        "--ckpt_dir",
+        str(tmp_path / "m"),
+        "--init_checkpoint",
+        str(bad),
+        *TINY_TRAINING,
+    )
     assert last.startswith(f"samdsk-plan: error: {bad}: not a PyTorch checkpoint"), last
 
 
@@ -125,8 +169,17 @@ def test_unreadable_image_in_a_dataloader_worker_is_named(bundle, data, tmp_path
     model = save_network(bundle, tmp_path / "m" / "model.pt")
     bad = data / "imagesTr" / f"{CASES[0]}.nii.gz"
     bad.write_bytes(b"not an image at all")
-    last = run_failing(bundle, data, ["inference.json"], "--num_workers", "1", "--ckpt_dir", str(model.parent),
-                       "--output_dir", str(tmp_path / "pred"))
+    last = run_failing(
+        bundle,
+        data,
+        ["inference.json"],
+        "--num_workers",
+        "1",
+        "--ckpt_dir",
+        str(model.parent),
+        "--output_dir",
+        str(tmp_path / "pred"),
+    )
     assert last.startswith(f"samdsk-plan: error: {bad}: cannot be read as an image"), last
 
 
@@ -134,8 +187,19 @@ def test_checkpoint_of_another_network_is_named_by_evaluate(bundle, data, tmp_pa
     model = tmp_path / "m" / "model.pt"
     model.parent.mkdir()
     torch.save(torch.nn.Linear(3, 2).state_dict(), model)
-    last = run_failing(bundle, data, ["train.json", "evaluate.json"], "--num_workers", "0", "--data_part", "val",
-                       "--ckpt_dir", str(model.parent), "--output_dir", str(tmp_path / "eval"))
+    last = run_failing(
+        bundle,
+        data,
+        ["train.json", "evaluate.json"],
+        "--num_workers",
+        "0",
+        "--data_part",
+        "val",
+        "--ckpt_dir",
+        str(model.parent),
+        "--output_dir",
+        str(tmp_path / "eval"),
+    )
     assert last.startswith(f"samdsk-plan: error: {model}: does not fit the bundle's network"), last
 
 
@@ -145,8 +209,9 @@ def test_label_check_names_file_values_and_counts(tmp_path):
     assert check({"label": label[:, :1, :2]})["label"] is not None
     with pytest.raises(SamdskError) as err:
         check({"label": label})
-    assert str(err.value) == ("/x/lab.nii.gz: label values not declared in the plan's labels [0, 1, 2]: "
-                              "0.5 (1 voxel(s)), 5 (2 voxel(s))")
+    assert str(err.value) == (
+        "/x/lab.nii.gz: label values not declared in the plan's labels [0, 1, 2]: 0.5 (1 voxel(s)), 5 (2 voxel(s))"
+    )
 
 
 def test_loader_names_the_failing_channel_file(tmp_path):
@@ -168,9 +233,11 @@ def test_error_summary_finds_the_cause_behind_monai_wrappers():
             raise RuntimeError("applying transform <LoadImageNamedd>") from exc
     except RuntimeError as wrapped:
         assert error_summary(wrapped) == "/data/a.nii.gz: cannot be read as an image (EOFError)"
-    worker = RuntimeError("Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback:\n"
-                          "samdsk_plan.errors.SamdskError: /data/b.nii.gz: label values not declared\n\n"
-                          "RuntimeError: applying transform")
+    worker = RuntimeError(
+        "Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback:\n"
+        "samdsk_plan.errors.SamdskError: /data/b.nii.gz: label values not declared\n\n"
+        "RuntimeError: applying transform"
+    )
     assert error_summary(RuntimeError("Failed to evaluate")) is None
     outer = RuntimeError("Failed to evaluate")
     outer.__cause__ = worker

@@ -16,8 +16,14 @@ from samdsk_plan.bundle import ids
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "hippocampus"
 # each config a bundle runs on its own or as an overlay, as the README and the loop run them
-RUNS = [("train.json",), ("inference.json",), ("train.json", "evaluate.json"), ("propose.json",),
-        ("inference.json", "pseudolabel.json"), ("train.json", "multi_gpu_train.json")]
+RUNS = [
+    ("train.json",),
+    ("inference.json",),
+    ("train.json", "evaluate.json"),
+    ("propose.json",),
+    ("inference.json", "pseudolabel.json"),
+    ("train.json", "multi_gpu_train.json"),
+]
 # lists of expressions that do the work when the bundle runs (not instantiated here)
 ACTIONS = ("run", "initialize", "finalize")
 REFERENCE = re.compile(r"@([\w:#]+)")
@@ -75,8 +81,13 @@ def tiny_datalist(hippocampus, tmp_path_factory) -> Path:
 def test_every_component_and_expression_instantiates(files, hippocampus, tiny_datalist, tmp_path):
     """Instantiate each component and evaluate each expression of the config (what the bundle
     builds before it runs) on a tiny hippocampus datalist, on the CPU."""
-    parser = _parser(files, **_tiny(hippocampus, tiny_datalist, tmp_path), cache_dir=str(tmp_path / "proposals"),
-                     match_dir=str(tmp_path / "match"), proposal_dir=str(tmp_path / "proposals"))
+    parser = _parser(
+        files,
+        **_tiny(hippocampus, tiny_datalist, tmp_path),
+        cache_dir=str(tmp_path / "proposals"),
+        match_dir=str(tmp_path / "match"),
+        proposal_dir=str(tmp_path / "proposals"),
+    )
     parser.parse()
     done = 0
     for node_id, value in _ids(parser.get()):
@@ -89,16 +100,27 @@ def test_every_component_and_expression_instantiates(files, hippocampus, tiny_da
 
 
 def _tiny(hippocampus: Path, datalist: Path, tmp_path: Path) -> dict:
-    return {"dataset_dir": str(hippocampus), "datalist": str(datalist), "device": "$torch.device('cpu')",
-            "num_workers": 0, "cache_rate": 0.0, "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "out")}
+    return {
+        "dataset_dir": str(hippocampus),
+        "datalist": str(datalist),
+        "device": "$torch.device('cpu')",
+        "num_workers": 0,
+        "cache_rate": 0.0,
+        "ckpt_dir": str(tmp_path / "models"),
+        "output_dir": str(tmp_path / "out"),
+    }
 
 
 @pytest.mark.parametrize(("config", "workflow"), [("train.json", "train"), ("inference.json", "infer")])
 def test_monai_workflow_properties(config, workflow, hippocampus, tiny_datalist, tmp_path):
     """MONAI's own check of the model-zoo properties (``monai.bundle.properties``)."""
-    flow = ConfigWorkflow(config_file=str(BUNDLE / "configs" / config), workflow_type=workflow,
-                          meta_file=str(BUNDLE / "configs" / "metadata.json"),
-                          logging_file=str(BUNDLE / "configs" / "logging.conf"),
-                          **_tiny(hippocampus, tiny_datalist, tmp_path), bundle_root=str(BUNDLE))
+    flow = ConfigWorkflow(
+        config_file=str(BUNDLE / "configs" / config),
+        workflow_type=workflow,
+        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        logging_file=str(BUNDLE / "configs" / "logging.conf"),
+        **_tiny(hippocampus, tiny_datalist, tmp_path),
+        bundle_root=str(BUNDLE),
+    )
     flow.initialize()
     assert flow.check_properties() == []

@@ -21,8 +21,19 @@ SMALL_NET = ["--network_def#filters", "[8,16,32,64]"]
 
 def run_bundle(bundle: Path, configs: list[str], *args: str) -> str:
     config = configs[0] if len(configs) == 1 else str([f"configs/{c}" for c in configs])
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-           f"configs/{config}" if len(configs) == 1 else config, "--device", "cpu", "--num_workers", "0", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        f"configs/{config}" if len(configs) == 1 else config,
+        "--device",
+        "cpu",
+        "--num_workers",
+        "0",
+        *args,
+    ]
     done = subprocess.run(cmd, cwd=bundle, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return done.stdout + done.stderr
@@ -39,9 +50,18 @@ def datalist(path: Path, n_train: int, n_test: int, n_unlabelled: int) -> Path:
     """A datalist from the committed split: training cases from the labelled part and, when more
     are asked for, from the hidden-label pool; test and unlabelled cases from their parts."""
     split = json.loads(SPLIT.read_text())
-    labelled = split["training"] + [{"image": e["image"], "label": e["hidden_label"]} for e in split["unlabelled"][:182]]
-    path.write_text(json.dumps({"training": labelled[:n_train], "testing": split["testing"][:n_test],
-                                "unlabelled": [{"image": e["image"]} for e in split["unlabelled"][:n_unlabelled]]}))
+    labelled = split["training"] + [
+        {"image": e["image"], "label": e["hidden_label"]} for e in split["unlabelled"][:182]
+    ]
+    path.write_text(
+        json.dumps(
+            {
+                "training": labelled[:n_train],
+                "testing": split["testing"][:n_test],
+                "unlabelled": [{"image": e["image"]} for e in split["unlabelled"][:n_unlabelled]],
+            }
+        )
+    )
     return path
 
 
@@ -57,12 +77,25 @@ def hd95(a: np.ndarray, b: np.ndarray, spacing) -> float:
 def test_train_infer_evaluate(bundle, hippocampus, tmp_path):
     data = datalist(tmp_path / "small.json", n_train=4, n_test=2, n_unlabelled=2)
     common = ["--dataset_dir", str(hippocampus), "--datalist", str(data), "--ckpt_dir", str(tmp_path / "models")]
-    log = run_bundle(bundle, ["train.json"], *common, "--epochs", "2", "--iterations_per_epoch", "2",
-                     "--batch_size", "2", "--val_interval", "1")
+    log = run_bundle(
+        bundle,
+        ["train.json"],
+        *common,
+        "--epochs",
+        "2",
+        "--iterations_per_epoch",
+        "2",
+        "--batch_size",
+        "2",
+        "--val_interval",
+        "1",
+    )
     assert "Epoch[2] Complete" in log and "val_mean_dice" in log
     assert (tmp_path / "models" / "model.pt").is_file()
 
-    run_bundle(bundle, ["inference.json"], *common, "--output_dir", str(tmp_path / "pred"), "--save_probabilities", "True")
+    run_bundle(
+        bundle, ["inference.json"], *common, "--output_dir", str(tmp_path / "pred"), "--save_probabilities", "True"
+    )
     unlabelled = json.loads(data.read_text())["unlabelled"]
     for entry in unlabelled:
         image = nib.load(hippocampus / entry["image"])
@@ -103,10 +136,28 @@ def test_short_training_learns(bundle, hippocampus, tmp_path):
     cores): the held-out mean Dice must exceed 0.5. An untrained network scores about 0.05
     (predicting every class everywhere); measured runs of this setting reached 0.6-0.7."""
     data = datalist(tmp_path / "learn.json", n_train=20, n_test=6, n_unlabelled=0)
-    common = ["--dataset_dir", str(hippocampus), "--datalist", str(data), "--ckpt_dir", str(tmp_path / "models"),
-              *SMALL_NET]
-    run_bundle(bundle, ["train.json"], *common, "--epochs", "8", "--iterations_per_epoch", "25", "--batch_size", "2",
-               "--val_interval", "8")
+    common = [
+        "--dataset_dir",
+        str(hippocampus),
+        "--datalist",
+        str(data),
+        "--ckpt_dir",
+        str(tmp_path / "models"),
+        *SMALL_NET,
+    ]
+    run_bundle(
+        bundle,
+        ["train.json"],
+        *common,
+        "--epochs",
+        "8",
+        "--iterations_per_epoch",
+        "25",
+        "--batch_size",
+        "2",
+        "--val_interval",
+        "8",
+    )
     run_bundle(bundle, ["train.json", "evaluate.json"], *common, "--output_dir", str(tmp_path / "eval"))
     mean = json.loads((tmp_path / "eval" / "metrics.json").read_text())["mean"]
     assert mean["Anterior"]["n"] == mean["Posterior"]["n"] == 6

@@ -62,8 +62,11 @@ def test_fast_mode_gives_a_subset():
 
 
 def test_settings_are_json_and_tell_generators_apart():
-    settings = [ClassicalGenerator(90.0).settings(), ClassicalGenerator(90.0, fast=True).settings(),
-                ClassicalGenerator(400.0).settings()]
+    settings = [
+        ClassicalGenerator(90.0).settings(),
+        ClassicalGenerator(90.0, fast=True).settings(),
+        ClassicalGenerator(400.0).settings(),
+    ]
     dumped = [json.dumps(s, sort_keys=True) for s in settings]
     assert json.loads(dumped[0]) == settings[0]
     assert len(set(dumped)) == 3

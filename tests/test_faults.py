@@ -33,8 +33,11 @@ N_CASES = 8
 
 def tree_digest(root: Path) -> dict[str, str]:
     """sha256 of every file under ``root`` (links followed), by relative path."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -159,12 +162,15 @@ def test_atomic_writes_respect_the_umask(tmp_path, umask, mode):
 
 
 # ---------------------------------------------------------------- propose arguments
-@pytest.mark.parametrize("args, message", [
-    (["-j", "0"], "argument -j/--workers: must be at least 1, got 0"),
-    (["-j", "-3"], "argument -j/--workers: must be at least 1, got -3"),
-    (["-j", "two"], "argument -j/--workers: expected a whole number of processes, got 'two'"),
-    (["--roi-dir", "/no/such/folder"], "--roi-dir /no/such/folder: no such folder"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-j", "0"], "argument -j/--workers: must be at least 1, got 0"),
+        (["-j", "-3"], "argument -j/--workers: must be at least 1, got -3"),
+        (["-j", "two"], "argument -j/--workers: expected a whole number of processes, got 'two'"),
+        (["--roi-dir", "/no/such/folder"], "--roi-dir /no/such/folder: no such folder"),
+    ],
+)
 def test_propose_bad_arguments(data, tmp_path, capsys, args, message):
     code, err = run_cli(["propose", BUNDLE, data, "-o", tmp_path / "cache", *args], capsys)
     assert code == 2 and message in err
@@ -175,8 +181,7 @@ def test_propose_bad_arguments(data, tmp_path, capsys, args, message):
 def test_propose_names_a_corrupt_unlabelled_image(data, tmp_path, capsys, workers):
     image = data / json.loads((data / "dataset.json").read_text())["test"][0]
     image.write_bytes(image.read_bytes()[:200])
-    code, err = run_cli(["propose", BUNDLE, data, "-o", tmp_path / "cache", "--fast", "-q", "-j", workers],
-                        capsys)
+    code, err = run_cli(["propose", BUNDLE, data, "-o", tmp_path / "cache", "--fast", "-q", "-j", workers], capsys)
     assert code == 2 and f"{image}: cannot be read as an image" in err.replace(str(image.resolve()), str(image))
 
 
@@ -184,15 +189,35 @@ def test_propose_names_a_corrupt_unlabelled_image(data, tmp_path, capsys, worker
 def _small_datalist(data: Path, tmp_path: Path) -> Path:
     meta = json.loads((data / "dataset.json").read_text())
     tr = meta["training"]
-    split = {"training": tr[:2], "validation": tr[2:4], "testing": tr[4:6],
-             "unlabelled": [{"image": e["image"], "hidden_label": e["label"]} for e in tr[6:8]]}
+    split = {
+        "training": tr[:2],
+        "validation": tr[2:4],
+        "testing": tr[4:6],
+        "unlabelled": [{"image": e["image"], "hidden_label": e["label"]} for e in tr[6:8]],
+    }
     path = tmp_path / "small.json"
     path.write_text(json.dumps(split))
     return path
 
 
-TINY = ["--epochs", "1", "--iterations-per-epoch", "1", "--batch-size", "2", "--val-interval", "1", "--fast",
-        "--set", "network_def#filters=[8,16,32,64]", "--set", "num_workers=0", "--threads", "1", "-q"]
+TINY = [
+    "--epochs",
+    "1",
+    "--iterations-per-epoch",
+    "1",
+    "--batch-size",
+    "2",
+    "--val-interval",
+    "1",
+    "--fast",
+    "--set",
+    "network_def#filters=[8,16,32,64]",
+    "--set",
+    "num_workers=0",
+    "--threads",
+    "1",
+    "-q",
+]
 
 
 def _loop_args(data: Path, datalist: Path, run: Path, *extra: str) -> list:
@@ -203,14 +228,17 @@ def _trained(run: Path) -> bool:
     return (run / "state.json").is_file() and "0/train" in json.loads((run / "state.json").read_text())["done"]
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--device", "cuda:7"], "--device 'cuda:7'"),
-    (["--device", "tpu"], "--device 'tpu'"),
-    (["--threshold", "nan"], "--threshold must be a number in [0, 1], got nan"),
-    (["--threshold", "7"], "--threshold must be a number in [0, 1], got 7.0"),
-    (["--pseudo-label-weight", "inf"], "--pseudo-label-weight must be a finite number > 0, got inf"),
-    (["--generator", "sam", "--checkpoint", "/no/such/sam.pth"], "/no/such/sam.pth"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--device", "cuda:7"], "--device 'cuda:7'"),
+        (["--device", "tpu"], "--device 'tpu'"),
+        (["--threshold", "nan"], "--threshold must be a number in [0, 1], got nan"),
+        (["--threshold", "7"], "--threshold must be a number in [0, 1], got 7.0"),
+        (["--pseudo-label-weight", "inf"], "--pseudo-label-weight must be a finite number > 0, got inf"),
+        (["--generator", "sam", "--checkpoint", "/no/such/sam.pth"], "/no/such/sam.pth"),
+    ],
+)
 def test_loop_refuses_bad_settings_before_training(data, tmp_path, capsys, extra, message):
     datalist = _small_datalist(data, tmp_path)
     run = tmp_path / "run"
@@ -230,8 +258,11 @@ def test_loop_refuses_an_unreadable_pool_image_then_restarts_with_corrected_sett
     code, err = run_cli(_loop_args(data, datalist, run, "--threshold", "nan"), capsys)
     assert code == 2 and "--threshold" in err  # settings first
     code, err = run_cli(_loop_args(data, datalist, run, "--threshold", "0.5"), capsys)
-    assert code == 2 and "cannot be read" in err and str(pool_image.resolve()) in err.replace(
-        str(pool_image), str(pool_image.resolve()))
+    assert (
+        code == 2
+        and "cannot be read" in err
+        and str(pool_image.resolve()) in err.replace(str(pool_image), str(pool_image.resolve()))
+    )
     assert not _trained(run)
     pool_image.write_bytes(good)
     # corrected settings (another threshold) on the same run folder: accepted, since round 0 never trained
@@ -264,8 +295,9 @@ def _processes_mentioning(text: str) -> list[int]:
         if proc.name.isdigit() and int(proc.name) != os.getpid():
             try:
                 cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                state = next((line for line in (proc / "status").read_text().splitlines()
-                              if line.startswith("State:")), "")
+                state = next(
+                    (line for line in (proc / "status").read_text().splitlines() if line.startswith("State:")), ""
+                )
             except OSError:
                 continue
             if text in cmdline and "zombie" not in state:
@@ -283,8 +315,11 @@ def _wait_gone(text: str, seconds: float = 10.0) -> list[int]:
 def test_second_loop_on_the_same_run_folder_is_refused_naming_the_first(data, tmp_path, capsys):
     datalist = _small_datalist(data, tmp_path)
     run = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "samdsk_plan", *map(str, _loop_args(data, datalist, run))],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "samdsk_plan", *map(str, _loop_args(data, datalist, run))],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while not (run / ".lock").is_file() or not (run / ".lock").read_text().strip():
@@ -300,8 +335,7 @@ def test_second_loop_on_the_same_run_folder_is_refused_naming_the_first(data, tm
 
 # ---------------------------------------------------------------- kill tests
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_fingerprint_killed_at_a_random_moment_leaves_no_orphan_and_reruns_to_the_same_result(
-        data, tmp_path, seed):
+def test_fingerprint_killed_at_a_random_moment_leaves_no_orphan_and_reruns_to_the_same_result(data, tmp_path, seed):
     out = tmp_path / f"fp{seed}.json"
     cmd = [sys.executable, "-m", "samdsk_plan", "fingerprint", str(data), "-o", str(out), "-j", "2", "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -347,8 +381,9 @@ def test_loop_killed_during_training_leaves_no_orphan_and_resumes(data, tmp_path
     datalist = _small_datalist(data, tmp_path)
     run = tmp_path / "run"
     args = list(map(str, _loop_args(data, datalist, run, "--threshold", "0", "--rounds", "0")))
-    proc = subprocess.Popen([sys.executable, "-m", "samdsk_plan", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "samdsk_plan", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while not (run / "round_0" / "logs" / "train.log").is_file():
         assert time.monotonic() < deadline and proc.poll() is None

@@ -35,8 +35,14 @@ def test_geometry(fp):
     assert fp["median_relative_size_after_cropping"] == 0.75
     assert fp["anisotropy"] == {"ratio": 2.0, "coarsest_axis": 2, "finest_axis": 0}
     case = fp["cases"]["c_100"]
-    assert case == {"labelled": False, "orientation": "RAS", "relative_size_after_crop": 0.75,
-                    "shape": [20, 24, 28], "shape_after_crop": [18, 20, 28], "spacing": [1.0, 1.5, 2.0]}
+    assert case == {
+        "labelled": False,
+        "orientation": "RAS",
+        "relative_size_after_crop": 0.75,
+        "shape": [20, 24, 28],
+        "shape_after_crop": [18, 20, 28],
+        "spacing": [1.0, 1.5, 2.0],
+    }
 
 
 def test_names_and_conventions(fp):
@@ -76,7 +82,14 @@ def test_class_presence_and_volume(fp):
 
 def test_roi_counts_in_3d(fp):
     assert fp["classes"]["1"]["components_3d"] == {
-        "n": 2, "histogram": {"1": 1, "2": 1}, "min": 1, "max": 2, "mode": 1, "p95": 2, "mean": 1.5}
+        "n": 2,
+        "histogram": {"1": 1, "2": 1},
+        "min": 1,
+        "max": 2,
+        "mode": 1,
+        "p95": 2,
+        "mean": 1.5,
+    }
     # The box is absent from one of the two cases: zero components there.
     assert fp["classes"]["2"]["components_3d"]["histogram"] == {"0": 1, "1": 1}
     assert fp["classes"]["3"]["components_3d"]["histogram"] == {"1": 2}
@@ -117,8 +130,12 @@ def test_face_connectivity_is_recorded(msd_dataset):
 def test_three_layouts_and_itk_files_give_the_same_fingerprint(tmp_path):
     msd = compute_fingerprint(load_dataset(write_msd(tmp_path / "a" / "synth")), progress=False)
     nnu = compute_fingerprint(load_dataset(write_nnunet(tmp_path / "b" / "synth")), progress=False)
-    dl = compute_fingerprint(load_dataset(write_datalist(tmp_path / "c" / "synth"),
-                                          base_dir=tmp_path / "c" / "synth" / "data", name="synth"), progress=False)
+    dl = compute_fingerprint(
+        load_dataset(
+            write_datalist(tmp_path / "c" / "synth"), base_dir=tmp_path / "c" / "synth" / "data", name="synth"
+        ),
+        progress=False,
+    )
     mha = compute_fingerprint(load_dataset(write_nnunet(tmp_path / "d" / "synth", ".mha")), progress=False)
     assert comparable(msd) == comparable(nnu) == comparable(dl) == comparable(mha)
     assert [x["provenance"]["layout"] for x in (msd, nnu, dl)] == ["msd", "nnunetv2", "datalist"]
@@ -127,7 +144,8 @@ def test_three_layouts_and_itk_files_give_the_same_fingerprint(tmp_path):
 def test_workers_do_not_change_the_result(msd_dataset):
     d = load_dataset(msd_dataset)
     assert comparable(compute_fingerprint(d, workers=1, progress=False)) == comparable(
-        compute_fingerprint(d, workers=2, progress=False))
+        compute_fingerprint(d, workers=2, progress=False)
+    )
 
 
 def test_intensity_sampling_is_capped_and_deterministic(msd_dataset):

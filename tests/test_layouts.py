@@ -56,8 +56,12 @@ def test_nnunet_multichannel_and_region_labels(tmp_path):
     for name in ("a_0000.nii.gz", "a_0001.nii.gz", "b_0000.nii.gz", "b_0001.nii.gz", "notes.txt"):
         (root / "imagesTr" / name).touch()
     (root / "labelsTr").mkdir()
-    meta = {"channel_names": {"0": "T1", "1": "FLAIR"}, "labels": {"background": 0, "whole": [1, 2], "core": 2},
-            "numTraining": 2, "file_ending": ".nii.gz"}
+    meta = {
+        "channel_names": {"0": "T1", "1": "FLAIR"},
+        "labels": {"background": 0, "whole": [1, 2], "core": 2},
+        "numTraining": 2,
+        "file_ending": ".nii.gz",
+    }
     (root / "dataset.json").write_text(json.dumps(meta))
     d = load_dataset(root)
     assert d.channel_names == ("T1", "FLAIR")
@@ -80,7 +84,10 @@ def test_msd_test_list_is_the_unlabelled_pool(hippocampus):
         ('{"foo": 1}', "cannot tell the layout"),
         ('{"modality": {"0": "CT"}, "labels": {"0": "bg"}}', "no 'training' list"),
         ('{"modality": {"1": "CT"}, "labels": {"0": "bg"}, "training": []}', "indices must be 0..0"),
-        ('{"channel_names": {"0": "CT"}, "labels": {"bg": "zero"}, "file_ending": ".nii.gz"}', "names to integer values"),
+        (
+            '{"channel_names": {"0": "CT"}, "labels": {"bg": "zero"}, "file_ending": ".nii.gz"}',
+            "names to integer values",
+        ),
         ('{"channel_names": {"0": "CT"}, "labels": {"bg": 1.5}, "file_ending": ".nii.gz"}', "must be an integer"),
         ('{"channel_names": {"0": "CT"}, "labels": {"background": 0}, "file_ending": "nii"}', "file_ending"),
     ],

@@ -24,9 +24,28 @@ pytestmark = pytest.mark.slow  # real data or bundle runs: left out of `make tes
 REPO = Path(__file__).resolve().parents[1]
 SPLIT = REPO / "benchmarks" / "splits" / "hippocampus.json"
 # slim network and a few iterations: the loop's mechanics, not the model's quality, are tested
-TINY = ["--epochs", "1", "--iterations-per-epoch", "2", "--batch-size", "2", "--val-interval", "1", "--fast",
-        "--threshold", "0", "--max-accepted", "2", "--set", "network_def#filters=[8,16,32,64]",
-        "--set", "num_workers=0", "--threads", "1", "-q"]
+TINY = [
+    "--epochs",
+    "1",
+    "--iterations-per-epoch",
+    "2",
+    "--batch-size",
+    "2",
+    "--val-interval",
+    "1",
+    "--fast",
+    "--threshold",
+    "0",
+    "--max-accepted",
+    "2",
+    "--set",
+    "network_def#filters=[8,16,32,64]",
+    "--set",
+    "num_workers=0",
+    "--threads",
+    "1",
+    "-q",
+]
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +67,33 @@ def datalist(tmp_path_factory) -> Path:
     """3 labelled training, 2 validation, 2 test and 4 hidden-label pool cases of the split."""
     split = json.loads(SPLIT.read_text())
     path = tmp_path_factory.mktemp("data") / "small.json"
-    path.write_text(json.dumps({"training": split["training"][:3], "validation": split["training"][3:5],
-                                "testing": split["testing"][:2], "unlabelled": split["unlabelled"][:4]}))
+    path.write_text(
+        json.dumps(
+            {
+                "training": split["training"][:3],
+                "validation": split["training"][3:5],
+                "testing": split["testing"][:2],
+                "unlabelled": split["unlabelled"][:4],
+            }
+        )
+    )
     return path
 
 
 def _args(bundle: Path, hippocampus: Path, datalist: Path, run: Path) -> list[str]:
-    return ["loop", str(bundle), "--data", str(hippocampus), "--datalist", str(datalist), "-o", str(run),
-            "--rounds", "2", *TINY]
+    return [
+        "loop",
+        str(bundle),
+        "--data",
+        str(hippocampus),
+        "--datalist",
+        str(datalist),
+        "-o",
+        str(run),
+        "--rounds",
+        "2",
+        *TINY,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +129,10 @@ def test_two_rounds_add_every_pool_case_with_provenance(finished, hippocampus):
         record = json.loads(label.with_name(label.name.replace(".nii.gz", ".json")).read_text())
         assert entry["samdsk"]["beta"] == record["beta"] and entry["samdsk"]["round"] in (1, 2)
     # the betas were ranked: round 1 took the two best of its pool
-    r1 = {Path(p).name.removesuffix(".json"): json.loads(p.read_text())["beta"]
-          for p in (finished / "round_1" / "matches" / "pool").glob("*.json")}
+    r1 = {
+        Path(p).name.removesuffix(".json"): json.loads(p.read_text())["beta"]
+        for p in (finished / "round_1" / "matches" / "pool").glob("*.json")
+    }
     assert sorted(r1, key=lambda c: (-r1[c], c))[:2] == state["rounds"]["1"]["accepted"]
     for r in ("0", "1", "2"):
         assert state["rounds"][r]["evaluation"]["part"] == "test"
@@ -113,8 +153,12 @@ def test_round_report_measures_accepted_labels_against_hidden_labels(finished, h
             per_class.append(2 * (a & b).sum() / (a.sum() + b.sum()))
         dices.append(np.mean(per_class))
     assert report["true_dice"]["accepted_pseudo_labels"]["mean"] == pytest.approx(np.mean(dices))
-    assert set(report["true_dice"]) == {"n_cases", "accepted_pseudo_labels", "accepted_predictions",
-                                        "confidence_selected_predictions"}
+    assert set(report["true_dice"]) == {
+        "n_cases",
+        "accepted_pseudo_labels",
+        "accepted_predictions",
+        "confidence_selected_predictions",
+    }
     assert report["true_dice"]["n_cases"] == 2
     assert sum(b["count"] for b in report["beta_histogram"]) == report["n_pool"] == 4
     assert "beta histogram" in (finished / "round_1" / "report.md").read_text()
@@ -130,11 +174,18 @@ def test_killed_run_resumes_to_the_same_state(finished, bundle, hippocampus, dat
     state.update(done=state["done"][:3], rounds={"0": state["rounds"]["0"]}, stopped=None)
     (run / "state.json").write_text(json.dumps(state))
 
-    child = subprocess.Popen([sys.executable, "-m", "samdsk_plan", *_args(bundle, hippocampus, datalist, run)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "samdsk_plan", *_args(bundle, hippocampus, datalist, run)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while "1/predict" not in _state(run)["done"]:
-        assert child.poll() is None and time.time() < deadline, child.stderr.read() if child.poll() is not None else "slow"
+        assert child.poll() is None and time.time() < deadline, (
+            child.stderr.read() if child.poll() is not None else "slow"
+        )
         time.sleep(0.1)
     time.sleep(1.0)  # into the matching step
     os.killpg(child.pid, signal.SIGKILL)
@@ -150,10 +201,17 @@ def test_killed_run_resumes_to_the_same_state(finished, bundle, hippocampus, dat
         got = json.loads((run / f"round_{name}" / "datalist.json").read_text())
         want = json.loads((finished / f"round_{name}" / "datalist.json").read_text())
         assert [e["image"] for e in got["training"]] == [e["image"] for e in want["training"]]
-    assert [e["samdsk"]["beta"] for e in json.loads((run / "round_1" / "datalist.json").read_text())["training"]
-            if "samdsk" in e] == pytest.approx(
-        [e["samdsk"]["beta"] for e in json.loads((finished / "round_1" / "datalist.json").read_text())["training"]
-         if "samdsk" in e])
+    assert [
+        e["samdsk"]["beta"]
+        for e in json.loads((run / "round_1" / "datalist.json").read_text())["training"]
+        if "samdsk" in e
+    ] == pytest.approx(
+        [
+            e["samdsk"]["beta"]
+            for e in json.loads((finished / "round_1" / "datalist.json").read_text())["training"]
+            if "samdsk" in e
+        ]
+    )
     for record in (run / "round_1" / "matches" / "pool").glob("*.json"):
         json.loads(record.read_text())  # every record under its final name is complete
 
@@ -172,7 +230,7 @@ def test_calibrated_round_reports_its_curve(finished, bundle, hippocampus, datal
     (run / "state.json").write_text(json.dumps(state))
     args = _args(bundle, hippocampus, datalist, run)
     i = args.index("--threshold")
-    del args[i:i + 2]
+    del args[i : i + 2]
     args[args.index("--rounds") + 1] = "1"
     assert main(args) == 0
     report = json.loads((run / "round_1" / "report.json").read_text())
@@ -181,8 +239,10 @@ def test_calibrated_round_reports_its_curve(finished, bundle, hippocampus, datal
     assert 1 <= len(curve) <= 2 and curve[0]["n_accepted"] == 2
     passing = [row["threshold"] for row in curve if row["label_dice"] >= row["prediction_dice"]]
     assert report["threshold"] == (min(passing) if passing else None)
-    betas = {p.name.removesuffix(".json"): json.loads(p.read_text())["beta"]
-             for p in (run / "round_1" / "matches" / "pool").glob("*.json")}
+    betas = {
+        p.name.removesuffix(".json"): json.loads(p.read_text())["beta"]
+        for p in (run / "round_1" / "matches" / "pool").glob("*.json")
+    }
     expected = sorted((c for c, b in betas.items() if passing and b >= min(passing)), key=lambda c: (-betas[c], c))
     assert report["accepted"] == expected[:2]
     assert (_state(run)["stopped"] == "round 1 accepted no case") == (not expected)
@@ -221,11 +281,32 @@ def test_pseudolabel_config_runs_one_pass_through_monai_bundle(finished, bundle,
     """inference.json + pseudolabel.json with round 0's model: predictions, matches, accepted.json."""
     work = tmp_path / "bundle"
     shutil.copytree(bundle, work)
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-           "['configs/inference.json','configs/pseudolabel.json']", "--dataset_dir", str(hippocampus),
-           "--datalist", str(datalist), "--ckpt_dir", str(finished / "round_0" / "models"), "--device", "cpu",
-           "--num_workers", "0", "--network_def#filters", "[8,16,32,64]", "--acceptance_threshold", "0",
-           "--max_accepted", "3", "--fast", "True"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        "['configs/inference.json','configs/pseudolabel.json']",
+        "--dataset_dir",
+        str(hippocampus),
+        "--datalist",
+        str(datalist),
+        "--ckpt_dir",
+        str(finished / "round_0" / "models"),
+        "--device",
+        "cpu",
+        "--num_workers",
+        "0",
+        "--network_def#filters",
+        "[8,16,32,64]",
+        "--acceptance_threshold",
+        "0",
+        "--max_accepted",
+        "3",
+        "--fast",
+        "True",
+    ]
     done = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     accepted = json.loads((work / "pseudolabels" / "accepted.json").read_text())
@@ -242,8 +323,10 @@ def test_calibration_without_validation_cases_is_refused_before_training(bundle,
     split = json.loads(SPLIT.read_text())
     one = tmp_path / "one.json"
     one.write_text(json.dumps({"training": split["training"][:1], "unlabelled": split["unlabelled"][:1]}))
-    assert main(["loop", str(bundle), "--data", str(hippocampus), "--datalist", str(one), "-o",
-                 str(tmp_path / "run")]) == 2
+    assert (
+        main(["loop", str(bundle), "--data", str(hippocampus), "--datalist", str(one), "-o", str(tmp_path / "run")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "no labelled validation case to calibrate the acceptance threshold on" in err and "Traceback" not in err
     assert not (tmp_path / "run" / "round_0" / "models").exists()
@@ -259,9 +342,16 @@ def _nnunet_hippocampus(hippocampus: Path, root: Path, n: int = 8) -> Path:
         case = Path(entry["image"]).name.removesuffix(".nii.gz")
         (root / "imagesTr" / f"{case}_0000.nii.gz").symlink_to((hippocampus / entry["image"]).resolve())
         (root / "labelsTr" / f"{case}.nii.gz").symlink_to((hippocampus / entry["label"]).resolve())
-    (root / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "MRI"}, "labels": {"background": 0, "Anterior": 1, "Posterior": 2},
-        "numTraining": n, "file_ending": ".nii.gz"}))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "MRI"},
+                "labels": {"background": 0, "Anterior": 1, "Posterior": 2},
+                "numTraining": n,
+                "file_ending": ".nii.gz",
+            }
+        )
+    )
     return root
 
 
@@ -273,14 +363,19 @@ def test_nnunet_case_ids_keep_one_name_through_the_loop(bundle, hippocampus, tmp
     assert main(["split", str(data), "--labelled-fraction", "0.4", "--test-fraction", "0.25", "-o", str(split)]) == 0
     pool = [e["case_id"] for e in json.loads(split.read_text())["unlabelled"]]
     assert len(pool) == 3 and not any(c.endswith("_0000") for c in pool)
-    assert main(["loop", str(bundle), "--data", str(data), "--datalist", str(split), "-o", str(run),
-                 "--rounds", "1", *TINY]) == 0
+    assert (
+        main(
+            ["loop", str(bundle), "--data", str(data), "--datalist", str(split), "-o", str(run), "--rounds", "1", *TINY]
+        )
+        == 0
+    )
     matches = run / "round_1" / "matches" / "pool"
     assert sorted(p.name for p in matches.glob("*.json")) == sorted(f"{c}.json" for c in pool)
     assert sorted(p.name for p in matches.glob("*.nii.gz")) == sorted(f"{c}.nii.gz" for c in pool)
     # the bundle's inference names its files after the image, and the loop found them
     assert sorted(p.name for p in (run / "round_1" / "predictions" / "pool").glob("*_prob.nii.gz")) == sorted(
-        f"{c}_0000_prob.nii.gz" for c in pool)
+        f"{c}_0000_prob.nii.gz" for c in pool
+    )
     report = json.loads((run / "round_1" / "report.json").read_text())
     assert len(report["accepted"]) == 2 and set(report["accepted"]) <= set(pool)
     assert report["true_dice"]["n_cases"] == 2  # the hidden labels were found under the same ids

@@ -13,7 +13,7 @@ SHAPE = (14, 16, 12)
 
 
 def _truth() -> np.ndarray:
-    zz, yy, xx = np.mgrid[:SHAPE[0], :SHAPE[1], :SHAPE[2]]
+    zz, yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
     truth = np.zeros(SHAPE, dtype=np.int16)
     truth[(zz - 6) ** 2 + (yy - 5) ** 2 + (xx - 6) ** 2 <= 16] = 1
     truth[3:10, 9:14, 3:9] = 2
@@ -38,8 +38,12 @@ def _proposals(truth: np.ndarray, axes=(0, 1, 2)) -> dict:
             half = np.zeros(sl.shape, bool)
             half[:, : sl.shape[1] // 2] = True
             pieces = [(sl == 1) & half, (sl == 1) & ~half, sl == 2]
-            distractors = [ndimage.binary_dilation(sl > 0, iterations=2), np.ones(sl.shape, bool),
-                           ndimage.binary_dilation(sl == 2), (sl == 1) & np.roll(half, 2, axis=1)]
+            distractors = [
+                ndimage.binary_dilation(sl > 0, iterations=2),
+                np.ones(sl.shape, bool),
+                ndimage.binary_dilation(sl == 2),
+                (sl == 1) & np.roll(half, 2, axis=1),
+            ]
             masks = np.stack([m for m in distractors + pieces if m.any()])
             out[(axis, index)] = masks
     return out

@@ -10,22 +10,22 @@ from samdsk_plan.evaluation import oracle_dice, oracle_table, summarise_oracle
 
 def box(shape, rows, cols) -> np.ndarray:
     mask = np.zeros(shape, dtype=bool)
-    mask[rows[0]:rows[1], cols[0]:cols[1]] = True
+    mask[rows[0] : rows[1], cols[0] : cols[1]] = True
     return mask
 
 
 SHAPE = (12, 16)
-LEFT = box(SHAPE, (2, 5), (2, 5))      # 9 pixels
-RIGHT = box(SHAPE, (2, 5), (10, 13))   # 9 pixels
-BOTH = box(SHAPE, (2, 5), (2, 13))     # 33 pixels: both squares and the 15 between them
-FAR = box(SHAPE, (8, 11), (0, 16))     # 48 pixels away from both
+LEFT = box(SHAPE, (2, 5), (2, 5))  # 9 pixels
+RIGHT = box(SHAPE, (2, 5), (10, 13))  # 9 pixels
+BOTH = box(SHAPE, (2, 5), (2, 13))  # 33 pixels: both squares and the 15 between them
+FAR = box(SHAPE, (8, 11), (0, 16))  # 48 pixels away from both
 
 
 def test_two_squares_need_two_proposals():
     target = LEFT | RIGHT
     proposals = np.array([FAR, LEFT, BOTH, RIGHT])
     assert oracle_dice(proposals, target, 1) == pytest.approx(2 * 18 / (33 + 18))  # the joint box
-    assert oracle_dice(proposals, target, 2) == 1.0                               # the two squares
+    assert oracle_dice(proposals, target, 2) == 1.0  # the two squares
     assert oracle_dice(proposals, target, 3) == 1.0
     assert oracle_dice(proposals[[0, 1]], target, 2) == pytest.approx(2 * 9 / (9 + 18))
 
@@ -44,9 +44,13 @@ def test_is_the_best_union_of_at_most_k():
         proposals = rng.random((7, 5, 6)) < 0.3
         target = rng.random((5, 6)) < 0.4
         for k in (1, 2, 3):
-            best = max(2 * (proposals[list(s)].any(axis=0) & target).sum()
-                       / (proposals[list(s)].any(axis=0).sum() + target.sum())
-                       for j in range(1, k + 1) for s in combinations(range(7), j))
+            best = max(
+                2
+                * (proposals[list(s)].any(axis=0) & target).sum()
+                / (proposals[list(s)].any(axis=0).sum() + target.sum())
+                for j in range(1, k + 1)
+                for s in combinations(range(7), j)
+            )
             nothing = 0.0 if target.any() else 1.0  # the empty union
             assert oracle_dice(proposals, target, k) == pytest.approx(max(best, nothing), abs=1e-12)
 
@@ -67,7 +71,7 @@ def test_table_along_an_axis():
     assert len(rows) == 3 * 2 * 2
     dice = {(r.slice_index, r.label, r.k): r.dice for r in rows}
     joint = 2 * 18 / (33 + 18)
-    assert dice[0, 1, 1] == dice[0, 2, 2] == 1.0          # absent classes: nothing chosen
+    assert dice[0, 1, 1] == dice[0, 2, 2] == 1.0  # absent classes: nothing chosen
     assert dice[1, 1, 1] == pytest.approx(joint) and dice[1, 1, 2] == 1.0
     assert dice[2, 1, 1] == dice[2, 1, 2] == pytest.approx(joint)
     assert dice[2, 2, 1] == 1.0
@@ -78,8 +82,7 @@ def test_table_along_an_axis():
     assert summary[1, 2]["mean_dice"] == pytest.approx((1.0 + joint) / 2)
     # k = 2: overlaps 18 + 18, unions 18 + 33, targets 18 + 18
     assert summary[1, 2]["pooled_dice"] == pytest.approx(2 * 36 / (51 + 36))
-    assert summary[2, 1] == {"label": 2, "k": 1, "slices": 1, "mean_dice": 1.0, "pooled_dice": 1.0,
-                             "exact": True}
+    assert summary[2, 1] == {"label": 2, "k": 1, "slices": 1, "mean_dice": 1.0, "pooled_dice": 1.0, "exact": True}
 
 
 def test_table_along_another_axis():

@@ -34,8 +34,9 @@ def test_unknown_override_key_raises(key):
 
 
 def test_parse_override():
-    parse = [(k, override_value(v)) for k, v in map(key_value, ["a.b=2", "a=foo", "x.y=0.8", "x=[1, 2]", "x=true",
-                                                                 "s=a=b"])]
+    parse = [
+        (k, override_value(v)) for k, v in map(key_value, ["a.b=2", "a=foo", "x.y=0.8", "x=[1, 2]", "x=true", "s=a=b"])
+    ]
     assert parse == [("a.b", 2), ("a", "foo"), ("x.y", 0.8), ("x", [1, 2]), ("x", True), ("s", "a=b")]
     for bad in ("no_equals_sign", "=3"):
         with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):

@@ -31,9 +31,11 @@ def test_samdsk_settings_isotropic():
     cls = make_class(
         "liver",
         components={0: 1, 1: 90, 2: 8, 3: 1},  # 1%, 91%, 99% -> 2
-        per_slice={0: {1: 97, 2: 2, 3: 1},  # -> 2
-                   1: {1: 100},  # -> 1
-                   2: {1: 50, 3: 49, 6: 1}},  # 50%, 99% -> 3
+        per_slice={
+            0: {1: 97, 2: 2, 3: 1},  # -> 2
+            1: {1: 100},  # -> 1
+            2: {1: 50, 3: 49, 6: 1},
+        },  # 50%, 99% -> 3
     )
     fp = iso_fp(10, classes={"1": cls})
     plan = plan_from_fingerprint(fp)
@@ -43,8 +45,11 @@ def test_samdsk_settings_isotropic():
     assert sam["slice_axis"] == 2  # ties -> last axis
     c = sam["classes"]["1"]
     assert c["name"] == "liver"
-    assert c["regions_per_slice"] == {"0": {"lower": 1, "upper": 2}, "1": {"lower": 1, "upper": 1},
-                                      "2": {"lower": 1, "upper": 3}}
+    assert c["regions_per_slice"] == {
+        "0": {"lower": 1, "upper": 2},
+        "1": {"lower": 1, "upper": 1},
+        "2": {"lower": 1, "upper": 3},
+    }
     assert c["max_components_3d"] == 2
     assert c["region_area_px"] == {str(a): cls["region_area"][str(a)]["pixels"] for a in range(3)}
     # SamDSK paper settings.

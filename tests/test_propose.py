@@ -11,8 +11,8 @@ import torch
 
 from samdsk_plan.cli.main import main
 from samdsk_plan.io import read_image
-from samdsk_plan.proposals.cache import ProposalCache
 from samdsk_plan.planning import Plans
+from samdsk_plan.proposals.cache import ProposalCache
 from samdsk_plan.proposals.pipeline import case_key, make_generators
 from samdsk_plan.proposals.sam_checkpoint import build_sam
 from samdsk_plan.proposals.volume import window_to_unit
@@ -28,8 +28,11 @@ PLANS = Plans.load(BUNDLE / "configs" / "plans.json")
 def two_case_datalist(tmp_path: Path) -> Path:
     split = json.loads((REPO / "benchmarks" / "splits" / "hippocampus.json").read_text())
     path = tmp_path / "two.json"
-    path.write_text(json.dumps({"training": split["training"][:1],
-                                "unlabelled": [{"image": e["image"]} for e in split["unlabelled"][:2]]}))
+    path.write_text(
+        json.dumps(
+            {"training": split["training"][:1], "unlabelled": [{"image": e["image"]} for e in split["unlabelled"][:2]]}
+        )
+    )
     return path
 
 
@@ -55,8 +58,23 @@ def test_cli_proposes_for_the_unlabelled_cases_and_reuses_the_cache(hippocampus,
 
 def test_cli_all_uses_labels_to_skip_far_slices(hippocampus, tmp_path):
     data, cache = two_case_datalist(tmp_path), tmp_path / "cache"
-    assert main(["propose", str(BUNDLE), str(data), "--base-dir", str(hippocampus), "-o", str(cache), "--fast",
-                 "--all", "-q"]) == 0
+    assert (
+        main(
+            [
+                "propose",
+                str(BUNDLE),
+                str(data),
+                "--base-dir",
+                str(hippocampus),
+                "-o",
+                str(cache),
+                "--fast",
+                "--all",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert len(list(cache.iterdir())) == 3
     labelled = json.loads(data.read_text())["training"][0]
     label = read_image(hippocampus / labelled["label"]).array > 0
@@ -75,12 +93,39 @@ def test_cli_sam_path_with_a_checkpoint_file(hippocampus, tmp_path, capsys):
     torch.save({"architecture": TINY, "model": build_sam(TINY).state_dict()}, ckpt)
     # A bundle whose plan keeps the tiny random SAM cheap: a 2x2 point grid, one slicing axis.
     plans = tmp_path / "plans.json"
-    assert main(["plan", str(REPO / "dataset_fingerprints" / "hippocampus.json"), "-o", str(plans),
-                 "--set", "samdsk.proposals.sam.points_per_side=2", "--set", "samdsk.axes=[2]"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                str(REPO / "dataset_fingerprints" / "hippocampus.json"),
+                "-o",
+                str(plans),
+                "--set",
+                "samdsk.proposals.sam.points_per_side=2",
+                "--set",
+                "samdsk.axes=[2]",
+            ]
+        )
+        == 0
+    )
     assert main(["emit", str(plans), "-o", str(tmp_path / "bundle")]) == 0
     data = two_case_datalist(tmp_path)
-    args = ["propose", str(tmp_path / "bundle"), str(data), "--base-dir", str(hippocampus), "-o",
-            str(tmp_path / "cache"), "--generator", "sam", "--checkpoint", str(ckpt), "--model-type", "auto", "-q"]
+    args = [
+        "propose",
+        str(tmp_path / "bundle"),
+        str(data),
+        "--base-dir",
+        str(hippocampus),
+        "-o",
+        str(tmp_path / "cache"),
+        "--generator",
+        "sam",
+        "--checkpoint",
+        str(ckpt),
+        "--model-type",
+        "auto",
+        "-q",
+    ]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -98,9 +143,22 @@ def test_cli_sam_path_with_a_checkpoint_file(hippocampus, tmp_path, capsys):
 
 def test_bundle_propose_config(hippocampus, tmp_path):
     data = two_case_datalist(tmp_path)
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/propose.json",
-           "--dataset_dir", str(hippocampus), "--datalist", str(data), "--cache_dir", str(tmp_path / "cache"),
-           "--fast", "True"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        "configs/propose.json",
+        "--dataset_dir",
+        str(hippocampus),
+        "--datalist",
+        str(data),
+        "--cache_dir",
+        str(tmp_path / "cache"),
+        "--fast",
+        "True",
+    ]
     done = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2

@@ -30,9 +30,20 @@ from samdsk_plan.proposals.sam_checkpoint import (
 from tests.conftest import HIPPOCAMPUS
 
 TINY = {
-    "model_type": "tiny", "img_size": 128, "patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 2,
-    "global_attn_indexes": [1], "window_size": 4, "prompt_embed_dim": 32, "mask_in_chans": 8,
-    "decoder_depth": 2, "decoder_mlp_dim": 64, "decoder_num_heads": 2, "iou_head_hidden_dim": 32,
+    "model_type": "tiny",
+    "img_size": 128,
+    "patch_size": 16,
+    "embed_dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+    "global_attn_indexes": [1],
+    "window_size": 4,
+    "prompt_embed_dim": 32,
+    "mask_in_chans": 8,
+    "decoder_depth": 2,
+    "decoder_mlp_dim": 64,
+    "decoder_num_heads": 2,
+    "iou_head_hidden_dim": 32,
 }
 OPEN = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}  # filters off
 
@@ -88,11 +99,15 @@ def test_architecture_checkpoint_round_trip(tiny_checkpoint, tiny_state, tiny_mo
     assert str(tiny_checkpoint) in str(err.value)
 
 
-@pytest.mark.parametrize("wrap", [
-    lambda s: {"architecture": TINY, "model": {f"module.{k}": v for k, v in s.items()}},
-    lambda s: {"architecture": TINY, "model": {"state_dict": s}},
-    lambda s: {"architecture": TINY, "state_dict": {f"module.{k}": v for k, v in s.items()}, "epoch": 3},
-], ids=["module-prefix", "nested-model-state_dict", "lightning-style"])
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda s: {"architecture": TINY, "model": {f"module.{k}": v for k, v in s.items()}},
+        lambda s: {"architecture": TINY, "model": {"state_dict": s}},
+        lambda s: {"architecture": TINY, "state_dict": {f"module.{k}": v for k, v in s.items()}, "epoch": 3},
+    ],
+    ids=["module-prefix", "nested-model-state_dict", "lightning-style"],
+)
 def test_wrapped_state_dicts_load(tmp_path, tiny_state, wrap):
     path = tmp_path / "wrapped.pt"
     torch.save(wrap(tiny_state), path)
@@ -117,7 +132,10 @@ def test_generator_end_to_end(tiny_model, tiny_checkpoint, volume):
     assert settings["checkpoint"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
     assert settings["model_type"].startswith("custom(")
     assert settings["points_per_side"] == 4 and settings["box_nms_thresh"] == 0.9
-    assert SamGenerator(tiny_model, **OPEN).settings() != SamGenerator(tiny_model, **{**OPEN, "pred_iou_thresh": 0.1}).settings()
+    assert (
+        SamGenerator(tiny_model, **OPEN).settings()
+        != SamGenerator(tiny_model, **{**OPEN, "pred_iou_thresh": 0.1}).settings()
+    )
     assert gen.name == "sam"
 
 

@@ -66,17 +66,21 @@ def _parent(obj: dict, path: str) -> tuple[dict | list, str | int]:
 
 def put(path: str, value: object) -> Callable[[dict], None]:
     """An edit setting the dotted ``path`` to ``value``."""
+
     def edit(obj: dict) -> None:
         node, key = _parent(obj, path)
         node[key] = value
+
     return edit
 
 
 def delete(path: str) -> Callable[[dict], None]:
     """An edit removing the dotted ``path``."""
+
     def edit(obj: dict) -> None:
         node, key = _parent(obj, path)
         del node[key]
+
     return edit
 
 
@@ -121,31 +125,52 @@ FINGERPRINT_FAULTS = {
     "null class": (put("classes.1", None), "classes.1: None is not of type 'object'"),
     "zero spacing": (put(f"cases.{CASE}.spacing.1", 0), f"cases.{CASE}.spacing[1]: 0 is not greater than 0"),
     "no cases": (put("cases", {}), "cases: {} should be non-empty"),
-    "histogram key": (put("classes.1.components_3d.histogram.x", 3),
-                      "classes.1.components_3d.histogram: key 'x' is not a non-negative integer"),
-    "negative crop": (put(f"cases.{CASE}.shape_after_crop.0", -35),
-                      f"cases.{CASE}.shape_after_crop[0]: -35 is less than the minimum of 1"),
+    "histogram key": (
+        put("classes.1.components_3d.histogram.x", 3),
+        "classes.1.components_3d.histogram: key 'x' is not a non-negative integer",
+    ),
+    "negative crop": (
+        put(f"cases.{CASE}.shape_after_crop.0", -35),
+        f"cases.{CASE}.shape_after_crop[0]: -35 is less than the minimum of 1",
+    ),
     "no channels": (put("channel_names", {}), "channel_names: {} should be non-empty"),
     "NaN spacing": (put("spacing.median.0", float("nan")), "spacing.median[0]: nan is not a finite number"),
-    "infinite spacing": (put(f"cases.{CASE}.spacing.2", float("inf")),
-                         f"cases.{CASE}.spacing[2]: inf is not a finite number"),
+    "infinite spacing": (
+        put(f"cases.{CASE}.spacing.2", float("inf")),
+        f"cases.{CASE}.spacing[2]: inf is not a finite number",
+    ),
     "float shape": (put(f"cases.{CASE}.shape.0", 35.0), f"cases.{CASE}.shape[0]: 35.0 is not of type 'integer'"),
     "two-axis spacing": (put(f"cases.{CASE}.spacing", [1.0, 1.0]), f"cases.{CASE}.spacing: [1.0, 1.0] is too short"),
     "schema version": (put("schema_version", 2), "schema_version: 1 was expected"),
     "no labels": (delete("labels"), "(top level): 'labels' is a required property"),
-    "labelled case without classes": (delete(f"cases.{CASE}.classes"),
-                                      f"cases.{CASE}: 'classes' is a required property"),
-    "unknown connectivity": (put("conventions.connectivity.name", "edge"),
-                             "conventions.connectivity.name: 'edge' is not one of ['full', 'face']"),
-    "no foreground voxels": (put("foreground_intensity_properties_per_channel.0.n_voxels", 0),
-                             "foreground_intensity_properties_per_channel.0.n_voxels: 0 is less than the minimum of 1"),
+    "labelled case without classes": (
+        delete(f"cases.{CASE}.classes"),
+        f"cases.{CASE}: 'classes' is a required property",
+    ),
+    "unknown connectivity": (
+        put("conventions.connectivity.name", "edge"),
+        "conventions.connectivity.name: 'edge' is not one of ['full', 'face']",
+    ),
+    "no foreground voxels": (
+        put("foreground_intensity_properties_per_channel.0.n_voxels", 0),
+        "foreground_intensity_properties_per_channel.0.n_voxels: 0 is less than the minimum of 1",
+    ),
     # cross-field checks, run once the schema passes
-    "channel without intensities": (put("channel_names.1", "T2"),
-                                    "foreground_intensity_properties_per_channel: no entry for channel '1'"),
-    "channel gap": (lambda fp: fp.update(channel_names={"1": "MRI"}, foreground_intensity_properties_per_channel={
-        "1": fp["foreground_intensity_properties_per_channel"]["0"]}), "channel_names: channel indices must be 0..0"),
-    "class without label": (lambda fp: fp["classes"].update({"3": fp["classes"]["1"]}),
-                            "classes.3: label value 3 is not in labels"),
+    "channel without intensities": (
+        put("channel_names.1", "T2"),
+        "foreground_intensity_properties_per_channel: no entry for channel '1'",
+    ),
+    "channel gap": (
+        lambda fp: fp.update(
+            channel_names={"1": "MRI"},
+            foreground_intensity_properties_per_channel={"1": fp["foreground_intensity_properties_per_channel"]["0"]},
+        ),
+        "channel_names: channel indices must be 0..0",
+    ),
+    "class without label": (
+        lambda fp: fp["classes"].update({"3": fp["classes"]["1"]}),
+        "classes.3: label value 3 is not in labels",
+    ),
     "case count": (put("n_cases.labelled", 200), "n_cases.labelled: 200 but cases holds 260 labelled case(s)"),
 }
 
@@ -176,49 +201,79 @@ def test_every_fingerprint_problem_is_listed(committed_fp, tmp_path):
 # --------------------------------------------------------------------------- plans faults
 
 PLANS_FAULTS = {
-    "threshold above 1": (put("samdsk.acceptance_threshold", 7),
-                          "samdsk.acceptance_threshold: 7 is greater than the maximum of 1"),
-    "threshold word": (put("samdsk.acceptance_threshold", "high"),
-                       "samdsk.acceptance_threshold: 'high' is not of type 'number'"),
-    "negative patch": (put("configurations.3d_fullres.patch_size", [-1, 2, 3]),
-                       "configurations.3d_fullres.patch_size[0]: -1 is less than the minimum of 1"),
-    "batch size word": (put("configurations.3d_fullres.batch_size", "two"),
-                        "configurations.3d_fullres.batch_size: 'two' is not of type 'integer'"),
-    "float batch size": (put("configurations.3d_fullres.batch_size", 2.0),
-                         "configurations.3d_fullres.batch_size: 2.0 is not of type 'integer'"),
+    "threshold above 1": (
+        put("samdsk.acceptance_threshold", 7),
+        "samdsk.acceptance_threshold: 7 is greater than the maximum of 1",
+    ),
+    "threshold word": (
+        put("samdsk.acceptance_threshold", "high"),
+        "samdsk.acceptance_threshold: 'high' is not of type 'number'",
+    ),
+    "negative patch": (
+        put("configurations.3d_fullres.patch_size", [-1, 2, 3]),
+        "configurations.3d_fullres.patch_size[0]: -1 is less than the minimum of 1",
+    ),
+    "batch size word": (
+        put("configurations.3d_fullres.batch_size", "two"),
+        "configurations.3d_fullres.batch_size: 'two' is not of type 'integer'",
+    ),
+    "float batch size": (
+        put("configurations.3d_fullres.batch_size", 2.0),
+        "configurations.3d_fullres.batch_size: 2.0 is not of type 'integer'",
+    ),
     "no channels": (put("dataset.channel_names", {}), "dataset.channel_names: {} should be non-empty"),
     "fusion": (put("samdsk.fusion", "average"), "samdsk.fusion: 'average' is not one of"),
     "matching target": (put("samdsk.matching.target", "fuzzy"), "samdsk.matching.target: 'fuzzy' is not one of"),
     "matching typo": (put("samdsk.matching.metrc", "iou"), "samdsk.matching: Additional properties are not allowed"),
     "retrain": (put("samdsk.retrain", "warm"), "samdsk.retrain: 'warm' is not one of ['scratch', 'finetune']"),
     "optimizer": (put("training.optimizer", "RMSprop"), "training.optimizer: 'RMSprop' is not one of ['Adam', 'SGD']"),
-    "no foreground patches": (put("training.foreground_oversampling", 0),
-                              "training.foreground_oversampling: 0 is not greater than 0"),
-    "NaN learning rate": (put("training.learning_rate", float("nan")),
-                          "training.learning_rate: nan is not a finite number"),
+    "no foreground patches": (
+        put("training.foreground_oversampling", 0),
+        "training.foreground_oversampling: 0 is not greater than 0",
+    ),
+    "NaN learning rate": (
+        put("training.learning_rate", float("nan")),
+        "training.learning_rate: nan is not a finite number",
+    ),
     "no normalisation": (put("normalization", []), "normalization: [] should be non-empty"),
     "ct without clip": (put("normalization.0.scheme", "ct"), "normalization[0]: 'clip' is a required property"),
-    "zero upper bound": (put("samdsk.classes.1.regions_per_slice.0.upper", 0),
-                         "samdsk.classes.1.regions_per_slice.0.upper: 0 is less than the minimum of 1"),
+    "zero upper bound": (
+        put("samdsk.classes.1.regions_per_slice.0.upper", 0),
+        "samdsk.classes.1.regions_per_slice.0.upper: 0 is less than the minimum of 1",
+    ),
     "axis 3": (put("samdsk.axes", [0, 3]), "samdsk.axes[1]: 3 is greater than the maximum of 2"),
-    "max accepted 0": (put("samdsk.max_accepted_per_round", 0),
-                       "samdsk.max_accepted_per_round: 0 is less than the minimum of 1"),
+    "max accepted 0": (
+        put("samdsk.max_accepted_per_round", 0),
+        "samdsk.max_accepted_per_round: 0 is less than the minimum of 1",
+    ),
     "no samdsk": (delete("samdsk"), "(top level): 'samdsk' is a required property"),
     # cross-field checks, run once the schema passes
-    "label gap": (put("dataset.labels", {"0": "background", "1": "Anterior", "3": "Posterior"}),
-                  "dataset.labels: label values must be 0..2, found [0, 1, 3]"),
+    "label gap": (
+        put("dataset.labels", {"0": "background", "1": "Anterior", "3": "Posterior"}),
+        "dataset.labels: label values must be 0..2, found [0, 1, 3]",
+    ),
     "class missing": (delete("samdsk.classes.2"), "samdsk.classes: needs one entry per foreground label"),
-    "bounds crossed": (put("samdsk.classes.1.regions_per_slice.0.lower", 5),
-                       "samdsk.classes.1.regions_per_slice.0: lower 5 is above upper 2"),
-    "axis without bounds": (delete("samdsk.classes.1.regions_per_slice.1"),
-                            "samdsk.classes.1.regions_per_slice: no entry for axis 1 of samdsk.axes [0, 1, 2]"),
+    "bounds crossed": (
+        put("samdsk.classes.1.regions_per_slice.0.lower", 5),
+        "samdsk.classes.1.regions_per_slice.0: lower 5 is above upper 2",
+    ),
+    "axis without bounds": (
+        delete("samdsk.classes.1.regions_per_slice.1"),
+        "samdsk.classes.1.regions_per_slice: no entry for axis 1 of samdsk.axes [0, 1, 2]",
+    ),
     "second channel": (put("dataset.channel_names.1", "T2"), "normalization: needs one entry per channel"),
-    "indivisible patch": (put("configurations.3d_fullres.patch_size", [41, 56, 40]),
-                          "configurations.3d_fullres.patch_size[0]: 41 is not a multiple of 8"),
-    "deep supervision": (put("configurations.3d_fullres.network.deep_supr_num", 3),
-                         "configurations.3d_fullres.network.deep_supr_num: 3 must be below the 3 up-sampling layers"),
-    "filters": (put("configurations.3d_fullres.network.filters", [32, 64]),
-                "configurations.3d_fullres.network.filters: has 2 entries, expected 4"),
+    "indivisible patch": (
+        put("configurations.3d_fullres.patch_size", [41, 56, 40]),
+        "configurations.3d_fullres.patch_size[0]: 41 is not a multiple of 8",
+    ),
+    "deep supervision": (
+        put("configurations.3d_fullres.network.deep_supr_num", 3),
+        "configurations.3d_fullres.network.deep_supr_num: 3 must be below the 3 up-sampling layers",
+    ),
+    "filters": (
+        put("configurations.3d_fullres.network.filters", [32, 64]),
+        "configurations.3d_fullres.network.filters: has 2 entries, expected 4",
+    ),
 }
 
 
@@ -249,18 +304,36 @@ def test_plans_problems_are_all_listed_in_key_order(committed_plans):
 # --------------------------------------------------------------------------- planner and emit
 
 
-@pytest.mark.parametrize(("key", "value", "line"), [
-    ("samdsk.acceptance_threshold", "high", "samdsk.acceptance_threshold: 'high' is not of type 'number' "
-                                            "(from --set samdsk.acceptance_threshold=\"high\")"),
-    ("samdsk.acceptance_threshold", 7, "samdsk.acceptance_threshold: 7 is greater than the maximum of 1 "
-                                       "(from --set samdsk.acceptance_threshold=7)"),
-    ("configurations.3d_fullres.patch_size", [-1, 2, 3], "configurations.3d_fullres.patch_size[0]: -1 is less than "
-                                                         "the minimum of 1 (from --set "
-                                                         "configurations.3d_fullres.patch_size=[-1, 2, 3])"),
-    ("samdsk.matching", {"metric": "iou", "target": "soft"},
-     "samdsk.matching: 'prob_floor' is a required property (from --set "
-     "samdsk.matching={\"metric\": \"iou\", \"target\": \"soft\"})"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "line"),
+    [
+        (
+            "samdsk.acceptance_threshold",
+            "high",
+            "samdsk.acceptance_threshold: 'high' is not of type 'number' "
+            '(from --set samdsk.acceptance_threshold="high")',
+        ),
+        (
+            "samdsk.acceptance_threshold",
+            7,
+            "samdsk.acceptance_threshold: 7 is greater than the maximum of 1 "
+            "(from --set samdsk.acceptance_threshold=7)",
+        ),
+        (
+            "configurations.3d_fullres.patch_size",
+            [-1, 2, 3],
+            "configurations.3d_fullres.patch_size[0]: -1 is less than "
+            "the minimum of 1 (from --set "
+            "configurations.3d_fullres.patch_size=[-1, 2, 3])",
+        ),
+        (
+            "samdsk.matching",
+            {"metric": "iou", "target": "soft"},
+            "samdsk.matching: 'prob_floor' is a required property (from --set "
+            'samdsk.matching={"metric": "iou", "target": "soft"})',
+        ),
+    ],
+)
 def test_bad_override_names_the_override(committed_fp, key, value, line):
     with pytest.raises(SamdskError) as info:
         plan_from_fingerprint(committed_fp, overrides={key: value, "samdsk.slice_margin": 3})
@@ -292,8 +365,20 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
     return code, err
 
 
-@pytest.mark.parametrize("fault", ["classes is a list", "null class", "zero spacing", "no cases", "histogram key",
-                                   "negative crop", "no channels", "NaN spacing", "channel without intensities"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "classes is a list",
+        "null class",
+        "zero spacing",
+        "no cases",
+        "histogram key",
+        "negative crop",
+        "no channels",
+        "NaN spacing",
+        "channel without intensities",
+    ],
+)
 def test_cli_plan_refuses_a_bad_fingerprint(fault, committed_fp, tmp_path, capsys):
     edit, line = FINGERPRINT_FAULTS[fault]
     fp = write_json(tmp_path / "fp.json", edited(committed_fp, edit))
@@ -303,13 +388,16 @@ def test_cli_plan_refuses_a_bad_fingerprint(fault, committed_fp, tmp_path, capsy
     assert not out.exists()
 
 
-@pytest.mark.parametrize(("override", "line"), [
-    ("samdsk.acceptance_threshold=high", "samdsk.acceptance_threshold: 'high' is not of type 'number'"),
-    ("samdsk.acceptance_threshold=7", "samdsk.acceptance_threshold: 7 is greater than the maximum of 1"),
-    ("configurations.3d_fullres.patch_size=[-1,2,3]", "configurations.3d_fullres.patch_size[0]: -1 is less than"),
-    ("configurations.3d_fullres.batch_size=two", "configurations.3d_fullres.batch_size: 'two' is not of type"),
-    ("samdsk.retrain=warm", "samdsk.retrain: 'warm' is not one of"),
-])
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("samdsk.acceptance_threshold=high", "samdsk.acceptance_threshold: 'high' is not of type 'number'"),
+        ("samdsk.acceptance_threshold=7", "samdsk.acceptance_threshold: 7 is greater than the maximum of 1"),
+        ("configurations.3d_fullres.patch_size=[-1,2,3]", "configurations.3d_fullres.patch_size[0]: -1 is less than"),
+        ("configurations.3d_fullres.batch_size=two", "configurations.3d_fullres.batch_size: 'two' is not of type"),
+        ("samdsk.retrain=warm", "samdsk.retrain: 'warm' is not one of"),
+    ],
+)
 def test_cli_plan_refuses_a_bad_override(override, line, tmp_path, capsys):
     out = tmp_path / "plans.json"
     code, err = run_cli(["plan", FINGERPRINT, "-o", out, "--set", override], capsys)

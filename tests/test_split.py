@@ -16,8 +16,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_committed_hippocampus_split_reproduces(hippocampus, tmp_path):
     out = tmp_path / "split.json"
-    assert main(["split", str(hippocampus), "--labelled-fraction", "0.1", "--test-fraction", "0.2", "--seed", "0",
-                 "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "split",
+                str(hippocampus),
+                "--labelled-fraction",
+                "0.1",
+                "--test-fraction",
+                "0.2",
+                "--seed",
+                "0",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert out.read_text() == (REPO / "benchmarks" / "splits" / "hippocampus.json").read_text()
     split = json.loads(out.read_text())
     assert split["split"]["counts"] == {"training": 26, "hidden_label_pool": 182, "testing": 52, "unlabelled": 1}
@@ -51,7 +66,9 @@ def test_bad_fractions(msd_dataset, labelled, test):
 def test_too_few_cases(msd_dataset, tmp_path, capsys):
     # 2 labelled cases: round(0.99 * 2) = 2 test + at least 1 labelled training case > 2.
     out = tmp_path / "split.json"
-    assert main(["split", str(msd_dataset), "--labelled-fraction", "0.01", "--test-fraction", "0.99", "-o", str(out)]) == 2
+    assert (
+        main(["split", str(msd_dataset), "--labelled-fraction", "0.01", "--test-fraction", "0.99", "-o", str(out)]) == 2
+    )
     assert "too few for this split" in capsys.readouterr().err
     assert not out.exists()
 

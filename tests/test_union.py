@@ -26,8 +26,11 @@ def dice_iou(masks: np.ndarray, target: np.ndarray, subset) -> tuple[float, floa
 
 def brute_force(masks, target, k_max, k_min, metric) -> float:
     which = 0 if metric == "dice" else 1
-    return max(dice_iou(masks, target, s)[which]
-               for k in range(k_min, min(k_max, len(masks)) + 1) for s in combinations(range(len(masks)), k))
+    return max(
+        dice_iou(masks, target, s)[which]
+        for k in range(k_min, min(k_max, len(masks)) + 1)
+        for s in combinations(range(len(masks)), k)
+    )
 
 
 def random_instance(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -129,8 +132,7 @@ def test_recovers_three_disjoint_pieces_among_distractors():
     distractors += [ellipse((8, 10), (5, 7)), ellipse((25, 20), (6, 5))]  # each a superset of one piece
     distractors += [pieces[0] | pieces[1] | (yy == 17), target | (xx == 0)]  # supersets of several
     distractors += [pieces[2] & (xx < 40)]  # a part of a piece
-    masks = np.array(distractors[:20] + [pieces[0]] + distractors[20:35] + [pieces[1], pieces[2]]
-                     + distractors[35:])
+    masks = np.array(distractors[:20] + [pieces[0]] + distractors[20:35] + [pieces[1], pieces[2]] + distractors[35:])
     where = (20, 36, 37)
     result = best_union(masks, target, 3)
     assert result.indices == where
@@ -152,17 +154,17 @@ def test_finds_what_a_precision_shortlist_misses():
     fragments = []
     for c in range(6):
         fragment = np.zeros(SLICE, dtype=bool)
-        fragment[11:13, 11 + 3 * c:13 + 3 * c] = True  # 4 pixels inside the target: precision 1
+        fragment[11:13, 11 + 3 * c : 13 + 3 * c] = True  # 4 pixels inside the target: precision 1
         fragments.append(fragment)
     cover = target.copy()
     cover[20, 10:15] = True  # the whole target and 5 more pixels: precision 200 / 205
     masks = np.array(fragments + [cover])
 
-    precision = masks.reshape(len(masks), -1).sum(axis=1, where=target.reshape(-1)) / masks.reshape(
-        len(masks), -1).sum(axis=1)
+    precision = masks.reshape(len(masks), -1).sum(axis=1, where=target.reshape(-1)) / masks.reshape(len(masks), -1).sum(
+        axis=1
+    )
     shortlist = np.argsort(-precision, kind="stable")[:5]
-    shortlisted = max(dice_iou(masks, target, s)[0]
-                      for k in (1, 2, 3) for s in combinations(shortlist.tolist(), k))
+    shortlisted = max(dice_iou(masks, target, s)[0] for k in (1, 2, 3) for s in combinations(shortlist.tolist(), k))
 
     result = best_union(masks, target, 3)
     assert result.indices == (6,)
@@ -174,10 +176,14 @@ def test_zero_mass_mask_pads_k_min_for_free():
     """With k_min = 2 the best subset adds a mask without target mass that lies inside the
     first one, rather than a mask with target mass that costs area."""
     target = np.array([1, 1, 1, 0, 0, 0], dtype=float)
-    masks = np.array([[1, 1, 1, 1, 0, 0],   # the target and one background pixel
-                      [0, 0, 0, 1, 0, 0],   # no target mass, inside mask 0
-                      [1, 0, 0, 0, 1, 1]],  # some target mass, two more background pixels
-                     dtype=bool)
+    masks = np.array(
+        [
+            [1, 1, 1, 1, 0, 0],  # the target and one background pixel
+            [0, 0, 0, 1, 0, 0],  # no target mass, inside mask 0
+            [1, 0, 0, 0, 1, 1],
+        ],  # some target mass, two more background pixels
+        dtype=bool,
+    )
     result = best_union(masks, target, 2, k_min=2)
     assert result.indices == (0, 1)
     assert result.score == pytest.approx(6 / 7)
@@ -224,15 +230,18 @@ def test_too_many_survivors_falls_back(monkeypatch):
     assert result.score == pytest.approx(union_score(masks, target, result.indices))
 
 
-@pytest.mark.parametrize("bad", [
-    dict(masks=np.zeros((2, 3), dtype=float), target=np.zeros(3)),
-    dict(masks=np.zeros((2, 3), dtype=bool), target=np.zeros(4)),
-    dict(masks=np.zeros((2, 3), dtype=bool), target=np.full(3, 1.5)),
-    dict(masks=np.zeros((2, 3), dtype=bool), target=np.full(3, np.nan)),
-    dict(masks=np.zeros((2, 3), dtype=bool), target=np.zeros(3), k_max=1, k_min=2),
-    dict(masks=np.zeros((2, 3), dtype=bool), target=np.zeros(3), k_max=3, k_min=3),
-    dict(masks=np.zeros((2, 3), dtype=bool), target=np.zeros(3), metric="f1"),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(masks=np.zeros((2, 3), dtype=float), target=np.zeros(3)),
+        dict(masks=np.zeros((2, 3), dtype=bool), target=np.zeros(4)),
+        dict(masks=np.zeros((2, 3), dtype=bool), target=np.full(3, 1.5)),
+        dict(masks=np.zeros((2, 3), dtype=bool), target=np.full(3, np.nan)),
+        dict(masks=np.zeros((2, 3), dtype=bool), target=np.zeros(3), k_max=1, k_min=2),
+        dict(masks=np.zeros((2, 3), dtype=bool), target=np.zeros(3), k_max=3, k_min=3),
+        dict(masks=np.zeros((2, 3), dtype=bool), target=np.zeros(3), metric="f1"),
+    ],
+)
 def test_rejects_bad_input(bad):
     args = dict(k_max=2) | bad
     with pytest.raises(ValueError):
@@ -240,6 +249,7 @@ def test_rejects_bad_input(bad):
 
 
 # -- properties ------------------------------------------------------------------------------
+
 
 @st.composite
 def problems(draw):

@@ -54,7 +54,10 @@ def test_spacing_mismatch(msd_dataset):
     _, label = case_arrays("full")
     write_image(msd_dataset / "labelsTr" / "c_001.nii.gz", label, affine_for(spacing=(1.0, 1.5, 2.5)))
     err = only_error(msd_dataset)
-    assert "labelsTr/c_001.nii.gz: label does not match its image: spacing [1, 1.5, 2.5] differs from [1, 1.5, 2] mm" in err
+    assert (
+        "labelsTr/c_001.nii.gz: label does not match its image: spacing [1, 1.5, 2.5] differs from [1, 1.5, 2] mm"
+        in err
+    )
 
 
 def test_affine_mismatch_beyond_tolerance_only(msd_dataset):
@@ -100,12 +103,17 @@ def test_channels_with_differing_geometry(nnunet_dataset):
     meta["channel_names"] = {"0": "T1", "1": "T2"}
     (nnunet_dataset / "dataset.json").write_text(json.dumps(meta))
     for case in ("c_001", "c_002"):
-        shutil.copy(nnunet_dataset / "imagesTr" / f"{case}_0000.nii.gz", nnunet_dataset / "imagesTr" / f"{case}_0001.nii.gz")
+        shutil.copy(
+            nnunet_dataset / "imagesTr" / f"{case}_0000.nii.gz", nnunet_dataset / "imagesTr" / f"{case}_0001.nii.gz"
+        )
     shutil.copy(nnunet_dataset / "imagesTs" / "c_100_0000.nii.gz", nnunet_dataset / "imagesTs" / "c_100_0001.nii.gz")
     assert problems_of(nnunet_dataset)[0].ok
     bad = nnunet_dataset / "imagesTr" / "c_002_0001.nii.gz"
     write_image(bad, np.zeros(SHAPE, np.float32), affine_for(spacing=(1.0, 1.0, 1.0)))
-    assert f"{bad}: channel geometry differs from c_002_0000.nii.gz: spacing [1, 1, 1] differs from [1, 1.5, 2] mm" in only_error(nnunet_dataset)
+    assert (
+        f"{bad}: channel geometry differs from c_002_0000.nii.gz: spacing [1, 1, 1] differs from [1, 1.5, 2] mm"
+        in only_error(nnunet_dataset)
+    )
 
 
 def test_missing_channel_file(nnunet_dataset):
@@ -113,9 +121,9 @@ def test_missing_channel_file(nnunet_dataset):
     meta["channel_names"] = {"0": "T1", "1": "T2"}
     (nnunet_dataset / "dataset.json").write_text(json.dumps(meta))
     _, lines = problems_of(nnunet_dataset)
-    assert lines == [f"error: {nnunet_dataset / 'imagesTr' / f'{c}_0001.nii.gz'}: file is missing" for c in ("c_001", "c_002")] + [
-        f"error: {nnunet_dataset / 'imagesTs' / 'c_100_0001.nii.gz'}: file is missing"
-    ]
+    assert lines == [
+        f"error: {nnunet_dataset / 'imagesTr' / f'{c}_0001.nii.gz'}: file is missing" for c in ("c_001", "c_002")
+    ] + [f"error: {nnunet_dataset / 'imagesTs' / 'c_100_0001.nii.gz'}: file is missing"]
 
 
 def test_wrong_channel_count_in_4d_file(msd_dataset):

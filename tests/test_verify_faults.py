@@ -49,8 +49,10 @@ def test_msd_dataset_json_without_modality_is_an_error(msd, capsys):
     for target in (msd, msd / "dataset.json"):
         code, out, err = cli(["verify", str(target), "-q"], capsys, msd)
         assert code == 2 and out == ""
-        assert err.startswith(f"samdsk-plan: error: {msd / 'dataset.json'}: a Medical Segmentation Decathlon "
-                              "dataset.json") and "without 'modality'" in err
+        assert (
+            err.startswith(f"samdsk-plan: error: {msd / 'dataset.json'}: a Medical Segmentation Decathlon dataset.json")
+            and "without 'modality'" in err
+        )
         assert len(err.strip().splitlines()) == 1
 
 
@@ -60,8 +62,9 @@ def test_datalist_named_dataset_json_is_still_a_datalist(tmp_path, capsys):
     del meta["modality"]
     renamed = path.with_name("dataset.json")
     renamed.write_text(json.dumps(meta))  # has 'testing': a MONAI datalist, never an MSD file
-    code, out, _ = cli(["verify", str(renamed), "--base-dir", str(tmp_path / "synth" / "data"), "-q"], capsys,
-                       tmp_path / "synth")
+    code, out, _ = cli(
+        ["verify", str(renamed), "--base-dir", str(tmp_path / "synth" / "data"), "-q"], capsys, tmp_path / "synth"
+    )
     assert code == 0 and "(datalist," in out and "OK: no problems found" in out
 
 
@@ -120,8 +123,11 @@ def _channel_datalist(tmp_path: Path, files_per_entry: list[int], modality: dict
             write_image(data / name, image, affine_for())
         write_image(data / f"c_{i:03d}.nii.gz", label, affine_for())
         entries.append({"image": channels if n > 1 else channels[0], "label": f"c_{i:03d}.nii.gz"})
-    meta = {"labels": {"0": "background", "1": "a", "2": "b", "3": "c"}, "training": entries,
-            **({"modality": modality} if modality else {})}
+    meta = {
+        "labels": {"0": "background", "1": "a", "2": "b", "3": "c"},
+        "training": entries,
+        **({"modality": modality} if modality else {}),
+    }
     path = data / "list.json"
     path.write_text(json.dumps(meta))
     return path
@@ -134,8 +140,10 @@ def test_datalist_channel_count_is_the_most_common_one(tmp_path, capsys):
     odd = tmp_path / "data" / "c_002_0000.nii.gz"
     errors = [line for line in out.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {odd}: case c_002 has 3 image files but the dataset has 2 channel(s)"]
-    assert (f"warning: {path}: no 'modality' declared: assuming 2 channel(s), the number of image files most "
-            "entries have (3 of 4)") in out.splitlines()
+    assert (
+        f"warning: {path}: no 'modality' declared: assuming 2 channel(s), the number of image files most "
+        "entries have (3 of 4)"
+    ) in out.splitlines()
 
 
 def test_datalist_declared_modality_wins_over_the_files(tmp_path, capsys):
@@ -143,8 +151,9 @@ def test_datalist_declared_modality_wins_over_the_files(tmp_path, capsys):
     code, out, _ = cli(["verify", str(path), "-q"], capsys, tmp_path)
     assert code == 1
     errors = [line for line in out.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: {tmp_path / 'data' / f'c_00{i}_0000.nii.gz'}: holds 1 channel(s), expected 2"
-                      for i in (0, 1)]
+    assert errors == [
+        f"error: {tmp_path / 'data' / f'c_00{i}_0000.nii.gz'}: holds 1 channel(s), expected 2" for i in (0, 1)
+    ]
 
 
 @pytest.mark.parametrize("value", ["nan", "-1", "inf", "-0.001"])
@@ -161,18 +170,22 @@ def test_zero_tolerance_is_accepted(msd, capsys):
     assert cli(["verify", str(msd), "--tolerance", "0", "-q"], capsys, msd)[0] == 0
 
 
-@pytest.mark.parametrize("labelled, test, message", [
-    ("0.5", "-0.1", "--test-fraction must be a number in [0, 1), got -0.1"),
-    ("0.5", "nan", "--test-fraction must be a number in [0, 1), got nan"),
-    ("0.5", "1", "--test-fraction must be a number in [0, 1), got 1.0"),
-    ("0", "0.2", "--labelled-fraction must be a number in (0, 1], got 0.0"),
-    ("inf", "0.2", "--labelled-fraction must be a number in (0, 1], got inf"),
-    ("0.9", "0.2", "--labelled-fraction + --test-fraction must be at most 1, got 0.9 + 0.2 = 1.1"),
-])
+@pytest.mark.parametrize(
+    "labelled, test, message",
+    [
+        ("0.5", "-0.1", "--test-fraction must be a number in [0, 1), got -0.1"),
+        ("0.5", "nan", "--test-fraction must be a number in [0, 1), got nan"),
+        ("0.5", "1", "--test-fraction must be a number in [0, 1), got 1.0"),
+        ("0", "0.2", "--labelled-fraction must be a number in (0, 1], got 0.0"),
+        ("inf", "0.2", "--labelled-fraction must be a number in (0, 1], got inf"),
+        ("0.9", "0.2", "--labelled-fraction + --test-fraction must be at most 1, got 0.9 + 0.2 = 1.1"),
+    ],
+)
 def test_bad_split_fractions_name_the_option(msd, tmp_path, capsys, labelled, test, message):
     out_file = tmp_path / "split.json"
-    code, _, err = cli(["split", str(msd), "--labelled-fraction", labelled, "--test-fraction", test, "-o",
-                        str(out_file)], capsys, msd)
+    code, _, err = cli(
+        ["split", str(msd), "--labelled-fraction", labelled, "--test-fraction", test, "-o", str(out_file)], capsys, msd
+    )
     assert code == 2 and err.strip() == f"samdsk-plan: error: {message}"
     assert not out_file.exists()
 
@@ -186,8 +199,12 @@ def test_real_cases_with_faults_are_all_reported(hippocampus, tmp_path, capsys):
         for case in cases:
             shutil.copyfile(hippocampus / folder / f"{case}.nii.gz", root / folder / f"{case}.nii.gz")
     meta = json.loads((hippocampus / "dataset.json").read_text())
-    meta.update(numTraining=3, numTest=0, test=[],
-                training=[{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in cases])
+    meta.update(
+        numTraining=3,
+        numTest=0,
+        test=[],
+        training=[{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in cases],
+    )
     (root / "dataset.json").write_text(json.dumps(meta))
     label = root / "labelsTr" / "hippocampus_003.nii.gz"
     img = nib.load(label)

@@ -16,17 +16,24 @@ from samdsk_plan.planning.plans import ConfigurationPlan, Plans, TrainingPlan
 
 # the configuration every emitted config trains and infers with
 CONFIGURATION = "3d_fullres"
-IMPORTS = ["$import os", "$import numpy", "$import torch", "$import samdsk_plan.io.datalists as samdsk_datalists",
-           "$import samdsk_plan.bundle.runtime.data as samdsk_data",
-           "$import samdsk_plan.bundle.runtime.components as samdsk_components"]
+IMPORTS = [
+    "$import os",
+    "$import numpy",
+    "$import torch",
+    "$import samdsk_plan.io.datalists as samdsk_datalists",
+    "$import samdsk_plan.bundle.runtime.data as samdsk_data",
+    "$import samdsk_plan.bundle.runtime.components as samdsk_components",
+]
 KEYS = ["image", "label"]
 
 
 def _files(part: str) -> str:
     """The expression listing the entries of data ``part`` (a part name, or ``@data_part``)."""
     part = part if part.startswith("@") else f"'{part}'"
-    return (f"$samdsk_datalists.datalist_files(@{ids.DATALIST}, {part}, @{ids.DATASET_DIR}, "
-            f"@{ids.VAL_FRACTION}, @{ids.SPLIT_SEED})")
+    return (
+        f"$samdsk_datalists.datalist_files(@{ids.DATALIST}, {part}, @{ids.DATASET_DIR}, "
+        f"@{ids.VAL_FRACTION}, @{ids.SPLIT_SEED})"
+    )
 
 
 def _paths(plans: Plans) -> dict:
@@ -51,16 +58,34 @@ def normalization_transforms(plans: Plans, key: str = "image") -> list[dict]:
         if n["scheme"] == "ct":
             lo, hi = n["clip"]
             mean, std = n["mean"], n["std"]
-            out.append({"_target_": "ScaleIntensityRanged", "keys": key, "a_min": lo, "a_max": hi,
-                        "b_min": round((lo - mean) / std, 6), "b_max": round((hi - mean) / std, 6), "clip": True,
-                        **({"channel_wise": True} if channels else {})})
+            out.append(
+                {
+                    "_target_": "ScaleIntensityRanged",
+                    "keys": key,
+                    "a_min": lo,
+                    "a_max": hi,
+                    "b_min": round((lo - mean) / std, 6),
+                    "b_max": round((hi - mean) / std, 6),
+                    "clip": True,
+                    **({"channel_wise": True} if channels else {}),
+                }
+            )
         elif n["scheme"] == "zscore":
             out.append({"_target_": "NormalizeIntensityd", "keys": key, "nonzero": n["nonzero"], "channel_wise": True})
         elif n["scheme"] == "rescale_to_0_1":
             out.append({"_target_": "ScaleIntensityd", "keys": key, "minv": 0.0, "maxv": 1.0, "channel_wise": True})
         elif n["scheme"] == "rgb_to_0_1":
-            out.append({"_target_": "ScaleIntensityRanged", "keys": key, "a_min": 0.0, "a_max": 255.0, "b_min": 0.0,
-                        "b_max": 1.0, "clip": True})
+            out.append(
+                {
+                    "_target_": "ScaleIntensityRanged",
+                    "keys": key,
+                    "a_min": 0.0,
+                    "a_max": 255.0,
+                    "b_min": 0.0,
+                    "b_max": 1.0,
+                    "clip": True,
+                }
+            )
     return out
 
 
@@ -69,27 +94,46 @@ def _geometry(plans: Plans, keys: list[str], resampled: list[str] | None = None)
     reorient to RAS and resample to the plan's spacing those in ``resampled`` (default: all)."""
     resampled = keys if resampled is None else resampled
     modes = {"image": "bilinear", "label": "nearest"}
-    checks = [{"_target_": "samdsk_plan.bundle.runtime.components.CheckLabelValuesd", "keys": "label",
-               "labels": "@class_names"}] if "label" in keys else []
+    checks = (
+        [
+            {
+                "_target_": "samdsk_plan.bundle.runtime.components.CheckLabelValuesd",
+                "keys": "label",
+                "labels": "@class_names",
+            }
+        ]
+        if "label" in keys
+        else []
+    )
     return [
         {"_target_": "samdsk_plan.bundle.runtime.components.LoadImageNamedd", "keys": keys},
         *checks,
         {"_target_": "EnsureChannelFirstd", "keys": keys},
         {"_target_": "Orientationd", "keys": resampled, "axcodes": "RAS"},
-        {"_target_": "Spacingd", "keys": resampled, "pixdim": plans.target_spacing,
-         "mode": [modes[k] for k in resampled]},
+        {
+            "_target_": "Spacingd",
+            "keys": resampled,
+            "pixdim": plans.target_spacing,
+            "mode": [modes[k] for k in resampled],
+        },
     ]
 
 
 def _network_def(plans: Plans, cfg: ConfigurationPlan) -> dict:
     net = cfg.network
     return {
-        "_target_": "DynUNet", "spatial_dims": cfg.spatial_dims,
-        "in_channels": plans.n_channels, "out_channels": plans.n_classes,
-        "kernel_size": net.kernel_size, "strides": net.strides,
-        "upsample_kernel_size": net.upsample_kernel_size, "filters": net.filters,
-        "norm_name": net.norm_name, "deep_supervision": net.deep_supervision,
-        "deep_supr_num": net.deep_supr_num, "res_block": net.res_block,
+        "_target_": "DynUNet",
+        "spatial_dims": cfg.spatial_dims,
+        "in_channels": plans.n_channels,
+        "out_channels": plans.n_classes,
+        "kernel_size": net.kernel_size,
+        "strides": net.strides,
+        "upsample_kernel_size": net.upsample_kernel_size,
+        "filters": net.filters,
+        "norm_name": net.norm_name,
+        "deep_supervision": net.deep_supervision,
+        "deep_supr_num": net.deep_supr_num,
+        "res_block": net.res_block,
     }
 
 
@@ -109,8 +153,13 @@ def _common(plans: Plans, network: str = "$@network_def.to(@device)") -> dict:
         "sw_batch_size": 4,
         "network_def": _network_def(plans, cfg),
         "network": network,
-        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": "@patch_size", "sw_batch_size": "@sw_batch_size",
-                    "overlap": 0.5, "mode": "gaussian"},
+        "inferer": {
+            "_target_": "SlidingWindowInferer",
+            "roi_size": "@patch_size",
+            "sw_batch_size": "@sw_batch_size",
+            "overlap": 0.5,
+            "mode": "gaussian",
+        },
     }
 
 
@@ -128,8 +177,12 @@ def train_config(plans: Plans) -> dict:
     """``configs/train.json``: SupervisedTrainer on random patches, sliding-window validation."""
     cfg, tr = plans.configuration(CONFIGURATION), plans.training
     fg = tr.foreground_oversampling
-    one_hot = {"_target_": "AsDiscreted", "keys": ["pred", "label"], "argmax": [True, False],
-               "to_onehot": "@num_classes"}
+    one_hot = {
+        "_target_": "AsDiscreted",
+        "keys": ["pred", "label"],
+        "argmax": [True, False],
+        "to_onehot": "@num_classes",
+    }
     common = _common(plans, f"$samdsk_components.initialised(@network_def.to(@device), @{ids.INIT_CHECKPOINT})")
     head = {k: common.pop(k) for k in ("imports", *_paths(plans), ids.DEVICE, "amp", "num_workers")}
     return {
@@ -144,21 +197,46 @@ def train_config(plans: Plans) -> dict:
         **common,
         "loss": {"_target_": "samdsk_plan.bundle.runtime.components.DeepSupervisionDiceCE"},
         "optimizer": _optimizer(tr),
-        "lr_scheduler": {"_target_": "torch.optim.lr_scheduler.PolynomialLR", "optimizer": "@optimizer",
-                         "total_iters": f"@{ids.EPOCHS}", "power": 0.9},
+        "lr_scheduler": {
+            "_target_": "torch.optim.lr_scheduler.PolynomialLR",
+            "optimizer": "@optimizer",
+            "total_iters": f"@{ids.EPOCHS}",
+            "power": 0.9,
+        },
         "train": {
             "files": _files(PART_TRAIN),
-            "deterministic_transforms": _geometry(plans, KEYS) + normalization_transforms(plans)
+            "deterministic_transforms": _geometry(plans, KEYS)
+            + normalization_transforms(plans)
             + [{"_target_": "EnsureTyped", "keys": KEYS}],
             "random_transforms": [
                 {"_target_": "SpatialPadd", "keys": KEYS, "spatial_size": "@patch_size"},
-                {"_target_": "RandCropByPosNegLabeld", "keys": KEYS, "label_key": "label",
-                 "spatial_size": "@patch_size", "pos": 1, "neg": round((1 - fg) / fg, 3), "num_samples": 1},
-                {"_target_": "RandAffined", "keys": KEYS, "prob": 0.2, "rotate_range": [0.52, 0.52, 0.52],
-                 "scale_range": [0.3, 0.3, 0.3], "mode": ["bilinear", "nearest"], "padding_mode": "zeros"},
+                {
+                    "_target_": "RandCropByPosNegLabeld",
+                    "keys": KEYS,
+                    "label_key": "label",
+                    "spatial_size": "@patch_size",
+                    "pos": 1,
+                    "neg": round((1 - fg) / fg, 3),
+                    "num_samples": 1,
+                },
+                {
+                    "_target_": "RandAffined",
+                    "keys": KEYS,
+                    "prob": 0.2,
+                    "rotate_range": [0.52, 0.52, 0.52],
+                    "scale_range": [0.3, 0.3, 0.3],
+                    "mode": ["bilinear", "nearest"],
+                    "padding_mode": "zeros",
+                },
                 {"_target_": "RandGaussianNoised", "keys": "image", "prob": 0.1, "std": 0.1},
-                {"_target_": "RandGaussianSmoothd", "keys": "image", "prob": 0.2, "sigma_x": [0.5, 1.0],
-                 "sigma_y": [0.5, 1.0], "sigma_z": [0.5, 1.0]},
+                {
+                    "_target_": "RandGaussianSmoothd",
+                    "keys": "image",
+                    "prob": 0.2,
+                    "sigma_x": [0.5, 1.0],
+                    "sigma_y": [0.5, 1.0],
+                    "sigma_z": [0.5, 1.0],
+                },
                 {"_target_": "RandScaleIntensityd", "keys": "image", "prob": 0.15, "factors": 0.25},
                 {"_target_": "RandAdjustContrastd", "keys": "image", "prob": 0.15, "gamma": [0.7, 1.5]},
                 {"_target_": "RandFlipd", "keys": KEYS, "prob": 0.5, "spatial_axis": 0},
@@ -166,54 +244,109 @@ def train_config(plans: Plans) -> dict:
                 {"_target_": "RandFlipd", "keys": KEYS, "prob": 0.5, "spatial_axis": 2},
                 {"_target_": "EnsureTyped", "keys": KEYS, "track_meta": False},
             ],
-            "preprocessing": {"_target_": "Compose",
-                              "transforms": "$@train::deterministic_transforms + @train::random_transforms"},
-            "dataset": {"_target_": "CacheDataset", "data": "$samdsk_data.without_weights(@train::files)",
-                        "transform": "@train::preprocessing",
-                        "cache_rate": "@cache_rate", "num_workers": "@num_workers"},
-            "sampler": {"_target_": "torch.utils.data.WeightedRandomSampler",
-                        "weights": "$samdsk_data.sample_weights(@train::files)",
-                        "replacement": True, "num_samples": "$@iterations_per_epoch * @batch_size"},
-            "dataloader": {"_target_": "DataLoader", "dataset": "@train::dataset", "batch_size": "@batch_size",
-                           "sampler": "@train::sampler", "num_workers": "@num_workers"},
+            "preprocessing": {
+                "_target_": "Compose",
+                "transforms": "$@train::deterministic_transforms + @train::random_transforms",
+            },
+            "dataset": {
+                "_target_": "CacheDataset",
+                "data": "$samdsk_data.without_weights(@train::files)",
+                "transform": "@train::preprocessing",
+                "cache_rate": "@cache_rate",
+                "num_workers": "@num_workers",
+            },
+            "sampler": {
+                "_target_": "torch.utils.data.WeightedRandomSampler",
+                "weights": "$samdsk_data.sample_weights(@train::files)",
+                "replacement": True,
+                "num_samples": "$@iterations_per_epoch * @batch_size",
+            },
+            "dataloader": {
+                "_target_": "DataLoader",
+                "dataset": "@train::dataset",
+                "batch_size": "@batch_size",
+                "sampler": "@train::sampler",
+                "num_workers": "@num_workers",
+            },
             "inferer": {"_target_": "SimpleInferer"},
             # logging last: the multi-GPU overlay keeps it on rank 0 only
             "handlers": [
                 {"_target_": "LrScheduleHandler", "lr_scheduler": "@lr_scheduler", "print_lr": True},
-                {"_target_": "ValidationHandler", "validator": "@validate::evaluator", "epoch_level": True,
-                 "interval": "@val_interval"},
-                {"_target_": "StatsHandler", "tag_name": "train_loss",
-                 "output_transform": "$monai.handlers.from_engine(['loss'], first=True)"},
+                {
+                    "_target_": "ValidationHandler",
+                    "validator": "@validate::evaluator",
+                    "epoch_level": True,
+                    "interval": "@val_interval",
+                },
+                {
+                    "_target_": "StatsHandler",
+                    "tag_name": "train_loss",
+                    "output_transform": "$monai.handlers.from_engine(['loss'], first=True)",
+                },
             ],
-            "trainer": {"_target_": "SupervisedTrainer", "device": "@device", "max_epochs": "@epochs",
-                        "train_data_loader": "@train::dataloader", "network": "@network",
-                        "optimizer": "@optimizer", "loss_function": "@loss", "inferer": "@train::inferer",
-                        "train_handlers": "@train::handlers", "amp": "@amp"},
+            "trainer": {
+                "_target_": "SupervisedTrainer",
+                "device": "@device",
+                "max_epochs": "@epochs",
+                "train_data_loader": "@train::dataloader",
+                "network": "@network",
+                "optimizer": "@optimizer",
+                "loss_function": "@loss",
+                "inferer": "@train::inferer",
+                "train_handlers": "@train::handlers",
+                "amp": "@amp",
+            },
         },
         "validate": {
             "files": _files(PART_VAL),
             "preprocessing": {"_target_": "Compose", "transforms": "%train::deterministic_transforms"},
-            "dataset": {"_target_": "CacheDataset", "data": "@validate::files",
-                        "transform": "@validate::preprocessing", "cache_rate": "@cache_rate",
-                        "num_workers": "@num_workers"},
-            "dataloader": {"_target_": "DataLoader", "dataset": "@validate::dataset", "batch_size": 1,
-                           "shuffle": False, "num_workers": "@num_workers"},
-            "postprocessing": {"_target_": "Compose", "transforms": [
-                {"_target_": "Activationsd", "keys": "pred", "softmax": True}, one_hot]},
+            "dataset": {
+                "_target_": "CacheDataset",
+                "data": "@validate::files",
+                "transform": "@validate::preprocessing",
+                "cache_rate": "@cache_rate",
+                "num_workers": "@num_workers",
+            },
+            "dataloader": {
+                "_target_": "DataLoader",
+                "dataset": "@validate::dataset",
+                "batch_size": 1,
+                "shuffle": False,
+                "num_workers": "@num_workers",
+            },
+            "postprocessing": {
+                "_target_": "Compose",
+                "transforms": [{"_target_": "Activationsd", "keys": "pred", "softmax": True}, one_hot],
+            },
             # saving and logging, both on rank 0 only under the multi-GPU overlay
             "handlers": [
-                {"_target_": "samdsk_plan.bundle.runtime.checkpoint.BestModelSaver", "save_dir": "@ckpt_dir",
-                 "network": "@network", "filename": "model.pt"},
+                {
+                    "_target_": "samdsk_plan.bundle.runtime.checkpoint.BestModelSaver",
+                    "save_dir": "@ckpt_dir",
+                    "network": "@network",
+                    "filename": "model.pt",
+                },
                 {"_target_": "StatsHandler", "iteration_log": False},
             ],
             "inferer": "@inferer",
-            "key_metric": {"val_mean_dice": {"_target_": "MeanDice", "include_background": False,
-                                             "output_transform": "$monai.handlers.from_engine(['pred', 'label'])"}},
-            "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device",
-                          "val_data_loader": "@validate::dataloader", "network": "@network",
-                          "inferer": "@validate::inferer", "postprocessing": "@validate::postprocessing",
-                          "key_val_metric": "@validate::key_metric", "val_handlers": "@validate::handlers",
-                          "amp": "@amp"},
+            "key_metric": {
+                "val_mean_dice": {
+                    "_target_": "MeanDice",
+                    "include_background": False,
+                    "output_transform": "$monai.handlers.from_engine(['pred', 'label'])",
+                }
+            },
+            "evaluator": {
+                "_target_": "SupervisedEvaluator",
+                "device": "@device",
+                "val_data_loader": "@validate::dataloader",
+                "network": "@network",
+                "inferer": "@validate::inferer",
+                "postprocessing": "@validate::postprocessing",
+                "key_val_metric": "@validate::key_metric",
+                "val_handlers": "@validate::handlers",
+                "amp": "@amp",
+            },
         },
         "initialize": ["$monai.utils.set_determinism(seed=0)"],
         "run": ["$@train::trainer.run()"],
@@ -221,8 +354,14 @@ def train_config(plans: Plans) -> dict:
 
 
 def _infer_postprocessing(preprocessing_ref: str) -> dict:
-    return {"_target_": "Invertd", "keys": "pred", "transform": preprocessing_ref, "orig_keys": "image",
-            "nearest_interp": False, "to_tensor": True}
+    return {
+        "_target_": "Invertd",
+        "keys": "pred",
+        "transform": preprocessing_ref,
+        "orig_keys": "image",
+        "nearest_interp": False,
+        "to_tensor": True,
+    }
 
 
 def inference_config(plans: Plans) -> dict:
@@ -233,30 +372,67 @@ def inference_config(plans: Plans) -> dict:
         ids.DATA_PART: PART_UNLABELLED,
         "files": _files(f"@{ids.DATA_PART}"),
         ids.SAVE_PROBABILITIES: False,
-        "preprocessing": {"_target_": "Compose", "transforms": _geometry(plans, ["image"])
-                          + normalization_transforms(plans) + [{"_target_": "EnsureTyped", "keys": "image"}]},
+        "preprocessing": {
+            "_target_": "Compose",
+            "transforms": _geometry(plans, ["image"])
+            + normalization_transforms(plans)
+            + [{"_target_": "EnsureTyped", "keys": "image"}],
+        },
         "dataset": {"_target_": "Dataset", "data": "@files", "transform": "@preprocessing"},
-        "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False,
-                       "num_workers": "@num_workers"},
+        "dataloader": {
+            "_target_": "DataLoader",
+            "dataset": "@dataset",
+            "batch_size": 1,
+            "shuffle": False,
+            "num_workers": "@num_workers",
+        },
         "activation": {"_target_": "Activationsd", "keys": "pred", "softmax": True},
         "invert": _infer_postprocessing("@preprocessing"),
-        "probability_saver": {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir",
-                              "output_postfix": "prob", "output_dtype": "$numpy.float32", "resample": False,
-                              "separate_folder": False, "print_log": False},
+        "probability_saver": {
+            "_target_": "SaveImaged",
+            "keys": "pred",
+            "output_dir": "@output_dir",
+            "output_postfix": "prob",
+            "output_dtype": "$numpy.float32",
+            "resample": False,
+            "separate_folder": False,
+            "print_log": False,
+        },
         "argmax": {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
-        "segmentation_saver": {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir",
-                               "output_postfix": "seg", "output_dtype": "$numpy.uint8", "resample": False,
-                               "separate_folder": False, "print_log": False},
-        "postprocessing": {"_target_": "Compose", "transforms": "$[@activation, @invert] + ([@probability_saver] if "
-                           f"@{ids.SAVE_PROBABILITIES} else []) + [@argmax, @segmentation_saver]"},
+        "segmentation_saver": {
+            "_target_": "SaveImaged",
+            "keys": "pred",
+            "output_dir": "@output_dir",
+            "output_postfix": "seg",
+            "output_dtype": "$numpy.uint8",
+            "resample": False,
+            "separate_folder": False,
+            "print_log": False,
+        },
+        "postprocessing": {
+            "_target_": "Compose",
+            "transforms": "$[@activation, @invert] + ([@probability_saver] if "
+            f"@{ids.SAVE_PROBABILITIES} else []) + [@argmax, @segmentation_saver]",
+        },
         "handlers": [
-            {"_target_": "samdsk_plan.bundle.runtime.handlers.NamedCheckpointLoader", "load_path": "$@ckpt_dir + '/model.pt'",
-             "load_dict": {"model": "@network"}, "map_location": "@device"},
+            {
+                "_target_": "samdsk_plan.bundle.runtime.handlers.NamedCheckpointLoader",
+                "load_path": "$@ckpt_dir + '/model.pt'",
+                "load_dict": {"model": "@network"},
+                "map_location": "@device",
+            },
             {"_target_": "StatsHandler", "iteration_log": False},
         ],
-        "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device", "val_data_loader": "@dataloader",
-                      "network": "@network", "inferer": "@inferer", "postprocessing": "@postprocessing",
-                      "val_handlers": "@handlers", "amp": "@amp"},
+        "evaluator": {
+            "_target_": "SupervisedEvaluator",
+            "device": "@device",
+            "val_data_loader": "@dataloader",
+            "network": "@network",
+            "inferer": "@inferer",
+            "postprocessing": "@postprocessing",
+            "val_handlers": "@handlers",
+            "amp": "@amp",
+        },
         "initialize": ["$monai.utils.set_determinism(seed=0)"],
         "run": ["$@evaluator.run()"],
     }
@@ -269,21 +445,43 @@ def evaluate_config(plans: Plans) -> dict:
     return {
         ids.DATA_PART: PART_TEST,
         "validate::files": _files(f"@{ids.DATA_PART}"),
-        "validate::preprocessing": {"_target_": "Compose", "transforms": _geometry(plans, KEYS, ["image"])
-                                    + normalization_transforms(plans) + [{"_target_": "EnsureTyped", "keys": KEYS}]},
-        "validate::dataset": {"_target_": "Dataset", "data": "@validate::files", "transform": "@validate::preprocessing"},
-        "validate::postprocessing": {"_target_": "Compose", "transforms": [
-            {"_target_": "Activationsd", "keys": "pred", "softmax": True},
-            _infer_postprocessing("@validate::preprocessing"),
-            {"_target_": "AsDiscreted", "keys": ["pred", "label"], "argmax": [True, False],
-             "to_onehot": "@num_classes"},
-        ]},
+        "validate::preprocessing": {
+            "_target_": "Compose",
+            "transforms": _geometry(plans, KEYS, ["image"])
+            + normalization_transforms(plans)
+            + [{"_target_": "EnsureTyped", "keys": KEYS}],
+        },
+        "validate::dataset": {
+            "_target_": "Dataset",
+            "data": "@validate::files",
+            "transform": "@validate::preprocessing",
+        },
+        "validate::postprocessing": {
+            "_target_": "Compose",
+            "transforms": [
+                {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+                _infer_postprocessing("@validate::preprocessing"),
+                {
+                    "_target_": "AsDiscreted",
+                    "keys": ["pred", "label"],
+                    "argmax": [True, False],
+                    "to_onehot": "@num_classes",
+                },
+            ],
+        },
         "validate::handlers": [
-            {"_target_": "samdsk_plan.bundle.runtime.handlers.NamedCheckpointLoader", "load_path": "$@ckpt_dir + '/model.pt'",
-             "load_dict": {"model": "@network"}, "map_location": "@device"},
+            {
+                "_target_": "samdsk_plan.bundle.runtime.handlers.NamedCheckpointLoader",
+                "load_path": "$@ckpt_dir + '/model.pt'",
+                "load_dict": {"model": "@network"},
+                "map_location": "@device",
+            },
             {"_target_": "StatsHandler", "iteration_log": False},
-            {"_target_": "samdsk_plan.bundle.runtime.handlers.SegmentationReport", "output_dir": "@output_dir",
-             "class_names": "@class_names"},
+            {
+                "_target_": "samdsk_plan.bundle.runtime.handlers.SegmentationReport",
+                "output_dir": "@output_dir",
+                "class_names": "@class_names",
+            },
         ],
         "initialize": ["$monai.utils.set_determinism(seed=0)"],
         "run": ["$@validate::evaluator.run()"],
@@ -296,14 +494,23 @@ def multi_gpu_train_config() -> dict:
     rank 0 only (the engines take ``*::rank_handlers``)."""
     return {
         "device": "$torch.device('cuda:' + os.environ['LOCAL_RANK'])",
-        "network": {"_target_": "torch.nn.parallel.DistributedDataParallel",
-                    "module": "$samdsk_components.initialised(@network_def.to(@device), @init_checkpoint)",
-                    "device_ids": ["@device"]},
-        "train::sampler": {"_target_": "DistributedWeightedRandomSampler", "dataset": "@train::dataset",
-                           "weights": "$samdsk_data.sample_weights(@train::files)",
-                           "num_samples_per_rank": "$@iterations_per_epoch * @batch_size"},
-        "validate::sampler": {"_target_": "DistributedSampler", "dataset": "@validate::dataset",
-                              "even_divisible": False, "shuffle": False},
+        "network": {
+            "_target_": "torch.nn.parallel.DistributedDataParallel",
+            "module": "$samdsk_components.initialised(@network_def.to(@device), @init_checkpoint)",
+            "device_ids": ["@device"],
+        },
+        "train::sampler": {
+            "_target_": "DistributedWeightedRandomSampler",
+            "dataset": "@train::dataset",
+            "weights": "$samdsk_data.sample_weights(@train::files)",
+            "num_samples_per_rank": "$@iterations_per_epoch * @batch_size",
+        },
+        "validate::sampler": {
+            "_target_": "DistributedSampler",
+            "dataset": "@validate::dataset",
+            "even_divisible": False,
+            "shuffle": False,
+        },
         "validate::dataloader::sampler": "@validate::sampler",
         "train::rank_handlers": "$@train::handlers if torch.distributed.get_rank() == 0 else @train::handlers[:-1]",
         "train::trainer::train_handlers": "@train::rank_handlers",
@@ -328,17 +535,22 @@ _PROPOSAL_SETTINGS = {
     ids.MODEL_TYPE: f"$@{ids.PLANS}.samdsk.sam.model_type",
     "fast": False,
 }
-_GENERATORS = ("$samdsk_proposals.make_generators(plans=@plans, kind=@generator, checkpoint=@checkpoint, "
-               "model_type=@model_type, device=@proposal_device, fast=@fast)")
+_GENERATORS = (
+    "$samdsk_proposals.make_generators(plans=@plans, kind=@generator, checkpoint=@checkpoint, "
+    "model_type=@model_type, device=@proposal_device, fast=@fast)"
+)
 
 
 def propose_config(plans: Plans) -> dict:
     """``configs/propose.json``: segmentation proposals for the unlabelled cases, cached per case
     in ``proposals/`` (the plan's generator unless ``--generator sam --checkpoint PATH``)."""
     return {
-        "imports": ["$import torch", "$import samdsk_plan.io.datalists as samdsk_datalists",
-                    "$import samdsk_plan.planning.plans as samdsk_plans",
-                    "$import samdsk_plan.proposals.pipeline as samdsk_proposals"],
+        "imports": [
+            "$import torch",
+            "$import samdsk_plan.io.datalists as samdsk_datalists",
+            "$import samdsk_plan.planning.plans as samdsk_plans",
+            "$import samdsk_plan.proposals.pipeline as samdsk_proposals",
+        ],
         **_paths(plans),
         ids.DATA_PART: PART_UNLABELLED,
         "cache_dir": f"$@{ids.BUNDLE_ROOT} + '/proposals'",
@@ -349,8 +561,10 @@ def propose_config(plans: Plans) -> dict:
         "num_workers": 1,
         "files": _files(f"@{ids.DATA_PART}"),
         "generators": _GENERATORS,
-        "run": ["$samdsk_proposals.propose_entries(entries=@files, plans=@plans, cache_dir=@cache_dir, "
-                "generators=@generators, roi_dir=@roi_dir, workers=@num_workers)"],
+        "run": [
+            "$samdsk_proposals.propose_entries(entries=@files, plans=@plans, cache_dir=@cache_dir, "
+            "generators=@generators, roi_dir=@roi_dir, workers=@num_workers)"
+        ],
     }
 
 
@@ -362,9 +576,12 @@ def pseudolabel_config() -> dict:
     ``pseudolabels/``. The threshold is the plan's unless overridden (the ``loop`` command
     calibrates it instead)."""
     return {
-        "imports": IMPORTS + ["$import samdsk_plan.loop.pseudolabel as samdsk_pseudolabel",
-                              "$import samdsk_plan.planning.plans as samdsk_plans",
-                              "$import samdsk_plan.proposals.pipeline as samdsk_proposals"],
+        "imports": IMPORTS
+        + [
+            "$import samdsk_plan.loop.pseudolabel as samdsk_pseudolabel",
+            "$import samdsk_plan.planning.plans as samdsk_plans",
+            "$import samdsk_plan.proposals.pipeline as samdsk_proposals",
+        ],
         ids.SAVE_PROBABILITIES: True,
         ids.OUTPUT_DIR: f"$@{ids.BUNDLE_ROOT} + '/pseudolabels/predictions'",
         "match_dir": f"$@{ids.BUNDLE_ROOT} + '/pseudolabels'",
@@ -376,10 +593,12 @@ def pseudolabel_config() -> dict:
         "max_accepted": f"$@{ids.PLANS}.samdsk.max_accepted_per_round",
         "pseudo_label_weight": f"$@{ids.PLANS}.samdsk.pseudo_label_weight",
         "generators": _GENERATORS,
-        "run": ["$@evaluator.run()",
-                "$samdsk_pseudolabel.pseudolabel_pass(entries=@files, pred_dir=@output_dir, out_dir=@match_dir, "
-                "plans=@plans, generators=@generators, cache_dir=@proposal_dir, threshold=@acceptance_threshold, "
-                "max_accepted=@max_accepted, weight=@pseudo_label_weight)"],
+        "run": [
+            "$@evaluator.run()",
+            "$samdsk_pseudolabel.pseudolabel_pass(entries=@files, pred_dir=@output_dir, out_dir=@match_dir, "
+            "plans=@plans, generators=@generators, cache_dir=@proposal_dir, threshold=@acceptance_threshold, "
+            "max_accepted=@max_accepted, weight=@pseudo_label_weight)",
+        ],
     }
 
 

@@ -37,6 +37,7 @@ def bundle_files(plans: Plans, name: str) -> dict[str, str]:
     """Relative path -> text of every file of the bundle (weights excepted). Configs keep the
     model zoo's reading order (imports, paths, network, transforms, dataset, engine, handlers);
     data files (plans, metadata) are written with sorted keys. The same plan gives the same bytes."""
+
     def config(obj: dict) -> str:
         return dumps_json(obj, sort_keys=False)
 

@@ -38,8 +38,17 @@ ACCEPTANCE_THRESHOLD = "acceptance_threshold"
 
 # the IDs the loop overrides, per config it runs (first file of the list)
 LOOP_OVERRIDES: dict[tuple[str, ...], tuple[str, ...]] = {
-    ("train.json",): (DATASET_DIR, DATALIST, CKPT_DIR, EPOCHS, ITERATIONS_PER_EPOCH, BATCH_SIZE, VAL_INTERVAL,
-                      INIT_CHECKPOINT, DEVICE),
+    ("train.json",): (
+        DATASET_DIR,
+        DATALIST,
+        CKPT_DIR,
+        EPOCHS,
+        ITERATIONS_PER_EPOCH,
+        BATCH_SIZE,
+        VAL_INTERVAL,
+        INIT_CHECKPOINT,
+        DEVICE,
+    ),
     ("train.json", "evaluate.json"): (DATASET_DIR, DATALIST, CKPT_DIR, OUTPUT_DIR, DATA_PART, DEVICE),
     ("inference.json",): (DATASET_DIR, DATALIST, CKPT_DIR, OUTPUT_DIR, DATA_PART, SAVE_PROBABILITIES, DEVICE),
 }

@@ -8,8 +8,7 @@ from samdsk_plan import __version__
 from samdsk_plan.bundle.configs import CONFIGURATION
 from samdsk_plan.planning.plans import Plans
 
-SCHEMA_URL = ("https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
-              "meta_schema_20240725.json")
+SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 BUNDLE_VERSION = "0.1.0"
 
 
@@ -27,9 +26,14 @@ def _pinned_requirements() -> dict[str, str]:
 _PINS = _pinned_requirements()
 # pinned in pyproject.toml; numpy and the packages below are not pinned there: the versions tested
 PINNED = {"monai": _PINS["monai"], "torch": _PINS["torch"], "numpy": "2.4.6"}
-REQUIRED_PACKAGES = {"samdsk-plan": __version__, "nibabel": "5.4.2", "pytorch-ignite": "0.5.5",
-                     "segment-anything": _PINS["segment-anything"], "torchvision": _PINS["torchvision"],
-                     "scikit-image": "0.26.0"}
+REQUIRED_PACKAGES = {
+    "samdsk-plan": __version__,
+    "nibabel": "5.4.2",
+    "pytorch-ignite": "0.5.5",
+    "segment-anything": _PINS["segment-anything"],
+    "torchvision": _PINS["torchvision"],
+    "scikit-image": "0.26.0",
+}
 
 
 def metadata(plans: Plans) -> dict:
@@ -50,38 +54,61 @@ def metadata(plans: Plans) -> dict:
         "required_packages_version": REQUIRED_PACKAGES,
         "name": f"{name} DynUNet (samdsk-plan)",
         "task": f"3D segmentation of {', '.join(v for k, v in sorted(labels.items()) if k)} in {modality}",
-        "description": (f"A MONAI DynUNet planned nnU-Net-style by samdsk-plan for the {name} dataset "
-                        f"(target spacing {plans.target_spacing} mm, patch {cfg.patch_size}, batch "
-                        f"{cfg.batch_size}), trained with Dice + cross-entropy and deep supervision; "
-                        "SamDSK pseudo-labelling stages are added by later samdsk-plan commands."),
+        "description": (
+            f"A MONAI DynUNet planned nnU-Net-style by samdsk-plan for the {name} dataset "
+            f"(target spacing {plans.target_spacing} mm, patch {cfg.patch_size}, batch "
+            f"{cfg.batch_size}), trained with Dice + cross-entropy and deep supervision; "
+            "SamDSK pseudo-labelling stages are added by later samdsk-plan commands."
+        ),
         "authors": "samdsk-plan developers",
         "copyright": "Copyright (c) samdsk-plan developers",
         "data_source": f"{name} dataset ({n_cases['labelled']} labelled, {n_cases['unlabelled']} "
-                       "unlabelled cases), see the dataset's own licence",
+        "unlabelled cases), see the dataset's own licence",
         "data_type": "nibabel",
         "image_classes": f"{len(channels)} channel(s): " + ", ".join(f"{i}: {n}" for i, n in sorted(channels.items())),
         "label_classes": ", ".join(f"{k}: {v}" for k, v in sorted(labels.items())),
         "pred_classes": ", ".join(f"{k}: {v}" for k, v in sorted(labels.items())),
         "eval_metrics": {"mean_dice": None},
         "intended_use": "Research only; not for clinical use.",
-        "references": ["Isensee et al. nnU-Net, Nature Methods 2021",
-                       "Zhang et al. SamDSK: Combining Segment Anything Model with Domain-Specific Knowledge for "
-                       "Semi-Supervised Learning in Medical Image Segmentation, arXiv:2308.13759"],
+        "references": [
+            "Isensee et al. nnU-Net, Nature Methods 2021",
+            "Zhang et al. SamDSK: Combining Segment Anything Model with Domain-Specific Knowledge for "
+            "Semi-Supervised Learning in Medical Image Segmentation, arXiv:2308.13759",
+        ],
         "network_data_format": {
-            "inputs": {"image": {
-                "type": "image", "format": "hounsfield" if modality == "CT" else "magnitude",
-                "modality": modality, "num_channels": len(channels), "spatial_shape": spatial,
-                "dtype": "float32", "value_range": [], "is_patch_data": True,
-                "channel_def": {str(i): n for i, n in sorted(channels.items())},
-            }},
-            "outputs": {"pred": {
-                "type": "image", "format": "segmentation", "num_channels": len(labels), "spatial_shape": spatial,
-                "dtype": "float32", "value_range": [0, 1], "is_patch_data": True,
-                "channel_def": {str(k): v for k, v in sorted(labels.items())},
-            }},
+            "inputs": {
+                "image": {
+                    "type": "image",
+                    "format": "hounsfield" if modality == "CT" else "magnitude",
+                    "modality": modality,
+                    "num_channels": len(channels),
+                    "spatial_shape": spatial,
+                    "dtype": "float32",
+                    "value_range": [],
+                    "is_patch_data": True,
+                    "channel_def": {str(i): n for i, n in sorted(channels.items())},
+                }
+            },
+            "outputs": {
+                "pred": {
+                    "type": "image",
+                    "format": "segmentation",
+                    "num_channels": len(labels),
+                    "spatial_shape": spatial,
+                    "dtype": "float32",
+                    "value_range": [0, 1],
+                    "is_patch_data": True,
+                    "channel_def": {str(k): v for k, v in sorted(labels.items())},
+                }
+            },
         },
-        "samdsk_plan": {"version": __version__, "dataset": name, "plans": "configs/plans.json",
-                        "target_spacing": plans.target_spacing, "patch_size": cfg.patch_size},
+        "samdsk_plan": {
+            "version": __version__,
+            "dataset": name,
+            "plans": "configs/plans.json",
+            "target_spacing": plans.target_spacing,
+            "patch_size": cfg.patch_size,
+        },
     }
 
 
@@ -97,8 +124,8 @@ def readme(plans: Plans, name: str) -> str:
     return f"""# {name}: DynUNet bundle emitted by samdsk-plan
 
 ## Data
-Dataset `{plans.dataset_name}`: {n_cases['labelled']} labelled and {n_cases['unlabelled']} unlabelled cases;
-channels {', '.join(plans.channel_names)}; labels {labels}.
+Dataset `{plans.dataset_name}`: {n_cases["labelled"]} labelled and {n_cases["unlabelled"]} unlabelled cases;
+channels {", ".join(plans.channel_names)}; labels {labels}.
 The data are not part of the bundle: pass their folder with `--dataset_dir`, and the case list with
 `--datalist` (a dataset folder in MSD or nnU-Net v2 layout, a MONAI datalist, or a
 `samdsk-plan split` file; relative paths start at `--dataset_dir`). Default: `--datalist` is

@@ -44,27 +44,50 @@ def _add_workers(p: argparse.ArgumentParser, what: str = "") -> None:
 
 
 def _add_generator_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--generator", default=None, choices=GENERATORS,
-                   help="proposal generator (default: the plan's samdsk.proposals.generator, classical: needs no "
-                        "weights); sam needs --checkpoint, the plan's samdsk.proposals.sam.checkpoint or "
-                        "$SAMDSK_SAM_CHECKPOINT")
+    p.add_argument(
+        "--generator",
+        default=None,
+        choices=GENERATORS,
+        help="proposal generator (default: the plan's samdsk.proposals.generator, classical: needs no "
+        "weights); sam needs --checkpoint, the plan's samdsk.proposals.sam.checkpoint or "
+        "$SAMDSK_SAM_CHECKPOINT",
+    )
     p.add_argument("--checkpoint", type=str, default=None, help="SAM / MedSAM checkpoint file")
-    p.add_argument("--model-type", default=None, choices=("vit_b", "vit_l", "vit_h", "auto"),
-                   help="SAM architecture (default: the plan's, vit_b)")
+    p.add_argument(
+        "--model-type",
+        default=None,
+        choices=("vit_b", "vit_l", "vit_h", "auto"),
+        help="SAM architecture (default: the plan's, vit_b)",
+    )
     p.add_argument("--fast", action="store_true", help="classical: Felzenszwalb + SLIC only (faster, fewer proposals)")
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="dataset folder (MSD or nnU-Net v2 raw, with dataset.json) or a JSON datalist")
-    p.add_argument("--layout", default="auto", choices=("auto", "msd", "nnunetv2", "datalist"),
-                   help="dataset layout (default: detect)")
-    p.add_argument("--base-dir", type=Path, default=None,
-                   help="folder that relative datalist paths start from (default: the JSON file's folder)")
+    p.add_argument(
+        "--layout",
+        default="auto",
+        choices=("auto", "msd", "nnunetv2", "datalist"),
+        help="dataset layout (default: detect)",
+    )
+    p.add_argument(
+        "--base-dir",
+        type=Path,
+        default=None,
+        help="folder that relative datalist paths start from (default: the JSON file's folder)",
+    )
     _add_workers(p)
-    p.add_argument("--tolerance", type=float, default=None,
-                   help="allowed spacing/affine difference between files of a case, in mm (default: 0.001)")
-    p.add_argument("--name", default=None,
-                   help="dataset name (default: the output file's name for fingerprint, else the folder's name)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="allowed spacing/affine difference between files of a case, in mm (default: 0.001)",
+    )
+    p.add_argument(
+        "--name",
+        default=None,
+        help="dataset name (default: the output file's name for fingerprint, else the folder's name)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -72,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="samdsk-plan",
         description="Label-efficient 3D segmentation: fingerprint and verify datasets, plan, emit MONAI "
-                    "bundles and pseudo-label unlabelled images with SamDSK.",
+        "bundles and pseudo-label unlabelled images with SamDSK.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -84,17 +107,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fingerprint", help="dataset statistics and ROI-count priors -> JSON")
     _add_dataset_args(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="output JSON (dataset_fingerprints/NAME.json)")
-    p.add_argument("--connectivity", default="full", choices=CONNECTIVITIES,
-                   help="region connectivity: full = 26 (3D) / 8 (2D) neighbours, face = 6 / 4 (default: full)")
+    p.add_argument(
+        "--connectivity",
+        default="full",
+        choices=CONNECTIVITIES,
+        help="region connectivity: full = 26 (3D) / 8 (2D) neighbours, face = 6 / 4 (default: full)",
+    )
     p.set_defaults(func=_cmd_fingerprint)
 
     p = sub.add_parser("plan", help="nnU-Net-style plans and SamDSK settings from a fingerprint -> JSON")
     p.add_argument("fingerprint", type=Path, help="fingerprint JSON (dataset_fingerprints/NAME.json)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output plans JSON")
     p.add_argument("--gpu-memory", type=float, default=8.0, help="GPU memory budget in GB (default: 8)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", type=key_value,
-                   help="override a plan value by dotted path, VALUE as JSON (repeatable), "
-                        "e.g. --set samdsk.acceptance_threshold=0.8")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        type=key_value,
+        help="override a plan value by dotted path, VALUE as JSON (repeatable), "
+        "e.g. --set samdsk.acceptance_threshold=0.8",
+    )
     p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("emit", help="write a MONAI bundle folder from plans")
@@ -109,9 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generator_args(p)
     p.add_argument("--device", default="cpu", help="torch device for SAM (cpu, cuda, cuda:1, ...)")
     p.add_argument("--all", action="store_true", help="propose for every case, not only the unlabelled ones")
-    p.add_argument("--roi-dir", type=Path, default=None,
-                   help="folder of predicted segmentations (IMAGE_seg.nii.gz, as the bundle's inference names "
-                        "them): only slices near them are proposed on")
+    p.add_argument(
+        "--roi-dir",
+        type=Path,
+        default=None,
+        help="folder of predicted segmentations (IMAGE_seg.nii.gz, as the bundle's inference names "
+        "them): only slices near them are proposed on",
+    )
     p.add_argument("--base-dir", type=Path, default=None)
     _add_workers(p, " (classical only)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -119,8 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("split", help="reproducible labelled / hidden-label pool / test split -> datalist JSON")
     p.add_argument("data", help="dataset folder or JSON datalist")
-    p.add_argument("--labelled-fraction", "--labeled-fraction", dest="labelled_fraction", type=float, required=True,
-                   help="share of labelled cases kept labelled")
+    p.add_argument(
+        "--labelled-fraction",
+        "--labeled-fraction",
+        dest="labelled_fraction",
+        type=float,
+        required=True,
+        help="share of labelled cases kept labelled",
+    )
     p.add_argument("--test-fraction", type=float, default=0.2, help="share of labelled cases held out for testing")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layout", default="auto", choices=("auto", "msd", "nnunetv2", "datalist"))
@@ -131,8 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("loop", help="SamDSK rounds: train, pseudo-label the pool, accept, retrain (resumable)")
     p.add_argument("bundle", type=Path, help="bundle folder from 'samdsk-plan emit'")
     p.add_argument("--data", type=Path, required=True, help="dataset folder (relative datalist paths start here)")
-    p.add_argument("--datalist", type=Path, default=None,
-                   help="datalist or 'samdsk-plan split' JSON (default: the dataset's own labelled/unlabelled cases)")
+    p.add_argument(
+        "--datalist",
+        type=Path,
+        default=None,
+        help="datalist or 'samdsk-plan split' JSON (default: the dataset's own labelled/unlabelled cases)",
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="run folder (created; rerun to resume)")
     p.add_argument("--rounds", type=int, default=None, help="SamDSK rounds after round 0 (default: until stable)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs per round (default: the bundle's)")
@@ -141,13 +189,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-interval", type=int, default=None, help="epochs between validations (model selection)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (training, inference and SAM)")
     _add_generator_args(p)
-    p.add_argument("--threshold", type=float, default=None,
-                   help="fixed beta threshold (default: calibrated each round on the validation cases)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="fixed beta threshold (default: calibrated each round on the validation cases)",
+    )
     p.add_argument("--max-accepted", type=int, default=None, help="most cases accepted per round")
     p.add_argument("--pseudo-label-weight", type=float, default=None, help="sampling weight of machine labels")
     p.add_argument("--retrain", default=None, choices=("scratch", "finetune"))
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", type=key_value,
-                   help="bundle config override for every run, e.g. 'network_def#filters=[8,16,32,64]'")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        type=key_value,
+        help="bundle config override for every run, e.g. 'network_def#filters=[8,16,32,64]'",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads of the bundle runs")
     _add_workers(p, " for matching")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -189,17 +248,22 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
     dataset = _load(args)
     check_output(args.output, inputs=[dataset.source], protected=protected_folders(dataset), what="fingerprint")
     try:
-        fp = compute_fingerprint(dataset, workers=args.workers, connectivity=args.connectivity,
-                                 progress=not args.quiet, **_tolerance(args))
+        fp = compute_fingerprint(
+            dataset, workers=args.workers, connectivity=args.connectivity, progress=not args.quiet, **_tolerance(args)
+        )
     except FingerprintError as exc:
-        print(f"samdsk-plan: {dataset.source}: the dataset has {len(exc.problems)} problem(s); "
-              "nothing was written:", file=sys.stderr)
+        print(
+            f"samdsk-plan: {dataset.source}: the dataset has {len(exc.problems)} problem(s); nothing was written:",
+            file=sys.stderr,
+        )
         print("\n".join(str(p) for p in exc.problems), file=sys.stderr)
         return EXIT_PROBLEMS
     write_fingerprint(fp, args.output)
     n = fp["n_cases"]
-    print(f"wrote {args.output}: {n['labelled']} labelled + {n['unlabelled']} unlabelled cases, "
-          f"{len(fp['classes'])} classes, connectivity {args.connectivity}")
+    print(
+        f"wrote {args.output}: {n['labelled']} labelled + {n['unlabelled']} unlabelled cases, "
+        f"{len(fp['classes'])} classes, connectivity {args.connectivity}"
+    )
     return 0
 
 
@@ -214,8 +278,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     plans = Plans(plan_from_fingerprint(fp, gpu_memory_gb=args.gpu_memory, overrides=overrides), args.output)
     atomic_write_json(args.output, plans.to_json())
     cfg = plans.configuration("3d_fullres")
-    print(f"wrote {args.output}: spacing {plans.target_spacing} mm, 3D patch {cfg.patch_size}, "
-          f"batch {cfg.batch_size}, {cfg.network.n_stages} stages")
+    print(
+        f"wrote {args.output}: spacing {plans.target_spacing} mm, 3D patch {cfg.patch_size}, "
+        f"batch {cfg.batch_size}, {cfg.network.n_stages} stages"
+    )
     return 0
 
 
@@ -238,28 +304,41 @@ def _cmd_propose(args: argparse.Namespace) -> int:
         raise SamdskError(f"--roi-dir {args.roi_dir}: no such folder")
 
     plans = Plans.load(args.bundle / "configs" / "plans.json")
-    base = args.base_dir if args.base_dir is not None else (Path(args.data) if Path(args.data).is_dir()
-                                                            else Path(args.data).parent)
+    base = (
+        args.base_dir
+        if args.base_dir is not None
+        else (Path(args.data) if Path(args.data).is_dir() else Path(args.data).parent)
+    )
     entries = datalist_files(args.data, PART_UNLABELLED, base)
     if args.all:
-        entries = (datalist_files(args.data, PART_ALL_LABELLED, base) + datalist_files(args.data, PART_TEST, base)
-                   + entries)
+        entries = (
+            datalist_files(args.data, PART_ALL_LABELLED, base) + datalist_files(args.data, PART_TEST, base) + entries
+        )
     if not entries:
-        raise SamdskError(f"{args.data}: no {'cases' if args.all else 'unlabelled cases'} to propose for"
-                          + ("" if args.all else " (use --all for labelled cases too)"))
+        raise SamdskError(
+            f"{args.data}: no {'cases' if args.all else 'unlabelled cases'} to propose for"
+            + ("" if args.all else " (use --all for labelled cases too)")
+        )
     inputs = {Path(p).parent for e in entries for p in ([e["image"]] if isinstance(e["image"], str) else e["image"])}
-    check_output(args.output, folder=True, what="proposal cache",
-                 protected=sorted(inputs | ({Path(args.data)} if Path(args.data).is_dir() else set())))
+    check_output(
+        args.output,
+        folder=True,
+        what="proposal cache",
+        protected=sorted(inputs | ({Path(args.data)} if Path(args.data).is_dir() else set())),
+    )
     generator = args.generator or plans.samdsk.generator
     if generator == "classical":
         print("samdsk-plan: using the classical proposal generator (no SAM checkpoint needed)", file=sys.stderr)
     elif args.workers > 1:
         raise SamdskError("--workers > 1 is for the classical generator; SAM runs in one process")
     generators = make_generators(plans, args.generator, args.checkpoint, args.model_type, args.device, args.fast)
-    summaries = propose_entries(entries, plans, args.output, generators, args.roi_dir, args.workers,
-                                progress=not args.quiet)
-    print(f"wrote {args.output}: {len(summaries)} case(s), {sum(s.n_slices for s in summaries)} slices, "
-          f"{sum(s.n_proposals for s in summaries)} proposals ({generator})")
+    summaries = propose_entries(
+        entries, plans, args.output, generators, args.roi_dir, args.workers, progress=not args.quiet
+    )
+    print(
+        f"wrote {args.output}: {len(summaries)} case(s), {sum(s.n_slices for s in summaries)} slices, "
+        f"{sum(s.n_proposals for s in summaries)} proposals ({generator})"
+    )
     return 0
 
 
@@ -275,8 +354,10 @@ def _cmd_split(args: argparse.Namespace) -> int:
     split = make_split(dataset, args.labelled_fraction, args.test_fraction, args.seed)
     atomic_write_json(args.output, split)
     counts = split["split"]["counts"]
-    print(f"wrote {args.output}: {counts['training']} labelled training, {counts['hidden_label_pool']} hidden-label "
-          f"pool, {counts['testing']} test, {counts['unlabelled']} unlabelled cases")
+    print(
+        f"wrote {args.output}: {counts['training']} labelled training, {counts['hidden_label_pool']} hidden-label "
+        f"pool, {counts['testing']} test, {counts['unlabelled']} unlabelled cases"
+    )
     return 0
 
 
@@ -289,17 +370,30 @@ def _cmd_loop(args: argparse.Namespace) -> int:
     for name in ("rounds", "epochs", "iterations_per_epoch", "batch_size", "val_interval", "max_accepted", "threads"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "rounds" else 1):
-            raise SamdskError(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'rounds' else 'positive'}, "
-                              f"got {value}")
+            raise SamdskError(
+                f"--{name.replace('_', '-')} must be {'>= 0' if name == 'rounds' else 'positive'}, got {value}"
+            )
     settings = LoopSettings(
-        rounds=args.rounds, epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
-        batch_size=args.batch_size, val_interval=args.val_interval, generator=args.generator,
-        checkpoint=args.checkpoint, model_type=args.model_type, fast_proposals=args.fast, threshold=args.threshold,
-        max_accepted=args.max_accepted, pseudo_label_weight=args.pseudo_label_weight, retrain=args.retrain,
-        workers=args.workers, overrides=overrides)
+        rounds=args.rounds,
+        epochs=args.epochs,
+        iterations_per_epoch=args.iterations_per_epoch,
+        batch_size=args.batch_size,
+        val_interval=args.val_interval,
+        generator=args.generator,
+        checkpoint=args.checkpoint,
+        model_type=args.model_type,
+        fast_proposals=args.fast,
+        threshold=args.threshold,
+        max_accepted=args.max_accepted,
+        pseudo_label_weight=args.pseudo_label_weight,
+        retrain=args.retrain,
+        workers=args.workers,
+        overrides=overrides,
+    )
     logging.basicConfig(level=logging.INFO, format="samdsk-plan loop: %(message)s")
-    state = Loop(args.bundle, args.data, args.output, args.datalist, settings, args.device, args.threads,
-                 progress=not args.quiet).run()
+    state = Loop(
+        args.bundle, args.data, args.output, args.datalist, settings, args.device, args.threads, progress=not args.quiet
+    ).run()
     rounds = state["rounds"]
     for r in sorted(rounds, key=int):
         ev = rounds[r].get("evaluation", {}).get("mean", {})

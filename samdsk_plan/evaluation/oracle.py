@@ -43,8 +43,9 @@ class OracleRow:
     overlap: int
 
 
-def oracle_dice(proposals_masks: np.ndarray, target: np.ndarray, k: int, *,
-                max_exact: int = DEFAULT_MAX_EXACT) -> float:
+def oracle_dice(
+    proposals_masks: np.ndarray, target: np.ndarray, k: int, *, max_exact: int = DEFAULT_MAX_EXACT
+) -> float:
     """Best Dice between the union of at most ``k`` proposals and a ground-truth region.
 
     Args:
@@ -61,8 +62,15 @@ def oracle_dice(proposals_masks: np.ndarray, target: np.ndarray, k: int, *,
     return _best(proposals_masks, target, k, max_exact)[0].score
 
 
-def oracle_table(labels: np.ndarray, proposals: Sequence[np.ndarray], classes: Sequence[int],
-                 ks: Sequence[int], axis: int = 0, *, max_exact: int = DEFAULT_MAX_EXACT) -> list[OracleRow]:
+def oracle_table(
+    labels: np.ndarray,
+    proposals: Sequence[np.ndarray],
+    classes: Sequence[int],
+    ks: Sequence[int],
+    axis: int = 0,
+    *,
+    max_exact: int = DEFAULT_MAX_EXACT,
+) -> list[OracleRow]:
     """The oracle on every slice of a labelled volume along one axis.
 
     Args:
@@ -92,8 +100,18 @@ def oracle_table(labels: np.ndarray, proposals: Sequence[np.ndarray], classes: S
             region = region_map == label
             for k in ks:
                 result, union = _best(masks, region, k, max_exact)
-                rows.append(OracleRow(index, int(label), int(k), result.score, result.exact,
-                                      int(region.sum()), int(union.sum()), int((union & region).sum())))
+                rows.append(
+                    OracleRow(
+                        index,
+                        int(label),
+                        int(k),
+                        result.score,
+                        result.exact,
+                        int(region.sum()),
+                        int(union.sum()),
+                        int((union & region).sum()),
+                    )
+                )
     return rows
 
 
@@ -114,14 +132,16 @@ def summarise_oracle(rows: Sequence[OracleRow]) -> list[dict]:
     for (label, k), group in sorted(groups.items()):
         present = [row.dice for row in group if row.target_area > 0]
         sizes = sum(row.union_area + row.target_area for row in group)
-        summary.append({
-            "label": label,
-            "k": k,
-            "slices": len(present),
-            "mean_dice": float(np.mean(present)) if present else None,
-            "pooled_dice": 2 * sum(row.overlap for row in group) / sizes if sizes else 1.0,
-            "exact": all(row.exact for row in group),
-        })
+        summary.append(
+            {
+                "label": label,
+                "k": k,
+                "slices": len(present),
+                "mean_dice": float(np.mean(present)) if present else None,
+                "pooled_dice": 2 * sum(row.overlap for row in group) / sizes if sizes else 1.0,
+                "exact": all(row.exact for row in group),
+            }
+        )
     return summary
 
 
@@ -130,8 +150,10 @@ def _best(proposals_masks: np.ndarray, target: np.ndarray, k: int, max_exact: in
     masks = np.asarray(proposals_masks)
     target = np.asarray(target)
     if masks.ndim != 3 or target.dtype != bool:
-        raise ValueError(f"need (N, H, W) proposal masks and a bool (H, W) target, got "
-                         f"{masks.shape} and {target.dtype} {target.shape}")
+        raise ValueError(
+            f"need (N, H, W) proposal masks and a bool (H, W) target, got "
+            f"{masks.shape} and {target.dtype} {target.shape}"
+        )
     result = best_union(masks, target, k_max=k, k_min=0, max_exact=max_exact)
     union = masks[list(result.indices)].any(axis=0) if result.indices else np.zeros(target.shape, dtype=bool)
     return result, union

@@ -107,8 +107,12 @@ def fingerprint_arrays(arrays: CaseArrays, connectivity: str, samples_per_case: 
 
 
 def fingerprint_case(
-    case: Case, channel_names: tuple[str, ...], labels: dict[int, str], connectivity: str,
-    samples_per_case: int, tolerance: float,
+    case: Case,
+    channel_names: tuple[str, ...],
+    labels: dict[int, str],
+    connectivity: str,
+    samples_per_case: int,
+    tolerance: float,
 ) -> CaseFingerprint | list[Problem]:
     """Read, check and fingerprint one case; the problems instead when it fails the checks."""
     arrays, problems = read_case_checked(case, channel_names, labels, tolerance)

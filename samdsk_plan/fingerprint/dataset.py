@@ -72,8 +72,14 @@ def compute_fingerprint(
         raise DatasetError(f"{dataset.source}: no labelled cases; the fingerprint needs at least one")
     cases = sorted(dataset.cases, key=lambda c: c.case_id)
     per_case = max(1, max_intensity_samples // len(dataset.labelled))
-    work = partial(fingerprint_case, channel_names=dataset.channel_names, labels=dataset.labels,
-                   connectivity=connectivity, samples_per_case=per_case, tolerance=tolerance)
+    work = partial(
+        fingerprint_case,
+        channel_names=dataset.channel_names,
+        labels=dataset.labels,
+        connectivity=connectivity,
+        samples_per_case=per_case,
+        tolerance=tolerance,
+    )
     results = parallel_map(work, cases, workers, desc="fingerprint", progress=progress)
     problems = [p for r in results if isinstance(r, list) for p in r]
     if problems:
@@ -108,8 +114,11 @@ def _aggregate(dataset: Dataset, results: list[CaseFingerprint], connectivity: s
         "conventions": {
             "axes": "voxel axes 0, 1, 2 of the stored image (NIfTI i, j, k order)",
             "spacing_unit": "mm",
-            "connectivity": {"name": connectivity, "neighbours_3d": neighbour_count(3, connectivity),
-                             "neighbours_2d": neighbour_count(2, connectivity)},
+            "connectivity": {
+                "name": connectivity,
+                "neighbours_3d": neighbour_count(3, connectivity),
+                "neighbours_2d": neighbour_count(2, connectivity),
+            },
             "intensity": "foreground (label > 0) voxels of labelled cases",
             "shape_statistics": "over all cases, labelled and unlabelled",
         },
@@ -151,12 +160,16 @@ def _class_statistics(value: int, name: str, labelled: list[CaseFingerprint]) ->
         },
         "component_size": {
             "voxels": value_summary(concat([o.component_voxels for _, o in present])),
-            "mm3": value_summary(concat([o.component_voxels * v for (_, o), v in zip(present, voxel_mm3, strict=True)])),
+            "mm3": value_summary(
+                concat([o.component_voxels * v for (_, o), v in zip(present, voxel_mm3, strict=True)])
+            ),
         },
         "region_area": {
             str(axis): {
                 "pixels": value_summary(concat([o.region_areas[axis] for _, o in present])),
-                "mm2": value_summary(concat([o.region_areas[axis] * a for (_, o), a in zip(present, areas_mm2[axis], strict=True)])),
+                "mm2": value_summary(
+                    concat([o.region_areas[axis] * a for (_, o), a in zip(present, areas_mm2[axis], strict=True)])
+                ),
             }
             for axis in range(3)
         },

@@ -46,8 +46,15 @@ def value_summary(values: Sequence[float] | np.ndarray) -> dict:
     if a.size == 0:
         return {"n": 0}
     p05, med, p95 = np.percentile(a, [5, 50, 95])
-    return {"n": int(a.size), "min": rnd(a.min()), "p05": rnd(p05), "median": rnd(med),
-            "mean": rnd(a.mean()), "p95": rnd(p95), "max": rnd(a.max())}
+    return {
+        "n": int(a.size),
+        "min": rnd(a.min()),
+        "p05": rnd(p05),
+        "median": rnd(med),
+        "mean": rnd(a.mean()),
+        "p95": rnd(p95),
+        "max": rnd(a.max()),
+    }
 
 
 def intensity_summary(values: np.ndarray) -> dict:
@@ -56,13 +63,26 @@ def intensity_summary(values: np.ndarray) -> dict:
     if a.size == 0:
         return {"n_voxels": 0}
     p005, med, p995 = np.percentile(a, [0.5, 50.0, 99.5])
-    return {"n_voxels": int(a.size), "mean": rnd(a.mean()), "std": rnd(a.std()), "min": rnd(a.min()),
-            "max": rnd(a.max()), "median": rnd(med), "percentile_00_5": rnd(p005), "percentile_99_5": rnd(p995)}
+    return {
+        "n_voxels": int(a.size),
+        "mean": rnd(a.mean()),
+        "std": rnd(a.std()),
+        "min": rnd(a.min()),
+        "max": rnd(a.max()),
+        "median": rnd(med),
+        "percentile_00_5": rnd(p005),
+        "percentile_99_5": rnd(p995),
+    }
 
 
 def axis_summary(rows: np.ndarray) -> dict:
     """Per-axis statistics of an ``(N, 3)`` array of spacings or shapes."""
     rows = np.asarray(rows, dtype=np.float64)
-    out = {"min": rows.min(0), "p10": np.percentile(rows, 10, axis=0), "median": np.median(rows, axis=0),
-           "p90": np.percentile(rows, 90, axis=0), "max": rows.max(0)}
+    out = {
+        "min": rows.min(0),
+        "p10": np.percentile(rows, 10, axis=0),
+        "median": np.median(rows, axis=0),
+        "p90": np.percentile(rows, 90, axis=0),
+        "max": rows.max(0),
+    }
     return {k: rnd_list(v) for k, v in out.items()}

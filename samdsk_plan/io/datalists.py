@@ -15,7 +15,13 @@ from samdsk_plan.io import Case, Problem, load_dataset
 from samdsk_plan.io.images import strip_image_suffix
 from samdsk_plan.io.layouts import datalist_lists, entry_image, read_json_object
 
-PART_TRAIN, PART_VAL, PART_TEST, PART_UNLABELLED, PART_ALL_LABELLED = "train", "val", "test", "unlabelled", "all_labelled"
+PART_TRAIN, PART_VAL, PART_TEST, PART_UNLABELLED, PART_ALL_LABELLED = (
+    "train",
+    "val",
+    "test",
+    "unlabelled",
+    "all_labelled",
+)
 PARTS = (PART_TRAIN, PART_VAL, PART_TEST, PART_UNLABELLED, PART_ALL_LABELLED)
 # the output kinds the bundle's inference writes per image (``SaveImaged`` ``output_postfix``)
 PREDICTION_KINDS = ("seg", "prob")
@@ -54,8 +60,12 @@ def _entries(datalist: str | Path, base_dir: str | Path) -> dict[str, list[dict]
             problems: list[Problem] = []
             out: dict[str, list[dict]] = {"training": [], "validation": [], "testing": [], "unlabelled": []}
             for key, cases in datalist_lists(meta, path, Path(base_dir), problems).items():
-                part = {"training": "training", "validation": "validation", "testing": "testing",
-                        "test": "testing"}.get(key, "unlabelled")
+                part = {
+                    "training": "training",
+                    "validation": "validation",
+                    "testing": "testing",
+                    "test": "testing",
+                }.get(key, "unlabelled")
                 # entries without a valid image are left out of cases and reported in problems (raised below)
                 for case, raw in zip(cases, meta[key], strict=False):
                     labelled = case.label is not None and part != "unlabelled"
@@ -67,8 +77,12 @@ def _entries(datalist: str | Path, base_dir: str | Path) -> dict[str, list[dict]
                 raise DatasetError("\n".join(str(p) for p in problems))
             return out
     dataset = load_dataset(path if path.exists() else base_dir)
-    return {"training": [_entry(c) for c in dataset.labelled], "validation": [], "testing": [],
-            "unlabelled": [_entry(c) for c in dataset.unlabelled]}
+    return {
+        "training": [_entry(c) for c in dataset.labelled],
+        "validation": [],
+        "testing": [],
+        "unlabelled": [_entry(c) for c in dataset.unlabelled],
+    }
 
 
 def datalist_files(

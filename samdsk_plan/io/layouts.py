@@ -124,8 +124,12 @@ def _detect_layout(meta: dict[str, Any], json_path: Path) -> str:
         return "nnunetv2"
     if json_path.name == "dataset.json" and "modality" in meta:
         return "msd"
-    if (json_path.name == "dataset.json" and "training" in meta and "labels" in meta
-            and not any(k in meta for k in _DATALIST_ONLY_KEYS)):
+    if (
+        json_path.name == "dataset.json"
+        and "training" in meta
+        and "labels" in meta
+        and not any(k in meta for k in _DATALIST_ONLY_KEYS)
+    ):
         raise DatasetError(
             f"{json_path}: a Medical Segmentation Decathlon dataset.json (it has 'training' and 'labels') "
             "without 'modality', so the number of image channels is unknown; add e.g. "
@@ -164,8 +168,8 @@ def _parse_labels(raw: Any, json_path: Path) -> dict[int, str]:
             return {int(k): v for k, v in raw.items()}
         except ValueError:
             raise DatasetError(
-                f"{json_path}: 'labels' must map values to names (MSD: {{\"1\": \"liver\"}}) "
-                f"or names to integer values (nnU-Net v2: {{\"liver\": 1}})"
+                f'{json_path}: \'labels\' must map values to names (MSD: {{"1": "liver"}}) '
+                f'or names to integer values (nnU-Net v2: {{"liver": 1}})'
             ) from None
     labels: dict[int, str] = {}
     for name, value in raw.items():
@@ -248,7 +252,9 @@ def _read_nnunetv2(meta: dict[str, Any], json_path: Path, root: Path, name: str)
     if not isinstance(declared, int):
         problems.append(Problem(str(json_path), "'numTraining' is missing or not an integer"))
     elif declared != n_training:
-        problems.append(Problem(str(json_path), f"numTraining is {declared} but {n_training} training cases were found"))
+        problems.append(
+            Problem(str(json_path), f"numTraining is {declared} but {n_training} training cases were found")
+        )
     return Dataset(name, "nnunetv2", json_path, channel_names, labels, tuple(cases), tuple(problems), root)
 
 
@@ -271,8 +277,10 @@ def _nnunet_folder_cases(
         extra = sorted(c for c in channels[case_id] if c >= n_channels)
         if extra:
             problems.append(
-                Problem(str(image_dir / f"{case_id}_{extra[0]:04d}{file_ending}"),
-                        f"channel {extra[0]:04d} exists but dataset.json declares {n_channels} channel(s)")
+                Problem(
+                    str(image_dir / f"{case_id}_{extra[0]:04d}{file_ending}"),
+                    f"channel {extra[0]:04d} exists but dataset.json declares {n_channels} channel(s)",
+                )
             )
         images = tuple(image_dir / f"{case_id}_{c:04d}{file_ending}" for c in range(n_channels))
         label = label_dir / f"{case_id}{file_ending}" if label_dir is not None else None
@@ -284,9 +292,7 @@ def _nnunet_folder_cases(
     return cases
 
 
-def _nnunet_explicit_cases(
-    table: dict[str, Any], json_path: Path, root: Path, problems: list[Problem]
-) -> list[Case]:
+def _nnunet_explicit_cases(table: dict[str, Any], json_path: Path, root: Path, problems: list[Problem]) -> list[Case]:
     cases = []
     for case_id, entry in sorted(table.items()):
         images = _entry_paths(entry, "images")
@@ -298,13 +304,14 @@ def _nnunet_explicit_cases(
     return cases
 
 
-def datalist_lists(
-    meta: dict[str, Any], json_path: Path, root: Path, problems: list[Problem]
-) -> dict[str, list[Case]]:
+def datalist_lists(meta: dict[str, Any], json_path: Path, root: Path, problems: list[Problem]) -> dict[str, list[Case]]:
     """The cases of every list of a datalist (``training``, ``testing``, ...), in file order,
     each keeping the label its entry names (paths start at ``root``)."""
-    return {key: _cases_from_entries(meta[key], key, json_path, root, True, problems)
-            for key in _DATALIST_KEYS if key in meta}
+    return {
+        key: _cases_from_entries(meta[key], key, json_path, root, True, problems)
+        for key in _DATALIST_KEYS
+        if key in meta
+    }
 
 
 def _read_datalist(meta: dict[str, Any], json_path: Path, root: Path, name: str) -> Dataset:
@@ -321,8 +328,13 @@ def _read_datalist(meta: dict[str, Any], json_path: Path, root: Path, name: str)
         n = counts.most_common(1)[0][0] if counts else 1
         channel_names = tuple(f"channel_{i}" for i in range(n))
         if len(counts) > 1:
-            problems.append(Problem(str(json_path), f"no 'modality' declared: assuming {n} channel(s), the number "
-                                                    f"of image files most entries have ({counts[n]} of {len(cases)})",
-                                    "warning"))
+            problems.append(
+                Problem(
+                    str(json_path),
+                    f"no 'modality' declared: assuming {n} channel(s), the number "
+                    f"of image files most entries have ({counts[n]} of {len(cases)})",
+                    "warning",
+                )
+            )
     labels = _parse_labels(meta["labels"], json_path) if "labels" in meta else {}
     return Dataset(name, "datalist", json_path, channel_names, labels, tuple(cases), tuple(problems), root)

@@ -42,8 +42,14 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_output(path: str | os.PathLike, *, folder: bool = False, inputs: Iterable[str | os.PathLike] = (),
-                 protected: Iterable[str | os.PathLike] = (), what: str = "output") -> Path:
+def check_output(
+    path: str | os.PathLike,
+    *,
+    folder: bool = False,
+    inputs: Iterable[str | os.PathLike] = (),
+    protected: Iterable[str | os.PathLike] = (),
+    what: str = "output",
+) -> Path:
     """Refuse an output ``path`` that would destroy or mix with input data, or cannot be written.
 
     Args:
@@ -64,12 +70,16 @@ def check_output(path: str | os.PathLike, *, folder: bool = False, inputs: Itera
             raise SamdskError(f"{path}: the {what} would replace the input file {item}; choose another output")
     for item in protected:
         if _inside(real, _resolved(item)):
-            raise SamdskError(f"{path}: the {what} lies inside the input dataset folder {item}; input data is "
-                              "never written, choose an output outside it")
+            raise SamdskError(
+                f"{path}: the {what} lies inside the input dataset folder {item}; input data is "
+                "never written, choose an output outside it"
+            )
     dataset_root = _dataset_around(real if folder else real.parent)
     if dataset_root is not None:
-        raise SamdskError(f"{path}: the {what} lies inside the dataset folder {dataset_root} (it holds "
-                          f"{' or '.join(DATASET_MARKERS)}); input data is never written, choose an output outside it")
+        raise SamdskError(
+            f"{path}: the {what} lies inside the dataset folder {dataset_root} (it holds "
+            f"{' or '.join(DATASET_MARKERS)}); input data is never written, choose an output outside it"
+        )
     if folder:
         if path.exists() and not path.is_dir():
             raise SamdskError(f"{path}: the {what} folder is a file")
@@ -102,4 +112,3 @@ def describe_os_error(exc: OSError) -> str:
     """``"no space left on device"``-style text of an OS error, naming its file when it has one."""
     reason = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc)).lower()
     return f"{exc.filename}: {reason}" if exc.filename else reason
-

@@ -29,8 +29,11 @@ def require_sound_layout(dataset: Dataset) -> None:
         for path in (*case.images, case.label):
             if path is not None and (problem := file_problem(path)) is not None:
                 problems.append(Problem(str(path), problem))
-    _fail(f"{dataset.source}: the dataset fails verification ({len(problems)} problem(s)); "
-          "'samdsk-plan verify' lists them all:", problems)
+    _fail(
+        f"{dataset.source}: the dataset fails verification ({len(problems)} problem(s)); "
+        "'samdsk-plan verify' lists them all:",
+        problems,
+    )
 
 
 def require_disjoint(parts: dict[str, list[dict]], source: object) -> None:
@@ -41,8 +44,11 @@ def require_disjoint(parts: dict[str, list[dict]], source: object) -> None:
             images = entry["image"] if isinstance(entry["image"], list) else [entry["image"]]
             for image in images:
                 where[str(image)].append(name)
-    clashes = [f"error: {image}: listed {len(names)} times ({', '.join(names)})"
-               for image, names in sorted(where.items()) if len(names) > 1]
+    clashes = [
+        f"error: {image}: listed {len(names)} times ({', '.join(names)})"
+        for image, names in sorted(where.items())
+        if len(names) > 1
+    ]
     _fail(f"{source}: {len(clashes)} image(s) appear in more than one entry", clashes)
 
 

@@ -147,15 +147,22 @@ def _indices(path: tuple[str, ...], mapping: dict[str, Any], what: str) -> list[
 def _fingerprint_consistency(fp: dict[str, Any]) -> list[SchemaProblem]:
     problems = _indices(("channel_names",), fp["channel_names"], "channel indices")
     intensity = fp["foreground_intensity_properties_per_channel"]
-    problems += [SchemaProblem(("foreground_intensity_properties_per_channel",), f"no entry for channel {c!r}")
-                 for c in fp["channel_names"] if c not in intensity]
-    problems += [SchemaProblem(("classes", v), f"label value {v} is not in labels")
-                 for v in fp["classes"] if v not in fp["labels"]]
+    problems += [
+        SchemaProblem(("foreground_intensity_properties_per_channel",), f"no entry for channel {c!r}")
+        for c in fp["channel_names"]
+        if c not in intensity
+    ]
+    problems += [
+        SchemaProblem(("classes", v), f"label value {v} is not in labels")
+        for v in fp["classes"]
+        if v not in fp["labels"]
+    ]
     labelled = sum(1 for c in fp["cases"].values() if c["labelled"])
     for key, listed in (("labelled", labelled), ("unlabelled", len(fp["cases"]) - labelled)):
         if fp["n_cases"][key] != listed:
-            problems.append(SchemaProblem(("n_cases", key), f"{fp['n_cases'][key]} but cases holds {listed} {key} "
-                                                            "case(s)"))
+            problems.append(
+                SchemaProblem(("n_cases", key), f"{fp['n_cases'][key]} but cases holds {listed} {key} case(s)")
+            )
     return problems
 
 
@@ -165,26 +172,44 @@ def _plans_consistency(plans: dict[str, Any]) -> list[SchemaProblem]:
     problems += _indices(("dataset", "labels"), dataset["labels"], "label values")
     channels = sorted(n["channel"] for n in plans["normalization"])
     if channels != sorted(int(c) for c in dataset["channel_names"]):
-        problems.append(SchemaProblem(("normalization",), f"needs one entry per channel of dataset.channel_names "
-                                                          f"{sorted(int(c) for c in dataset['channel_names'])}, "
-                                                          f"found channels {channels}"))
+        problems.append(
+            SchemaProblem(
+                ("normalization",),
+                f"needs one entry per channel of dataset.channel_names "
+                f"{sorted(int(c) for c in dataset['channel_names'])}, "
+                f"found channels {channels}",
+            )
+        )
     for i, n in enumerate(plans["normalization"]):
         if n["scheme"] == "ct" and not n["clip"][0] < n["clip"][1]:
             problems.append(SchemaProblem(("normalization", i, "clip"), f"{n['clip']} is not an increasing range"))
     foreground = sorted(int(v) for v in dataset["labels"] if v != "0")
     if sorted(int(c) for c in samdsk["classes"]) != foreground:
-        problems.append(SchemaProblem(("samdsk", "classes"), f"needs one entry per foreground label of "
-                                                             f"dataset.labels {foreground}, found "
-                                                             f"{sorted(int(c) for c in samdsk['classes'])}"))
+        problems.append(
+            SchemaProblem(
+                ("samdsk", "classes"),
+                f"needs one entry per foreground label of "
+                f"dataset.labels {foreground}, found "
+                f"{sorted(int(c) for c in samdsk['classes'])}",
+            )
+        )
     for value, cls in samdsk["classes"].items():
         for section in ("regions_per_slice", "region_area_px"):
-            problems += [SchemaProblem(("samdsk", "classes", value, section), f"no entry for axis {axis} of "
-                                                                              f"samdsk.axes {samdsk['axes']}")
-                         for axis in samdsk["axes"] if str(axis) not in cls[section]]
+            problems += [
+                SchemaProblem(
+                    ("samdsk", "classes", value, section), f"no entry for axis {axis} of samdsk.axes {samdsk['axes']}"
+                )
+                for axis in samdsk["axes"]
+                if str(axis) not in cls[section]
+            ]
         for axis, bounds in cls["regions_per_slice"].items():
             if bounds["lower"] > bounds["upper"]:
-                problems.append(SchemaProblem(("samdsk", "classes", value, "regions_per_slice", axis),
-                                              f"lower {bounds['lower']} is above upper {bounds['upper']}"))
+                problems.append(
+                    SchemaProblem(
+                        ("samdsk", "classes", value, "regions_per_slice", axis),
+                        f"lower {bounds['lower']} is above upper {bounds['upper']}",
+                    )
+                )
     for name, cfg in plans["configurations"].items():
         problems += _configuration_problems(("configurations", name), cfg, bundled=name == "3d_fullres")
     return problems
@@ -198,21 +223,37 @@ def _configuration_problems(path: tuple[str, ...], cfg: dict[str, Any], bundled:
     stages = len(net["strides"])
     for key, want in (("kernel_size", stages), ("filters", stages), ("upsample_kernel_size", stages - 1)):
         if len(net[key]) != want:
-            problems.append(SchemaProblem((*path, "network", key), f"has {len(net[key])} entries, expected {want} "
-                                                                   f"for {stages} stages (strides)"))
+            problems.append(
+                SchemaProblem(
+                    (*path, "network", key),
+                    f"has {len(net[key])} entries, expected {want} for {stages} stages (strides)",
+                )
+            )
     for key in ("kernel_size", "strides", "upsample_kernel_size"):
-        problems += [SchemaProblem((*path, "network", key, i), f"has {len(v)} axes, patch_size {dim}")
-                     for i, v in enumerate(net[key]) if len(v) != dim]
+        problems += [
+            SchemaProblem((*path, "network", key, i), f"has {len(v)} axes, patch_size {dim}")
+            for i, v in enumerate(net[key])
+            if len(v) != dim
+        ]
     if len(net["divisible_by"]) == dim:
-        problems += [SchemaProblem((*path, "patch_size", i), f"{p} is not a multiple of {d} (network.divisible_by)")
-                     for i, (p, d) in enumerate(zip(cfg["patch_size"], net["divisible_by"], strict=True)) if p % d]
+        problems += [
+            SchemaProblem((*path, "patch_size", i), f"{p} is not a multiple of {d} (network.divisible_by)")
+            for i, (p, d) in enumerate(zip(cfg["patch_size"], net["divisible_by"], strict=True))
+            if p % d
+        ]
     else:
-        problems.append(SchemaProblem((*path, "network", "divisible_by"), f"has {len(net['divisible_by'])} axes, "
-                                                                          f"patch_size {dim}"))
+        problems.append(
+            SchemaProblem((*path, "network", "divisible_by"), f"has {len(net['divisible_by'])} axes, patch_size {dim}")
+        )
     if bundled and stages < 3:
-        problems.append(SchemaProblem((*path, "network", "strides"),
-                                      f"DynUNet needs at least 3 stages, found {stages}"))
+        problems.append(
+            SchemaProblem((*path, "network", "strides"), f"DynUNet needs at least 3 stages, found {stages}")
+        )
     elif bundled and net["deep_supervision"] and net["deep_supr_num"] >= stages - 1:
-        problems.append(SchemaProblem((*path, "network", "deep_supr_num"),
-                                      f"{net['deep_supr_num']} must be below the {stages - 1} up-sampling layers"))
+        problems.append(
+            SchemaProblem(
+                (*path, "network", "deep_supr_num"),
+                f"{net['deep_supr_num']} must be below the {stages - 1} up-sampling layers",
+            )
+        )
     return problems

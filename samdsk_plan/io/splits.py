@@ -41,8 +41,10 @@ def _check_fractions(labelled_fraction: float, test_fraction: float) -> None:
     if not 0 <= test_fraction < 1:
         raise SamdskError(f"--test-fraction must be a number in [0, 1), got {test_fraction}")
     if labelled_fraction + test_fraction > 1:
-        raise SamdskError(f"--labelled-fraction + --test-fraction must be at most 1, got {labelled_fraction} + "
-                          f"{test_fraction} = {labelled_fraction + test_fraction:g}")
+        raise SamdskError(
+            f"--labelled-fraction + --test-fraction must be at most 1, got {labelled_fraction} + "
+            f"{test_fraction} = {labelled_fraction + test_fraction:g}"
+        )
 
 
 def make_split(dataset: Dataset, labelled_fraction: float, test_fraction: float, seed: int = 0) -> dict:
@@ -61,19 +63,31 @@ def make_split(dataset: Dataset, labelled_fraction: float, test_fraction: float,
         raise SamdskError(f"{dataset.source}: {n} labelled case(s) are too few for this split")
     order = np.random.default_rng(seed).permutation(n)
     test = [labelled[i] for i in sorted(order[:n_test])]
-    train = [labelled[i] for i in sorted(order[n_test:n_test + n_train])]
-    hidden = [labelled[i] for i in sorted(order[n_test + n_train:])]
+    train = [labelled[i] for i in sorted(order[n_test : n_test + n_train])]
+    hidden = [labelled[i] for i in sorted(order[n_test + n_train :])]
     root = dataset.root or dataset.source.parent
     return {
-        "split": {"dataset": dataset.name, "seed": seed, "labelled_fraction": labelled_fraction,
-                  "test_fraction": test_fraction,
-                  "counts": {"training": len(train), "hidden_label_pool": len(hidden), "testing": len(test),
-                             "unlabelled": len(dataset.unlabelled)}},
+        "split": {
+            "dataset": dataset.name,
+            "seed": seed,
+            "labelled_fraction": labelled_fraction,
+            "test_fraction": test_fraction,
+            "counts": {
+                "training": len(train),
+                "hidden_label_pool": len(hidden),
+                "testing": len(test),
+                "unlabelled": len(dataset.unlabelled),
+            },
+        },
         "channel_names": {str(i): n for i, n in enumerate(dataset.channel_names)},
         "labels": {str(v): name for v, name in sorted(dataset.labels.items())},
         "training": [{"case_id": c.case_id, "image": _image(c, root), "label": _rel(c.label, root)} for c in train],
-        "unlabelled": [{"case_id": c.case_id, "image": _image(c, root), "hidden_label": _rel(c.label, root)}
-                       for c in hidden]
-        + [{"case_id": c.case_id, "image": _image(c, root)} for c in sorted(dataset.unlabelled, key=lambda c: c.case_id)],
+        "unlabelled": [
+            {"case_id": c.case_id, "image": _image(c, root), "hidden_label": _rel(c.label, root)} for c in hidden
+        ]
+        + [
+            {"case_id": c.case_id, "image": _image(c, root)}
+            for c in sorted(dataset.unlabelled, key=lambda c: c.case_id)
+        ],
         "testing": [{"case_id": c.case_id, "image": _image(c, root), "label": _rel(c.label, root)} for c in test],
     }

@@ -109,7 +109,9 @@ def _spatial(img: ImageData, path, expected_channels: int, problems: list[Proble
     elif a.ndim == 4:
         a = np.moveaxis(a, -1, 0)
     else:
-        problems.append(Problem(str(path), f"expected a 3D image, found {a.ndim} dimension(s) with shape {list(a.shape)}"))
+        problems.append(
+            Problem(str(path), f"expected a 3D image, found {a.ndim} dimension(s) with shape {list(a.shape)}")
+        )
         return None
     if a.shape[0] != expected_channels:
         problems.append(Problem(str(path), f"holds {a.shape[0]} channel(s), expected {expected_channels}"))
@@ -134,8 +136,13 @@ def read_case_checked(
     problems: list[Problem] = []
     per_file_channels = len(channel_names) if len(case.images) == 1 else 1
     if len(case.images) not in (1, len(channel_names)):
-        problems.append(Problem(str(case.images[0]), f"case {case.case_id} has {len(case.images)} image files "
-                                                     f"but the dataset has {len(channel_names)} channel(s)"))
+        problems.append(
+            Problem(
+                str(case.images[0]),
+                f"case {case.case_id} has {len(case.images)} image files "
+                f"but the dataset has {len(channel_names)} channel(s)",
+            )
+        )
         return None, problems
     first: ImageData | None = None
     channels = []
@@ -177,8 +184,9 @@ def _constant_channels(arr: np.ndarray, path) -> list[Problem]:
         lo, hi = channel.min(), channel.max()
         if lo == hi:
             where = f"channel {c} is" if len(arr) > 1 else "image is"
-            out.append(Problem(str(path), f"{where} constant: all {channel.size} voxels equal {float(lo):g}",
-                               "warning"))
+            out.append(
+                Problem(str(path), f"{where} constant: all {channel.size} voxels equal {float(lo):g}", "warning")
+            )
     return out
 
 
@@ -200,8 +208,9 @@ def _check_label(
         finite = np.isfinite(a)
         if not finite.all() or not np.array_equal(a, np.round(a)):
             bad = a[~finite | (a != np.round(a))]
-            problems.append(Problem(str(path), f"non-integer label values, e.g. {float(bad.flat[0]):g} "
-                                               f"({bad.size} voxel(s))"))
+            problems.append(
+                Problem(str(path), f"non-integer label values, e.g. {float(bad.flat[0]):g} ({bad.size} voxel(s))")
+            )
             return None
     elif a.dtype.kind not in "iub":
         problems.append(Problem(str(path), f"label has non-numeric type {a.dtype}"))
@@ -210,8 +219,12 @@ def _check_label(
     if labels:
         undeclared = sorted(set(np.unique(a).tolist()) - set(labels))
         if undeclared:
-            problems.append(Problem(str(path), f"label values {undeclared} are not declared in dataset.json "
-                                               f"(declared: {sorted(labels)})"))
+            problems.append(
+                Problem(
+                    str(path),
+                    f"label values {undeclared} are not declared in dataset.json (declared: {sorted(labels)})",
+                )
+            )
             return None
     if not a.any():
         problems.append(Problem(str(path), "label is all background (0): no foreground voxel", "warning"))

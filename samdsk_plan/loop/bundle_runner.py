@@ -27,8 +27,14 @@ class BundleRunner:
         threads: torch / OpenMP threads of the child (None: the library default).
     """
 
-    def __init__(self, bundle_dir: str | Path, dataset_dir: str | Path, device: str = "cpu",
-                 overrides: Mapping[str, str] | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        bundle_dir: str | Path,
+        dataset_dir: str | Path,
+        device: str = "cpu",
+        overrides: Mapping[str, str] | None = None,
+        threads: int | None = None,
+    ) -> None:
         self.bundle_dir = Path(bundle_dir).resolve()
         if not (self.bundle_dir / "configs" / "train.json").is_file():
             raise SamdskError(f"{self.bundle_dir}: not a samdsk-plan bundle (no configs/train.json)")
@@ -40,9 +46,18 @@ class BundleRunner:
     def command(self, configs: Sequence[str], args: Mapping[str, object]) -> list[str]:
         """The ``monai.bundle run`` command line for ``configs`` with ``args`` as overrides."""
         files = [f"configs/{c}" for c in configs]
-        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-               files[0] if len(files) == 1 else str(files), f"--{ids.DEVICE}", self.device,
-               f"--{ids.DATASET_DIR}", str(self.dataset_dir)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            files[0] if len(files) == 1 else str(files),
+            f"--{ids.DEVICE}",
+            self.device,
+            f"--{ids.DATASET_DIR}",
+            str(self.dataset_dir),
+        ]
         for key, value in {**self.overrides, **args}.items():
             cmd += [f"--{key}", str(value)]
         return cmd
@@ -56,11 +71,20 @@ class BundleRunner:
         if self.threads:
             env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
         with open(log_file, "w") as log:
-            done = subprocess.run(self.command(configs, args), cwd=self.bundle_dir, stdout=log,
-                                  stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent)
+            done = subprocess.run(
+                self.command(configs, args),
+                cwd=self.bundle_dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=die_with_parent,
+            )
         if done.returncode != 0:
             text = log_file.read_text(errors="replace")
             tail = "\n".join(text.splitlines()[-15:])
             cause = next((c for c in _KNOWN_CAUSES if c in text), None)
-            raise SamdskError(f"bundle run {' + '.join(configs)} failed (exit {done.returncode})"
-                              + (f": {cause.lower()}" if cause else "") + f"; full log: {log_file}\n{tail}")
+            raise SamdskError(
+                f"bundle run {' + '.join(configs)} failed (exit {done.returncode})"
+                + (f": {cause.lower()}" if cause else "")
+                + f"; full log: {log_file}\n{tail}"
+            )

@@ -27,11 +27,16 @@ class RunLock:
         except BlockingIOError:
             holder = os.pread(self._fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
             self.release()
-            raise SamdskError(f"{run_dir}: the run folder is in use by {holder}; wait for it to finish or stop "
-                              "it first") from None
+            raise SamdskError(
+                f"{run_dir}: the run folder is in use by {holder}; wait for it to finish or stop it first"
+            ) from None
         os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"samdsk-plan loop, process {os.getpid()} on {socket.gethostname()}, started "
-                            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        os.pwrite(
+            self._fd,
+            f"samdsk-plan loop, process {os.getpid()} on {socket.gethostname()}, started "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(),
+            0,
+        )
 
     def release(self) -> None:
         """Give the lock up (it is also released when the process ends)."""

@@ -4,11 +4,12 @@ For a case with image ``IMG.nii.gz`` and the bundle's softmax output ``PRED_DIR/
 (:func:`~samdsk_plan.io.datalists.prediction_file`; channel-last, in the image's geometry), the
 image is windowed with the plan's normalisation
 (:func:`~samdsk_plan.proposals.pipeline.windowed_volume`) and :func:`match_case` gets proposals
-(cached) on the slices near the predicted foreground along the plan's axes, and runs :func:`~samdsk_plan.matching.match_volume` with the plan's ROI-count
-bounds. :func:`match_entries` does this for many cases and stores, per case, the candidate
-pseudo-label (``CASE.nii.gz``, image geometry) and a record (``CASE.json``: beta, per-class
-scores, exactness, chosen proposals, model confidence); finished cases are skipped when the
-pass is run again.
+(cached) on the slices near the predicted foreground along the plan's axes, and runs
+:func:`~samdsk_plan.matching.match_volume` with the plan's ROI-count bounds.
+:func:`match_entries` does this for many cases and stores, per case, the candidate pseudo-label
+(``CASE.nii.gz``, image geometry) and a record (``CASE.json``: beta, per-class scores,
+exactness, chosen proposals, model confidence); finished cases are skipped when the pass is
+run again.
 """
 
 from __future__ import annotations
@@ -68,12 +69,14 @@ class MatchRecord:
 def read_probabilities(path: Path, shape: tuple[int, ...], n_classes: int) -> np.ndarray:
     """``(C, I, J, K)`` float32 softmax maps from the bundle's channel-last output file."""
     if not path.is_file():
-        raise SamdskError(f"{path}: probability map not found (run the bundle's inference with "
-                          "--save_probabilities True)")
+        raise SamdskError(
+            f"{path}: probability map not found (run the bundle's inference with --save_probabilities True)"
+        )
     prob = np.asarray(read_image(path).array, dtype=np.float32)
     if prob.ndim != 4 or prob.shape[:3] != tuple(shape) or prob.shape[3] != n_classes:
-        raise SamdskError(f"{path}: probabilities of shape {prob.shape} do not fit the image {tuple(shape)} "
-                          f"with {n_classes} classes")
+        raise SamdskError(
+            f"{path}: probabilities of shape {prob.shape} do not fit the image {tuple(shape)} with {n_classes} classes"
+        )
     return np.moveaxis(prob, -1, 0)
 
 
@@ -84,8 +87,14 @@ def confidence(probs: np.ndarray) -> float:
     return float(top[fg].mean()) if fg.any() else 0.0
 
 
-def match_case(case_id: str, volume: np.ndarray, probs: np.ndarray, plans: Plans,
-               generators: dict[int, ProposalGenerator], cache_dir: str | Path | None) -> VolumeMatch:
+def match_case(
+    case_id: str,
+    volume: np.ndarray,
+    probs: np.ndarray,
+    plans: Plans,
+    generators: dict[int, ProposalGenerator],
+    cache_dir: str | Path | None,
+) -> VolumeMatch:
     """Match one case: ``volume`` ``(I, J, K)`` windowed to [0, 1] (:func:`windowed_volume`),
     ``probs`` ``(C, I, J, K)`` the model's softmax maps on the same grid; bounds, fusion and
     matching settings are the plan's ``samdsk`` section."""
@@ -95,12 +104,25 @@ def match_case(case_id: str, volume: np.ndarray, probs: np.ndarray, plans: Plans
     cache = ProposalCache(cache_dir) if cache_dir is not None else None
     found = propose_case(case_id, volume, generators, slices, cache)
     proposals = {key: p.masks for key, p in found.items()}
-    return match_volume(probs, proposals, samdsk.bounds, samdsk.max_components, fusion=samdsk.fusion,
-                        connectivity=samdsk.connectivity, settings=MatchSettings(**samdsk.matching))
+    return match_volume(
+        probs,
+        proposals,
+        samdsk.bounds,
+        samdsk.max_components,
+        fusion=samdsk.fusion,
+        connectivity=samdsk.connectivity,
+        settings=MatchSettings(**samdsk.matching),
+    )
 
 
-def _match_entry(entry: dict, pred_dir: Path, out_dir: Path, plans: Plans, generators: dict[int, ProposalGenerator],
-                 cache_dir: Path | None) -> MatchRecord:
+def _match_entry(
+    entry: dict,
+    pred_dir: Path,
+    out_dir: Path,
+    plans: Plans,
+    generators: dict[int, ProposalGenerator],
+    cache_dir: Path | None,
+) -> MatchRecord:
     image, case_id = entry_image(entry), entry_case_id(entry)
     record_path = out_dir / f"{case_id}.json"
     if record_path.is_file():
@@ -110,50 +132,91 @@ def _match_entry(entry: dict, pred_dir: Path, out_dir: Path, plans: Plans, gener
     result = match_case(case_id, volume, probs, plans, generators, cache_dir)
     label_path = write_image(out_dir / f"{case_id}.nii.gz", result.label.astype(np.uint8), affine)
     record = MatchRecord(
-        case_id=case_id, image=str(image), label=str(label_path), beta=result.beta,
-        scores={str(c): s for c, s in result.scores.items()}, exact=result.exact, confidence=confidence(probs),
+        case_id=case_id,
+        image=str(image),
+        label=str(label_path),
+        beta=result.beta,
+        scores={str(c): s for c, s in result.scores.items()},
+        exact=result.exact,
+        confidence=confidence(probs),
         generator=next(iter(generators.values())).name,
-        chosen={k: {str(c): ids for c, ids in v.items()} for k, v in result.chosen.items()})
+        chosen={k: {str(c): ids for c, ids in v.items()} for k, v in result.chosen.items()},
+    )
     atomic_write_json(record_path, asdict(record))
     return record
 
 
-def match_entries(entries: list[dict], pred_dir: str | Path, out_dir: str | Path, plans: Plans,
-                  generators: dict[int, ProposalGenerator], cache_dir: str | Path | None = None,
-                  workers: int = 1, progress: bool = True) -> list[MatchRecord]:
+def match_entries(
+    entries: list[dict],
+    pred_dir: str | Path,
+    out_dir: str | Path,
+    plans: Plans,
+    generators: dict[int, ProposalGenerator],
+    cache_dir: str | Path | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> list[MatchRecord]:
     """Match every data-list entry whose probabilities are in ``pred_dir``; writes
     ``out_dir/CASE.nii.gz`` and ``out_dir/CASE.json`` per case and reuses those already there.
     Records name their label by absolute path, so datalists built from them work anywhere."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    work = partial(_match_entry, pred_dir=Path(pred_dir), out_dir=out_dir, plans=plans, generators=generators,
-                   cache_dir=Path(cache_dir) if cache_dir else None)
+    work = partial(
+        _match_entry,
+        pred_dir=Path(pred_dir),
+        out_dir=out_dir,
+        plans=plans,
+        generators=generators,
+        cache_dir=Path(cache_dir) if cache_dir else None,
+    )
     return parallel_map(work, entries, workers, desc="match", progress=progress)
 
 
 def accepted_entry(entry: dict, record: MatchRecord, round_index: int, weight: float) -> dict:
     """The training datalist entry of pool ``entry`` accepted with ``record``'s pseudo-label,
     with its provenance."""
-    return {"case_id": entry_case_id(entry), "image": entry["image"], "label": record.label, "weight": weight,
-            "samdsk": {"round": round_index, "beta": record.beta, "scores": record.scores,
-                       "generator": record.generator, "exact": record.exact}}
+    return {
+        "case_id": entry_case_id(entry),
+        "image": entry["image"],
+        "label": record.label,
+        "weight": weight,
+        "samdsk": {
+            "round": round_index,
+            "beta": record.beta,
+            "scores": record.scores,
+            "generator": record.generator,
+            "exact": record.exact,
+        },
+    }
 
 
-def with_accepted(datalist: dict, records: Mapping[str, MatchRecord], accepted: list[str], round_index: int,
-                  weight: float) -> dict:
+def with_accepted(
+    datalist: dict, records: Mapping[str, MatchRecord], accepted: list[str], round_index: int, weight: float
+) -> dict:
     """``datalist`` with the ``accepted`` case ids moved from its ``unlabelled`` list to the end of
     its ``training`` list, each with its pseudo-label from ``records`` (:func:`accepted_entry`)."""
     pool = {entry_case_id(e): e for e in datalist["unlabelled"]}
     taken = set(accepted)
-    return {**datalist,
-            "training": list(datalist.get("training", [])) + [accepted_entry(pool[c], records[c], round_index, weight)
-                                                              for c in accepted],
-            "unlabelled": [e for e in datalist["unlabelled"] if entry_case_id(e) not in taken]}
+    return {
+        **datalist,
+        "training": list(datalist.get("training", []))
+        + [accepted_entry(pool[c], records[c], round_index, weight) for c in accepted],
+        "unlabelled": [e for e in datalist["unlabelled"] if entry_case_id(e) not in taken],
+    }
 
 
-def pseudolabel_pass(entries: list[dict], pred_dir: str | Path, out_dir: str | Path, plans: Plans,
-                     generators: dict[int, ProposalGenerator], cache_dir: str | Path | None, threshold: float,
-                     max_accepted: int | None = None, weight: float = 1.0, workers: int = 1) -> Path:
+def pseudolabel_pass(
+    entries: list[dict],
+    pred_dir: str | Path,
+    out_dir: str | Path,
+    plans: Plans,
+    generators: dict[int, ProposalGenerator],
+    cache_dir: str | Path | None,
+    threshold: float,
+    max_accepted: int | None = None,
+    weight: float = 1.0,
+    workers: int = 1,
+) -> Path:
     """Match every entry (its probabilities in ``pred_dir``), accept those with
     ``beta >= threshold`` (highest first, at most ``max_accepted``) and write
     ``out_dir/accepted.json``: a datalist whose ``training`` list holds the accepted cases with

@@ -115,9 +115,18 @@ def _hidden_labels(datalist: Path | None, data: Path) -> dict[str, str]:
 class Loop:
     """One run folder's loop (see the module docstring); :meth:`run` does the work."""
 
-    def __init__(self, bundle: str | Path, data: str | Path, run_dir: str | Path, datalist: str | Path | None = None,
-                 settings: LoopSettings | None = None, device: str = "cpu", threads: int | None = None,
-                 progress: bool = True, log: Callable[[str], None] = logger.info) -> None:
+    def __init__(
+        self,
+        bundle: str | Path,
+        data: str | Path,
+        run_dir: str | Path,
+        datalist: str | Path | None = None,
+        settings: LoopSettings | None = None,
+        device: str = "cpu",
+        threads: int | None = None,
+        progress: bool = True,
+        log: Callable[[str], None] = logger.info,
+    ) -> None:
         self.settings = settings or LoopSettings()
         self.bundle = Path(bundle).resolve()
         self.data = Path(data).resolve()
@@ -131,11 +140,17 @@ class Loop:
             raise SamdskError(f"{self.data}: dataset folder not found")
         if self.run_dir == self.data or self.data in self.run_dir.parents:
             raise SamdskError(f"{self.run_dir}: the run folder must lie outside the dataset folder {self.data}")
-        for what, path in (("run folder", self.run_dir), ("bundle", self.bundle), ("dataset", self.data),
-                           ("datalist", self.datalist)):
+        for what, path in (
+            ("run folder", self.run_dir),
+            ("bundle", self.bundle),
+            ("dataset", self.data),
+            ("datalist", self.datalist),
+        ):
             if path is not None and "#" in str(path):
-                raise SamdskError(f"{path}: the {what} path holds '#', which MONAI's config parser reads as its "
-                                  "ID separator (the bundle would write elsewhere); rename or move it")
+                raise SamdskError(
+                    f"{path}: the {what} path holds '#', which MONAI's config parser reads as its "
+                    "ID separator (the bundle would write elsewhere); rename or move it"
+                )
         self.plans = Plans.load(plans_path)
         samdsk = self.plans.samdsk
         s = self.settings
@@ -156,8 +171,12 @@ class Loop:
             self._generators_for_run()  # a SAM checkpoint loads now, not after round 0
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._lock = RunLock(self.run_dir)
-        header = {"bundle": str(self.bundle), "data": str(self.data),
-                  "datalist": str(self.datalist) if self.datalist else None, "settings": s.fixed()}
+        header = {
+            "bundle": str(self.bundle),
+            "data": str(self.data),
+            "datalist": str(self.datalist) if self.datalist else None,
+            "settings": s.fixed(),
+        }
         self.state = RunState(self.run_dir / "state.json", header, log)
 
     # ------------------------------------------------------------------ steps
@@ -215,19 +234,29 @@ class Loop:
     def _prepare(self) -> None:
         source = self.datalist if self.datalist is not None else self.data
         fraction = self.plans.training.val_fraction
-        parts = {p: datalist_files(source, p, self.data, fraction, 0)
-                 for p in (PART_TRAIN, PART_VAL, PART_TEST, PART_UNLABELLED)}
+        parts = {
+            p: datalist_files(source, p, self.data, fraction, 0)
+            for p in (PART_TRAIN, PART_VAL, PART_TEST, PART_UNLABELLED)
+        }
         if not parts[PART_TRAIN]:
             raise SamdskError(f"{source}: no labelled training case")
         if not parts[PART_UNLABELLED]:
             raise SamdskError(f"{source}: no unlabelled case to pseudo-label")
         if self.calibrate and not parts[PART_VAL]:
-            raise SamdskError(f"{source}: no labelled validation case to calibrate the acceptance threshold on; "
-                              "give a fixed one with --threshold")
+            raise SamdskError(
+                f"{source}: no labelled validation case to calibrate the acceptance threshold on; "
+                "give a fixed one with --threshold"
+            )
         atomic_write_json(self.run_dir / "hidden_labels.json", _hidden_labels(self.datalist, self.data))
-        atomic_write_json(self._round_dir(0) / "datalist.json",
-                          {"training": parts[PART_TRAIN], "validation": parts[PART_VAL],
-                           "testing": parts[PART_TEST], "unlabelled": parts[PART_UNLABELLED]})
+        atomic_write_json(
+            self._round_dir(0) / "datalist.json",
+            {
+                "training": parts[PART_TRAIN],
+                "validation": parts[PART_VAL],
+                "testing": parts[PART_TEST],
+                "unlabelled": parts[PART_UNLABELLED],
+            },
+        )
 
     def _check_inputs(self) -> None:
         """Before round 0 trains: no image in two parts, and every image and label reads."""
@@ -245,8 +274,12 @@ class Loop:
         shutil.rmtree(models, ignore_errors=True)
         s = self.settings
         args: dict[str, object] = {ids.DATALIST: self._round_dir(r) / "datalist.json", ids.CKPT_DIR: models}
-        for key, value in ((ids.EPOCHS, s.epochs), (ids.ITERATIONS_PER_EPOCH, s.iterations_per_epoch),
-                           (ids.BATCH_SIZE, s.batch_size), (ids.VAL_INTERVAL, s.val_interval)):
+        for key, value in (
+            (ids.EPOCHS, s.epochs),
+            (ids.ITERATIONS_PER_EPOCH, s.iterations_per_epoch),
+            (ids.BATCH_SIZE, s.batch_size),
+            (ids.VAL_INTERVAL, s.val_interval),
+        ):
             if value is not None:
                 args[key] = value
         if r > 0 and self.retrain == "finetune":
@@ -260,9 +293,16 @@ class Loop:
         shutil.rmtree(out, ignore_errors=True)
         datalist = self._datalist(r)
         part = PART_TEST if datalist["testing"] else PART_VAL
-        self.runner.run(["train.json", "evaluate.json"], self._round_dir(r) / "logs" / "evaluate.log",
-                        **{ids.DATALIST: self._round_dir(r) / "datalist.json", ids.CKPT_DIR: self._round_dir(r) / "models",
-                           ids.OUTPUT_DIR: out, ids.DATA_PART: part})
+        self.runner.run(
+            ["train.json", "evaluate.json"],
+            self._round_dir(r) / "logs" / "evaluate.log",
+            **{
+                ids.DATALIST: self._round_dir(r) / "datalist.json",
+                ids.CKPT_DIR: self._round_dir(r) / "models",
+                ids.OUTPUT_DIR: out,
+                ids.DATA_PART: part,
+            },
+        )
         metrics = read_json_object(out / "metrics.json")
         summary = self.state.round(r)
         summary["evaluation"] = {"part": part, "mean": metrics["mean"]}
@@ -273,19 +313,31 @@ class Loop:
         shutil.rmtree(pred, ignore_errors=True)
         parts = [PART_UNLABELLED] + ([PART_VAL] if self.calibrate else [])
         for part in parts:
-            self.runner.run(["inference.json"], self._round_dir(r) / "logs" / f"predict_{part}.log",
-                            **{ids.DATALIST: self._round_dir(r - 1) / "datalist.json",
-                               ids.CKPT_DIR: self._round_dir(r - 1) / "models", ids.DATA_PART: part,
-                               ids.OUTPUT_DIR: pred / ("pool" if part == PART_UNLABELLED else "val"),
-                               ids.SAVE_PROBABILITIES: True})
+            self.runner.run(
+                ["inference.json"],
+                self._round_dir(r) / "logs" / f"predict_{part}.log",
+                **{
+                    ids.DATALIST: self._round_dir(r - 1) / "datalist.json",
+                    ids.CKPT_DIR: self._round_dir(r - 1) / "models",
+                    ids.DATA_PART: part,
+                    ids.OUTPUT_DIR: pred / ("pool" if part == PART_UNLABELLED else "val"),
+                    ids.SAVE_PROBABILITIES: True,
+                },
+            )
 
     def _generators_for_run(self):
         if self._generators is None:
             s = self.settings
             if (s.generator or self.plans.samdsk.generator) == "classical":
                 self.log("proposals: classical generator (no SAM checkpoint needed)")
-            self._generators = make_generators(self.plans, s.generator, s.checkpoint, s.model_type,
-                                               "cuda" if self.device.startswith("cuda") else "cpu", s.fast_proposals)
+            self._generators = make_generators(
+                self.plans,
+                s.generator,
+                s.checkpoint,
+                s.model_type,
+                "cuda" if self.device.startswith("cuda") else "cpu",
+                s.fast_proposals,
+            )
         return self._generators
 
     def _match(self, r: int) -> None:
@@ -294,9 +346,16 @@ class Loop:
         if self.calibrate:
             parts["val"] = previous["validation"]
         for name, entries in parts.items():
-            match_entries(entries, self._round_dir(r) / "predictions" / name, self._round_dir(r) / "matches" / name,
-                          self.plans, self._generators_for_run(), self.run_dir / "proposals",
-                          workers=self.settings.workers, progress=self.progress)
+            match_entries(
+                entries,
+                self._round_dir(r) / "predictions" / name,
+                self._round_dir(r) / "matches" / name,
+                self.plans,
+                self._generators_for_run(),
+                self.run_dir / "proposals",
+                workers=self.settings.workers,
+                progress=self.progress,
+            )
 
     def _records(self, r: int, part: str, entries: list[dict]) -> dict[str, MatchRecord]:
         folder = self._round_dir(r) / "matches" / part
@@ -313,16 +372,21 @@ class Loop:
             preds = self._round_dir(r) / "predictions" / "val"
             cases = sorted(val)
             label_dice = [mean_case_dice(val[c].label, entries[c]["label"], self.classes) for c in cases]
-            pred_dice = [mean_case_dice(prediction_file(preds, entries[c]), entries[c]["label"], self.classes)
-                         for c in cases]
+            pred_dice = [
+                mean_case_dice(prediction_file(preds, entries[c]), entries[c]["label"], self.classes) for c in cases
+            ]
             cal = calibrate_threshold([val[c].beta for c in cases], label_dice, pred_dice)
             threshold, source = cal.threshold, "calibrated on validation cases"
             summary["calibration"] = cal.curve
         accepted = select({c: rec.beta for c, rec in pool.items()}, threshold, self.max_accepted)
-        summary.update(threshold=threshold if np.isfinite(threshold) else None, threshold_source=source,
-                       n_pool=len(pool), accepted=accepted,
-                       beta_histogram=histogram([rec.beta for rec in pool.values()]),
-                       exact_fraction=float(np.mean([rec.exact for rec in pool.values()])) if pool else 1.0)
+        summary.update(
+            threshold=threshold if np.isfinite(threshold) else None,
+            threshold_source=source,
+            n_pool=len(pool),
+            accepted=accepted,
+            beta_histogram=histogram([rec.beta for rec in pool.values()]),
+            exact_fraction=float(np.mean([rec.exact for rec in pool.values()])) if pool else 1.0,
+        )
         summary.update(self._truth_report(r, pool, accepted))
         atomic_write_json(self._round_dir(r) / "datalist.json", with_accepted(previous, pool, accepted, r, self.weight))
         atomic_write_json(self._round_dir(r) / "report.json", summary)
@@ -352,9 +416,11 @@ class Loop:
             out["mean"] = float(np.mean([np.mean(list(d.values())) for d in per_case]))
             return out
 
-        return {"true_dice": {
-            "n_cases": len(chosen),
-            "accepted_pseudo_labels": mean_over(chosen, lambda c: known[c].label),
-            "accepted_predictions": mean_over(chosen, prediction),
-            "confidence_selected_predictions": mean_over(confident, prediction),
-        }}
+        return {
+            "true_dice": {
+                "n_cases": len(chosen),
+                "accepted_pseudo_labels": mean_over(chosen, lambda c: known[c].label),
+                "accepted_predictions": mean_over(chosen, prediction),
+                "confidence_selected_predictions": mean_over(confident, prediction),
+            }
+        }

@@ -32,8 +32,9 @@ class Calibration:
     curve: list[dict[str, float]]
 
 
-def calibrate_threshold(betas: Sequence[float], label_dice: Sequence[float], prediction_dice: Sequence[float],
-                        min_accepted: int = 1) -> Calibration:
+def calibrate_threshold(
+    betas: Sequence[float], label_dice: Sequence[float], prediction_dice: Sequence[float], min_accepted: int = 1
+) -> Calibration:
     """The lowest beta threshold whose accepted validation labels beat the raw predictions.
 
     Args:
@@ -49,8 +50,12 @@ def calibrate_threshold(betas: Sequence[float], label_dice: Sequence[float], pre
     chosen = math.inf
     for b in np.unique(betas):
         accepted = betas >= b
-        row = {"threshold": float(b), "n_accepted": int(accepted.sum()),
-               "label_dice": float(label_dice[accepted].mean()), "prediction_dice": float(prediction_dice[accepted].mean())}
+        row = {
+            "threshold": float(b),
+            "n_accepted": int(accepted.sum()),
+            "label_dice": float(label_dice[accepted].mean()),
+            "prediction_dice": float(prediction_dice[accepted].mean()),
+        }
         curve.append(row)
         if math.isinf(chosen) and row["n_accepted"] >= min_accepted and row["label_dice"] >= row["prediction_dice"]:
             chosen = float(b)
@@ -71,4 +76,7 @@ def top_n(scores: Mapping[str, float], n: int) -> list[str]:
 def histogram(values: Sequence[float], bins: int = 10) -> list[dict[str, float]]:
     """Counts of ``values`` in equal bins over [0, 1]."""
     counts, edges = np.histogram(np.clip(np.asarray(values, dtype=float), 0, 1), bins=bins, range=(0.0, 1.0))
-    return [{"from": float(a), "to": float(b), "count": int(c)} for a, b, c in zip(edges[:-1], edges[1:], counts, strict=True)]
+    return [
+        {"from": float(a), "to": float(b), "count": int(c)}
+        for a, b, c in zip(edges[:-1], edges[1:], counts, strict=True)
+    ]

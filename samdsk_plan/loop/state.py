@@ -46,9 +46,13 @@ class RunState:
                 return
             if round0_trained(path):
                 key = changed[0]
-                raise SamdskError(f"{path}: this run folder was started with {key} = {old['header'].get(key)!r}, "
-                                  f"not {header[key]!r}; use another output folder")
-            log(f"{path}: round 0 never finished training; starting afresh with the new settings ({', '.join(changed)})")
+                raise SamdskError(
+                    f"{path}: this run folder was started with {key} = {old['header'].get(key)!r}, "
+                    f"not {header[key]!r}; use another output folder"
+                )
+            log(
+                f"{path}: round 0 never finished training; starting afresh with the new settings ({', '.join(changed)})"
+            )
         self.save()
 
     def save(self) -> None:

@@ -6,14 +6,14 @@ from samdsk_plan.matching.union import UnionResult, best_union, union_score
 from samdsk_plan.matching.volume import VolumeMatch, match_volume
 
 __all__ = [
-           "MatchSettings",
-           "SliceMatch",
-           "UnionResult",
-           "VolumeMatch",
-           "best_union",
-           "class_targets",
-           "match_slice",
-           "match_volume",
-           "resolve_overlaps",
-           "union_score",
+    "MatchSettings",
+    "SliceMatch",
+    "UnionResult",
+    "VolumeMatch",
+    "best_union",
+    "class_targets",
+    "match_slice",
+    "match_volume",
+    "resolve_overlaps",
+    "union_score",
 ]

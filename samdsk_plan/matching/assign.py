@@ -6,8 +6,8 @@ how many proposals it may take, choose disjoint index sets ``S_1..S_{C-1}`` (eac
 to at most one class) that maximise ``sum_c overlap(t_c, U_c)``, where ``U_c`` is the union of
 the proposals in ``S_c`` and ``t_c`` the class's target map:
 
-* ``target="soft"``: ``t_c = p_c`` (0 below a small floor, see :class:`MatchSettings`); ``"iou"`` is then the soft Jaccard
-  ``sum(min(t, U)) / sum(max(t, U))`` and ``"dice"`` the soft Dice ``2 t(U) / (|U| + t(all))``;
+* ``target="soft"``: ``t_c = p_c`` (0 below a small floor, see :class:`MatchSettings`); ``"iou"``
+  is then the soft Jaccard ``sum(min(t, U)) / sum(max(t, U))`` and ``"dice"`` the soft Dice ``2 t(U) / (|U| + t(all))``;
 * ``target="hard"``: ``t_c = [argmax_k p_k == c]`` (for two classes the same as ``p_c > 0.5``),
   giving the ordinary IoU / Dice.
 
@@ -74,8 +74,11 @@ class MatchSettings:
     solver: str = "auto"
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("metric", self.metric, METRICS), ("target", self.target, TARGETS),
-                                     ("solver", self.solver, SOLVERS)):
+        for name, value, allowed in (
+            ("metric", self.metric, METRICS),
+            ("target", self.target, TARGETS),
+            ("solver", self.solver, SOLVERS),
+        ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if not 0 <= self.prob_floor < 1:
@@ -135,8 +138,9 @@ def single_scores(masks: np.ndarray, target: np.ndarray, metric: str = "iou") ->
     return dice if metric == "dice" else dice / (2 - dice)
 
 
-def match_slice(masks: np.ndarray, probs: np.ndarray, bounds: Sequence[tuple[int, int]],
-                settings: MatchSettings | None = None) -> SliceMatch:
+def match_slice(
+    masks: np.ndarray, probs: np.ndarray, bounds: Sequence[tuple[int, int]], settings: MatchSettings | None = None
+) -> SliceMatch:
     """Assign proposals to foreground classes under ROI-count bounds.
 
     Args:
@@ -155,8 +159,10 @@ def match_slice(masks: np.ndarray, probs: np.ndarray, bounds: Sequence[tuple[int
     if probs.ndim != 3 or probs.shape[0] < 2:
         raise ValueError(f"probs must be (C, H, W) with C >= 2, got {probs.shape}")
     if masks.ndim != 3 or masks.dtype != bool or masks.shape[1:] != probs.shape[1:]:
-        raise ValueError(f"masks must be (N, H, W) bool on the probabilities' grid {probs.shape[1:]}, "
-                         f"got {masks.dtype} {masks.shape}")
+        raise ValueError(
+            f"masks must be (N, H, W) bool on the probabilities' grid {probs.shape[1:]}, "
+            f"got {masks.dtype} {masks.shape}"
+        )
     bounds = _check_bounds(bounds, probs.shape[0] - 1)
     metric, solver = settings.metric, settings.solver
     targets = class_targets(probs, settings.target, settings.prob_floor)
@@ -167,8 +173,10 @@ def match_slice(masks: np.ndarray, probs: np.ndarray, bounds: Sequence[tuple[int
         chosen, exact = _assignment(masks, targets, bounds, metric), True
     else:
         chosen, exact = _Conflicts(masks, targets, bounds, metric, settings.max_exact, settings.max_nodes).solve()
-    scores = {c + 1: union_score(masks, targets[c], chosen[c], metric) if len(masks) else _empty_score(targets[c])
-              for c in range(len(bounds))}
+    scores = {
+        c + 1: union_score(masks, targets[c], chosen[c], metric) if len(masks) else _empty_score(targets[c])
+        for c in range(len(bounds))
+    }
     label = resolve_overlaps(masks, probs, chosen)
     return SliceMatch(label, {c + 1: tuple(sorted(s)) for c, s in enumerate(chosen)}, scores, exact)
 
@@ -185,7 +193,7 @@ def resolve_overlaps(masks: np.ndarray, probs: np.ndarray, chosen: Sequence[Sequ
     for c, indices in enumerate(chosen):
         if len(indices):
             unions[c] = masks[list(indices)].any(axis=0)
-    claimed = np.where(unions, probs[1:len(chosen) + 1], -np.inf)
+    claimed = np.where(unions, probs[1 : len(chosen) + 1], -np.inf)
     label = (np.argmax(claimed, axis=0) + 1).astype(np.int16)
     label[~unions.any(axis=0)] = 0
     return label
@@ -205,8 +213,9 @@ def _empty_score(target: np.ndarray) -> float:
     return 1.0 if not np.any(target > 0) else 0.0
 
 
-def _assignment(masks: np.ndarray, targets: np.ndarray, bounds: list[tuple[int, int]],
-                metric: str) -> list[tuple[int, ...]]:
+def _assignment(
+    masks: np.ndarray, targets: np.ndarray, bounds: list[tuple[int, int]], metric: str
+) -> list[tuple[int, ...]]:
     """Exact solution when every class takes at most one proposal."""
     chosen: list[tuple[int, ...]] = [() for _ in bounds]
     rows = [c for c, (_, hi) in enumerate(bounds) if hi >= 1]
@@ -230,8 +239,15 @@ def _assignment(masks: np.ndarray, targets: np.ndarray, bounds: list[tuple[int, 
 class _Conflicts:
     """Branch and bound over proposals claimed by several classes' independent optima."""
 
-    def __init__(self, masks: np.ndarray, targets: np.ndarray, bounds: list[tuple[int, int]], metric: str,
-                 max_exact: int, max_nodes: int) -> None:
+    def __init__(
+        self,
+        masks: np.ndarray,
+        targets: np.ndarray,
+        bounds: list[tuple[int, int]],
+        metric: str,
+        max_exact: int,
+        max_nodes: int,
+    ) -> None:
         self.masks, self.targets, self.bounds, self.metric = masks, targets, bounds, metric
         self.max_exact, self.max_nodes = max_exact, max_nodes
         self.penalty = len(bounds) + 1.0
@@ -259,8 +275,14 @@ class _Conflicts:
                 self.memo[key] = ((), value, True)
             else:
                 k_min = min(lo, len(allowed))
-                res = best_union(self.masks[allowed], self.targets[c], k_max=min(hi, len(allowed)), k_min=k_min,
-                                 metric=self.metric, max_exact=self.max_exact)
+                res = best_union(
+                    self.masks[allowed],
+                    self.targets[c],
+                    k_max=min(hi, len(allowed)),
+                    k_min=k_min,
+                    metric=self.metric,
+                    max_exact=self.max_exact,
+                )
                 value = res.score - self.penalty * (lo - k_min)
                 self.memo[key] = (tuple(int(allowed[i]) for i in res.indices), value, res.exact)
         return self.memo[key]

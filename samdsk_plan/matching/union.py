@@ -132,8 +132,9 @@ class UnionResult:
     n_candidates: int
 
 
-def union_score(masks: np.ndarray, target: np.ndarray, indices: Sequence[int] | np.ndarray,
-                metric: str = "dice") -> float:
+def union_score(
+    masks: np.ndarray, target: np.ndarray, indices: Sequence[int] | np.ndarray, metric: str = "dice"
+) -> float:
     """Dice or IoU between the union of ``masks[indices]`` and ``target``.
 
     Args:
@@ -203,8 +204,7 @@ def best_union(
     search = _Search(unique[pool], rows[pool], t, copies[pool], k_min, k_max, max_exact)
     search.run()
     indices = _pad_with_copies(pool[list(search.best)], group_of, k_min)
-    return UnionResult(indices, _score(flat, t, np.asarray(indices, dtype=np.intp), metric),
-                       search.complete, len(pool))
+    return UnionResult(indices, _score(flat, t, np.asarray(indices, dtype=np.intp), metric), search.complete, len(pool))
 
 
 def _flatten(masks: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -256,8 +256,7 @@ def _merge_copies(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     """
     packed = np.ascontiguousarray(np.packbits(flat, axis=1))
     rows = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
-    _, first, group_of, copies = np.unique(rows, return_index=True, return_inverse=True,
-                                           return_counts=True)
+    _, first, group_of, copies = np.unique(rows, return_index=True, return_inverse=True, return_counts=True)
     order = np.argsort(first)
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
@@ -340,8 +339,16 @@ class _Search:
     turns False when the search gave up before proving it optimal.
     """
 
-    def __init__(self, masks: np.ndarray, rows: sparse.csr_array, t: np.ndarray, copies: np.ndarray,
-                 k_min: int, k_max: int, max_nodes: int):
+    def __init__(
+        self,
+        masks: np.ndarray,
+        rows: sparse.csr_array,
+        t: np.ndarray,
+        copies: np.ndarray,
+        k_min: int,
+        k_max: int,
+        max_nodes: int,
+    ):
         self.masks = masks  # (n, P) bool, and the same as a sparse matrix
         self.csr = rows
         self.t = t
@@ -367,8 +374,7 @@ class _Search:
         if self.k_max == 1:
             return
         self._local_search(self._greedy())
-        slack = self._slack(0.0, 0.0, self.masks.any(axis=0), self.mass,
-                            self.area - self.mass, self.k_max)
+        slack = self._slack(0.0, 0.0, self.masks.any(axis=0), self.mass, self.area - self.mass, self.k_max)
         alive = np.flatnonzero(slack > 0)
         if alive.size < 2:
             return
@@ -382,8 +388,7 @@ class _Search:
             if self.k_max == 3:
                 self._triples()
             else:
-                self._expand((), np.zeros(len(self.t), dtype=bool), 0.0, 0.0, 0, np.arange(alive.size),
-                             self.k_max)
+                self._expand((), np.zeros(len(self.t), dtype=bool), 0.0, 0.0, 0, np.arange(alive.size), self.k_max)
 
     # -- scores and bounds ---------------------------------------------------------------
 
@@ -391,8 +396,9 @@ class _Search:
         """Dice of unions with ``A = a0 + gain`` and ``V = v0 + area`` (arrays broadcast; ``T > 0``)."""
         return 2 * (a0 + gain) / (v0 + area + self.total)
 
-    def _slack(self, a0: float, v0: float, free: np.ndarray, gain: np.ndarray, excess: np.ndarray,
-               r: int) -> np.ndarray:
+    def _slack(
+        self, a0: float, v0: float, free: np.ndarray, gain: np.ndarray, excess: np.ndarray, r: int
+    ) -> np.ndarray:
         """Positive where a child might lead to a subset beating the incumbent (bound B1 in the
         module docstring): ``a0, v0`` describe the node's union, ``free`` ``(P,)`` the pixels
         that pool candidates cover outside it, ``gain >= g_l`` and ``excess <= e_l`` each
@@ -496,8 +502,9 @@ class _Search:
         k = min(self.k_max - 2, len(mass))
         extra = -np.partition(-outside, k - 1, axis=1)[:, :k].sum(axis=1)
         x = np.minimum(np.minimum(extra[:, None], extra[None, :]), self.total - a)
-        free = _completion(self.sorted_t, (self.sub_cover & ~self.sub_masks)[:, self.order], extra[:, None],
-                           lam)[:, 0]  # the best completion outside each mask
+        free = _completion(self.sorted_t, (self.sub_cover & ~self.sub_masks)[:, self.order], extra[:, None], lam)[
+            :, 0
+        ]  # the best completion outside each mask
         completion = np.minimum(np.minimum(free[:, None], free[None, :]), (1 - lam) * x)
         self.hopeful = a - lam * (a + e + self.total) + completion > 0
 
@@ -534,11 +541,20 @@ class _Search:
                 self.complete = False
                 return
             self.nodes += 1
-            self._pairs((int(i),), self.sub_masks[i], float(mass[i]), float(mass[i] + excess[i]), int(copies[i]),
-                        children, gain[i, children], extra[i, children])
+            self._pairs(
+                (int(i),),
+                self.sub_masks[i],
+                float(mass[i]),
+                float(mass[i] + excess[i]),
+                int(copies[i]),
+                children,
+                gain[i, children],
+                extra[i, children],
+            )
 
-    def _expand(self, members: tuple[int, ...], covered: np.ndarray, a0: float, v0: float, copies: int,
-                pool: np.ndarray, r: int) -> None:
+    def _expand(
+        self, members: tuple[int, ...], covered: np.ndarray, a0: float, v0: float, copies: int, pool: np.ndarray, r: int
+    ) -> None:
         """Search the subsets made of ``members``, one child from ``pool`` and at most ``r - 1``
         later pool candidates (``r >= 2``); the subsets of up to two candidates are already
         scored. ``members``, ``pool`` and ``covered`` live in the survivors' indexing."""
@@ -570,8 +586,11 @@ class _Search:
             scores = self._dice(a0, v0, gain, gain + excess)
             scores[copies + self.sub_copies[pool] < self.k_min] = -np.inf
             j = int(np.argmax(scores))
-            self._offer(tuple(int(self.alive[c]) for c in (*members, pool[j])), float(scores[j]),
-                        copies + int(self.sub_copies[pool[j]]))
+            self._offer(
+                tuple(int(self.alive[c]) for c in (*members, pool[j])),
+                float(scores[j]),
+                copies + int(self.sub_copies[pool[j]]),
+            )
         if copies >= self.k_min:  # a child adding no target mass is beaten by the same subset without it
             useful = gain > _TOL * self.total
             pool, gain, excess = pool[useful], gain[useful], excess[useful]
@@ -592,12 +611,27 @@ class _Search:
                     break
             c, child = rest[0], int(pool[rest[0]])
             rest = rest[1:]
-            self._expand((*members, child), covered | self.sub_masks[child], a0 + float(gain[c]),
-                         v0 + float(gain[c] + excess[c]), copies + int(self.sub_copies[child]), pool[rest],
-                         r - 1)
+            self._expand(
+                (*members, child),
+                covered | self.sub_masks[child],
+                a0 + float(gain[c]),
+                v0 + float(gain[c] + excess[c]),
+                copies + int(self.sub_copies[child]),
+                pool[rest],
+                r - 1,
+            )
 
-    def _pairs(self, members: tuple[int, ...], covered: np.ndarray, a0: float, v0: float, copies: int,
-               pool: np.ndarray, gain: np.ndarray, excess: np.ndarray) -> None:
+    def _pairs(
+        self,
+        members: tuple[int, ...],
+        covered: np.ndarray,
+        a0: float,
+        v0: float,
+        copies: int,
+        pool: np.ndarray,
+        gain: np.ndarray,
+        excess: np.ndarray,
+    ) -> None:
         """Score the subsets ``members + (j, m)`` for all pairs in ``pool``, given each child's
         exact marginal mass ``gain`` and excess ``excess`` outside the node's union."""
         if pool.size < 2:
@@ -624,5 +658,8 @@ class _Search:
         scores = self._dice(0.0, 0.0, a, v)
         best = int(np.argmax(scores))
         chosen = (*members, pool[j[best]], pool[m[best]])
-        self._offer(tuple(int(self.alive[c]) for c in chosen), float(scores[best]),
-                    copies + int(self.sub_copies[pool[j[best]]] + self.sub_copies[pool[m[best]]]))
+        self._offer(
+            tuple(int(self.alive[c]) for c in chosen),
+            float(scores[best]),
+            copies + int(self.sub_copies[pool[j[best]]] + self.sub_copies[pool[m[best]]]),
+        )

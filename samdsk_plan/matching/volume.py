@@ -56,8 +56,13 @@ def slice_bounds(prediction: np.ndarray, bounds: Sequence[tuple[int, int]]) -> l
     return [tuple(b) if c in present else (0, 0) for c, b in enumerate(bounds, start=1)]
 
 
-def match_axis(probs: np.ndarray, proposals: Mapping[int, np.ndarray], axis: int,
-               bounds: Sequence[tuple[int, int]], settings: MatchSettings | None = None) -> tuple[np.ndarray, dict[str, dict[int, list[int]]], bool]:
+def match_axis(
+    probs: np.ndarray,
+    proposals: Mapping[int, np.ndarray],
+    axis: int,
+    bounds: Sequence[tuple[int, int]],
+    settings: MatchSettings | None = None,
+) -> tuple[np.ndarray, dict[str, dict[int, list[int]]], bool]:
     """Match every slice across ``axis`` that has proposals and stack the labels.
 
     Args:
@@ -101,8 +106,7 @@ def vote(labels: Sequence[np.ndarray], probs: np.ndarray) -> np.ndarray:
     return np.argmax(counts + 0.5 * probs, axis=0).astype(np.int16)
 
 
-def keep_largest_components(label: np.ndarray, max_components: Sequence[int], connectivity: str = "full"
-                            ) -> np.ndarray:
+def keep_largest_components(label: np.ndarray, max_components: Sequence[int], connectivity: str = "full") -> np.ndarray:
     """Keep, per foreground class ``c``, its ``max_components[c-1]`` largest connected
     components (by voxel count); other voxels of the class become background."""
     out = label.copy()
@@ -123,8 +127,11 @@ def volume_scores(label: np.ndarray, probs: np.ndarray, settings: MatchSettings 
     settings = settings or MatchSettings()
     targets = class_targets(probs, settings.target, settings.prob_floor)
     predicted = set(np.unique(np.argmax(probs, axis=0)).tolist())
-    return {c: union_score((label == c).reshape(1, -1), targets[c - 1].ravel(), [0], settings.metric)
-            for c in range(1, probs.shape[0]) if c in predicted}
+    return {
+        c: union_score((label == c).reshape(1, -1), targets[c - 1].ravel(), [0], settings.metric)
+        for c in range(1, probs.shape[0])
+        if c in predicted
+    }
 
 
 def match_volume(

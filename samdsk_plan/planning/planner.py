@@ -32,8 +32,13 @@ MIN_BATCH = 2
 MAX_DATASET_FRACTION_PER_BATCH = 0.05
 DEFAULT_GPU_MEMORY_GB = 8.0
 # SamDSK paper (Zhang et al. 2023, Sec. 4): proposals with low thresholds so every ROI is covered.
-PAPER_SAM_SETTINGS = {"pred_iou_thresh": 0.5, "stability_score_thresh": 0.5, "box_nms_thresh": 0.5,
-                      "crop_nms_thresh": 0.5, "points_per_side": 32}
+PAPER_SAM_SETTINGS = {
+    "pred_iou_thresh": 0.5,
+    "stability_score_thresh": 0.5,
+    "box_nms_thresh": 0.5,
+    "crop_nms_thresh": 0.5,
+    "points_per_side": 32,
+}
 PAPER_ACCEPTANCE_THRESHOLD = 0.9
 # ROI-count upper bounds cover this share of the labelled slices (or cases).
 COUNT_COVERAGE = 0.99
@@ -61,9 +66,11 @@ def target_spacing(fp: dict) -> tuple[list[float], str]:
     if aniso_spacing and aniso_voxels:
         p10 = float(np.percentile(spacings[:, worst], 10))
         target[worst] = p10 if p10 >= max(target[others]) else max(target[others]) + 1e-5
-        reason = (f"anisotropic: axis {worst} spacing is over {ANISO_THRESHOLD:g}x the next coarsest axis and has under "
-                  f"1/{ANISO_THRESHOLD:g} of the voxels of the others, so it takes the 10th percentile of its spacings "
-                  f"({p10:.4g} mm, kept no finer than the other axes); other axes use the median")
+        reason = (
+            f"anisotropic: axis {worst} spacing is over {ANISO_THRESHOLD:g}x the next coarsest axis and has under "
+            f"1/{ANISO_THRESHOLD:g} of the voxels of the others, so it takes the 10th percentile of its spacings "
+            f"({p10:.4g} mm, kept no finer than the other axes); other axes use the median"
+        )
     else:
         reason = "median spacing per axis (the data are not anisotropic by nnU-Net's rule)"
     return [round(float(t), 6) for t in target], reason
@@ -97,13 +104,15 @@ def plan_configuration(
         patch[axis] -= plan_topology(spacing, candidate).divisible_by[axis]
         shrunk.append(axis)
         topo = plan_topology(spacing, patch)
-    per_sample = (estimate_memory_gb(topo, 1) - FIXED_OVERHEAD_GB)
+    per_sample = estimate_memory_gb(topo, 1) - FIXED_OVERHEAD_GB
     by_memory = int((gpu_memory_gb - FIXED_OVERHEAD_GB) // per_sample)
     by_dataset = round(dataset_voxels * MAX_DATASET_FRACTION_PER_BATCH / math.prod(topo.patch_size))
     batch = max(min(by_memory, by_dataset), MIN_BATCH)
-    patch_reason = (f"started at nnU-Net's {'256^3' if dim == 3 else '2048^2'}-voxel patch shaped by 1/spacing, clipped "
-                    f"to the median resampled shape {[round(float(m), 1) for m in median_shape]}, padded to a multiple of "
-                    f"{list(topo.divisible_by)}")
+    patch_reason = (
+        f"started at nnU-Net's {'256^3' if dim == 3 else '2048^2'}-voxel patch shaped by 1/spacing, clipped "
+        f"to the median resampled shape {[round(float(m), 1) for m in median_shape]}, padded to a multiple of "
+        f"{list(topo.divisible_by)}"
+    )
     if shrunk:
         patch_reason += f"; shrunk {len(shrunk)} time(s) along axes {sorted(set(shrunk))} to fit {gpu_memory_gb:g} GB"
     return {
@@ -116,10 +125,10 @@ def plan_configuration(
         "reasons": {
             "patch_size": patch_reason,
             "network": "MONAI DynUNet: pool an axis while its feature map stays >= 8 voxels and its spacing is within "
-                       "2x of the finest; kernel 3 on axes within 2x of the finest spacing, else 1; filters double "
-                       "from 32, capped at 320 (3D) / 512 (2D); deep supervision on",
-            "batch_size": f"{by_memory} samples fit {gpu_memory_gb:g} GB by the memory model; one batch may cover at most "
-                          f"5% of the dataset's voxels ({by_dataset} patches); at least {MIN_BATCH}",
+            "2x of the finest; kernel 3 on axes within 2x of the finest spacing, else 1; filters double "
+            "from 32, capped at 320 (3D) / 512 (2D); deep supervision on",
+            "batch_size": f"{by_memory} samples fit {gpu_memory_gb:g} GB by the memory model; one batch may cover "
+            f"at most 5% of the dataset's voxels ({by_dataset} patches); at least {MIN_BATCH}",
         },
     }
 
@@ -127,8 +136,10 @@ def plan_configuration(
 def _network(topo: Topology) -> dict:
     n_stages = len(topo.strides)
     if n_stages < 2:
-        raise SamdskError(f"the median image ({list(topo.patch_size)} voxels) is too small for a U-Net: no axis "
-                          "can be down-sampled even once (each needs at least 8 voxels)")
+        raise SamdskError(
+            f"the median image ({list(topo.patch_size)} voxels) is too small for a U-Net: no axis "
+            "can be down-sampled even once (each needs at least 8 voxels)"
+        )
     return {
         "name": "DynUNet",
         "kernel_size": [list(k) for k in topo.kernel_sizes],
@@ -155,19 +166,38 @@ def normalization(fp: dict) -> list[dict]:
         key = name.lower()
         props = fp["foreground_intensity_properties_per_channel"][index]
         if key == "ct":
-            out.append({"channel": int(index), "modality": name, "scheme": "ct",
-                        "clip": [props["percentile_00_5"], props["percentile_99_5"]],
-                        "mean": props["mean"], "std": max(props["std"], 1e-8),
-                        "reason": "CT: intensities are on a common scale, so clip to the dataset foreground 0.5/99.5 "
-                                  "percentiles and z-score with the dataset foreground mean/std"})
+            out.append(
+                {
+                    "channel": int(index),
+                    "modality": name,
+                    "scheme": "ct",
+                    "clip": [props["percentile_00_5"], props["percentile_99_5"]],
+                    "mean": props["mean"],
+                    "std": max(props["std"], 1e-8),
+                    "reason": "CT: intensities are on a common scale, so clip to the dataset foreground 0.5/99.5 "
+                    "percentiles and z-score with the dataset foreground mean/std",
+                }
+            )
         elif key in ("nonorm", "rescale_to_0_1", "rgb_to_0_1"):
-            out.append({"channel": int(index), "modality": name, "scheme": key,
-                        "reason": f"channel named {name!r}: nnU-Net's {name} scheme"})
+            out.append(
+                {
+                    "channel": int(index),
+                    "modality": name,
+                    "scheme": key,
+                    "reason": f"channel named {name!r}: nnU-Net's {name} scheme",
+                }
+            )
         else:
-            out.append({"channel": int(index), "modality": name, "scheme": "zscore", "nonzero": bool(use_mask),
-                        "reason": "not CT: no common intensity scale, so z-score each image"
-                                  + (" over its non-zero region (cropping shrank the median case below 75%)"
-                                     if use_mask else "")})
+            out.append(
+                {
+                    "channel": int(index),
+                    "modality": name,
+                    "scheme": "zscore",
+                    "nonzero": bool(use_mask),
+                    "reason": "not CT: no common intensity scale, so z-score each image"
+                    + (" over its non-zero region (cropping shrank the median case below 75%)" if use_mask else ""),
+                }
+            )
     return out
 
 
@@ -203,8 +233,8 @@ def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
             "max_components_3d": coverage_count(comps),
             "region_area_px": {str(a): stats["region_area"][str(a)]["pixels"] for a in axes},
             "reason": "per slice where the model predicts the class: at least 1 region and at most the count that "
-                      "covers 99% of the labelled slices (0 where it predicts none); 3D components kept: the count "
-                      "covering 99% of labelled cases (fingerprint ROI-count priors)",
+            "covers 99% of the labelled slices (0 where it predicts none); 3D components kept: the count "
+            "covering 99% of labelled cases (fingerprint ROI-count priors)",
         }
     return {
         "slice_axis": slice_axis,
@@ -214,7 +244,10 @@ def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
         "connectivity": fp.get("conventions", {}).get("connectivity", {}).get("name", "full"),
         "classes": classes,
         "matching": {"metric": "iou", "target": "soft", "prob_floor": 0.05},
-        "proposals": {"generator": "classical", "sam": {"model_type": "vit_b", "checkpoint": None, **PAPER_SAM_SETTINGS}},
+        "proposals": {
+            "generator": "classical",
+            "sam": {"model_type": "vit_b", "checkpoint": None, **PAPER_SAM_SETTINGS},
+        },
         "acceptance_threshold": PAPER_ACCEPTANCE_THRESHOLD,
         "calibrate_threshold": True,
         "max_accepted_per_round": None,
@@ -222,27 +255,29 @@ def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
         "retrain": "scratch",
         "reasons": {
             "slice_axis": f"axis {slice_axis}: slices across the coarsest axis have the finest in-plane spacing "
-                          "(ties go to the last axis, as nnU-Net's 2D configuration)",
-            "axes": "isotropic data: match along all three axes and fuse by per-voxel vote" if isotropic
-                    else "anisotropic data: match in-plane only",
+            "(ties go to the last axis, as nnU-Net's 2D configuration)",
+            "axes": "isotropic data: match along all three axes and fuse by per-voxel vote"
+            if isotropic
+            else "anisotropic data: match in-plane only",
             "sam": "SamDSK paper settings (thresholds lowered so every ROI gets a proposal); vit_b, the smallest "
-                   "backbone; the checkpoint path is given by the user",
+            "backbone; the checkpoint path is given by the user",
             "acceptance_threshold": "the paper's beta* = 0.9, used only when calibrate_threshold is false: with "
-                                    "classical proposals few cases reach it even for a perfect prediction",
+            "classical proposals few cases reach it even for a perfect prediction",
             "calibrate_threshold": "each round, the lowest beta whose accepted validation labels are at least as "
-                                   "accurate as the model's own predictions on those cases",
+            "accurate as the model's own predictions on those cases",
             "matching": "the paper's IoU against the softmax maps (soft Jaccard); probabilities below 0.05 count "
-                        "as 0 so that proposals away from the prediction drop out of the search",
+            "as 0 so that proposals away from the prediction drop out of the search",
             "pseudo_label_weight": "the paper's lambda = 1: machine labels are sampled as often as human ones",
             "connectivity": "the fingerprint's connectivity, used when keeping each class's largest 3D components",
             "slice_margin": "slices more than 2 voxels away from any predicted foreground are not proposed on: "
-                            "no proposal there can overlap the prediction",
+            "no proposal there can overlap the prediction",
         },
     }
 
 
-def plan_from_fingerprint(fp: dict, gpu_memory_gb: float = DEFAULT_GPU_MEMORY_GB,
-                          overrides: dict[str, object] | None = None) -> dict:
+def plan_from_fingerprint(
+    fp: dict, gpu_memory_gb: float = DEFAULT_GPU_MEMORY_GB, overrides: dict[str, object] | None = None
+) -> dict:
     """The full plan for fingerprint ``fp`` (see ``docs/planning.md``).
 
     Args:
@@ -266,8 +301,12 @@ def plan_from_fingerprint(fp: dict, gpu_memory_gb: float = DEFAULT_GPU_MEMORY_GB
     plans = {
         "schema_version": SCHEMA_VERSION,
         "provenance": {"tool": "samdsk-plan", "version": __version__},
-        "dataset": {"name": fp["name"], "channel_names": fp["channel_names"], "labels": fp["labels"],
-                    "n_cases": fp["n_cases"]},
+        "dataset": {
+            "name": fp["name"],
+            "channel_names": fp["channel_names"],
+            "labels": fp["labels"],
+            "n_cases": fp["n_cases"],
+        },
         "gpu_memory_gb": gpu_memory_gb,
         "target_spacing": spacing,
         "reasons": {"target_spacing": spacing_reason},
@@ -275,18 +314,31 @@ def plan_from_fingerprint(fp: dict, gpu_memory_gb: float = DEFAULT_GPU_MEMORY_GB
         "configurations": {
             "3d_fullres": plan_configuration(spacing, median_shape, dataset_voxels, gpu_memory_gb),
             "2d": _not_emitted(
-                {"slice_axis": samdsk["slice_axis"],
-                 **plan_configuration([spacing[a] for a in in_plane], median_shape[in_plane], dataset_voxels,
-                                      gpu_memory_gb)}),
+                {
+                    "slice_axis": samdsk["slice_axis"],
+                    **plan_configuration(
+                        [spacing[a] for a in in_plane], median_shape[in_plane], dataset_voxels, gpu_memory_gb
+                    ),
+                }
+            ),
         },
-        "training": {"iterations_per_epoch": 250, "epochs": 1000, "optimizer": "Adam", "learning_rate": 1e-3,
-                     "momentum": 0.99, "weight_decay": 3e-5, "lr_schedule": "poly 0.9", "foreground_oversampling": 0.33,
-                     "loss": "Dice + cross-entropy, deep supervision", "val_fraction": 0.2,
-                     "reason": "nnU-Net v2's schedule (1000 epochs x 250 iterations, poly decay, weight decay, 33% "
-                               "foreground patches; lower epochs for short runs) with the SamDSK paper's Adam: SamDSK "
-                               "retrains every round, and nnU-Net's SGD (lr 0.01, momentum 0.99, used with "
-                               "--set training.optimizer=\"SGD\" --set training.learning_rate=0.01) still predicts only "
-                               "background after 200 iterations on hippocampus where Adam segments both classes"},
+        "training": {
+            "iterations_per_epoch": 250,
+            "epochs": 1000,
+            "optimizer": "Adam",
+            "learning_rate": 1e-3,
+            "momentum": 0.99,
+            "weight_decay": 3e-5,
+            "lr_schedule": "poly 0.9",
+            "foreground_oversampling": 0.33,
+            "loss": "Dice + cross-entropy, deep supervision",
+            "val_fraction": 0.2,
+            "reason": "nnU-Net v2's schedule (1000 epochs x 250 iterations, poly decay, weight decay, 33% "
+            "foreground patches; lower epochs for short runs) with the SamDSK paper's Adam: SamDSK "
+            "retrains every round, and nnU-Net's SGD (lr 0.01, momentum 0.99, used with "
+            '--set training.optimizer="SGD" --set training.learning_rate=0.01) still predicts only '
+            "background after 200 iterations on hippocampus where Adam segments both classes",
+        },
         "samdsk": samdsk,
         "overrides": {},
     }
@@ -298,8 +350,10 @@ def plan_from_fingerprint(fp: dict, gpu_memory_gb: float = DEFAULT_GPU_MEMORY_GB
 
 def _not_emitted(cfg: dict) -> dict:
     """``cfg`` with the reason it is planned although ``emit`` writes no bundle for it yet."""
-    cfg["reasons"]["use"] = ("planned by nnU-Net's 2D rules along the slice axis; emit writes only the 3d_fullres "
-                             "bundle so far (slice-wise training is not emitted yet)")
+    cfg["reasons"]["use"] = (
+        "planned by nnU-Net's 2D rules along the slice axis; emit writes only the 3d_fullres "
+        "bundle so far (slice-wise training is not emitted yet)"
+    )
     return cfg
 
 
@@ -307,8 +361,13 @@ def _check_plan(plans: dict, name: str, overrides: dict[str, object]) -> None:
     """Validate the finished plan; a problem at or around an overridden key names the ``--set``."""
     problems = schema_problems(plans, "plans")
     if problems:
-        lines = [str(p) + "".join(f" (from --set {key}={json.dumps(value)})" for key, value in overrides.items()
-                                  if _overlaps(key, p)) for p in problems]
+        lines = [
+            str(p)
+            + "".join(
+                f" (from --set {key}={json.dumps(value)})" for key, value in overrides.items() if _overlaps(key, p)
+            )
+            for p in problems
+        ]
         raise SamdskError(f"the plan for {name!r} is not valid ({len(problems)} problem(s)):\n" + "\n".join(lines))
 
 

@@ -100,9 +100,13 @@ class SamPlan:
 
     def generator_settings(self) -> dict[str, float | int]:
         """Keyword arguments of :class:`~samdsk_plan.proposals.sam.SamGenerator` (model excepted)."""
-        return {"points_per_side": self.points_per_side, "pred_iou_thresh": self.pred_iou_thresh,
-                "stability_score_thresh": self.stability_score_thresh, "box_nms_thresh": self.box_nms_thresh,
-                "crop_nms_thresh": self.crop_nms_thresh}
+        return {
+            "points_per_side": self.points_per_side,
+            "pred_iou_thresh": self.pred_iou_thresh,
+            "stability_score_thresh": self.stability_score_thresh,
+            "box_nms_thresh": self.box_nms_thresh,
+            "crop_nms_thresh": self.crop_nms_thresh,
+        }
 
 
 @dataclass(frozen=True)
@@ -261,14 +265,20 @@ class Plans:
         """The configuration ``name``; SamdskError naming the ones planned if there is none."""
         cfg = self._doc["configurations"].get(name)
         if cfg is None:
-            raise SamdskError(f"{self.source}: no configuration {name!r} (planned: "
-                              f"{', '.join(self.configuration_names)})")
+            raise SamdskError(
+                f"{self.source}: no configuration {name!r} (planned: {', '.join(self.configuration_names)})"
+            )
         net = cfg["network"]
         return ConfigurationPlan(
-            name=name, spacing=list(cfg["spacing"]), median_shape=list(cfg["median_shape"]),
-            patch_size=list(cfg["patch_size"]), batch_size=int(cfg["batch_size"]), slice_axis=cfg.get("slice_axis"),
+            name=name,
+            spacing=list(cfg["spacing"]),
+            median_shape=list(cfg["median_shape"]),
+            patch_size=list(cfg["patch_size"]),
+            batch_size=int(cfg["batch_size"]),
+            slice_axis=cfg.get("slice_axis"),
             network=NetworkPlan(**{k: copy.deepcopy(net[k]) for k in NetworkPlan.__dataclass_fields__}),
-            divisible_by=list(net["divisible_by"]))
+            divisible_by=list(net["divisible_by"]),
+        )
 
     # ------------------------------------------------------------------ SamDSK
     @cached_property
@@ -278,18 +288,31 @@ class Plans:
         classes = []
         for key in sorted(s["classes"], key=int):
             c = s["classes"][key]
-            classes.append(ClassPlan(
-                value=int(key), name=c["name"],
-                bounds={int(a): (int(b["lower"]), int(b["upper"])) for a, b in c["regions_per_slice"].items()},
-                max_components_3d=int(c["max_components_3d"]),
-                median_area_px={int(a): (d["median"] if d.get("n", 0) else None)
-                                for a, d in c["region_area_px"].items()}))
+            classes.append(
+                ClassPlan(
+                    value=int(key),
+                    name=c["name"],
+                    bounds={int(a): (int(b["lower"]), int(b["upper"])) for a, b in c["regions_per_slice"].items()},
+                    max_components_3d=int(c["max_components_3d"]),
+                    median_area_px={
+                        int(a): (d["median"] if d.get("n", 0) else None) for a, d in c["region_area_px"].items()
+                    },
+                )
+            )
         sam = s["proposals"]["sam"]
         return SamdskPlan(
-            axes=axes, slice_axis=int(s["slice_axis"]), fusion=s["fusion"], connectivity=s["connectivity"],
-            slice_margin=int(s["slice_margin"]), classes=classes, matching=dict(s["matching"]),
+            axes=axes,
+            slice_axis=int(s["slice_axis"]),
+            fusion=s["fusion"],
+            connectivity=s["connectivity"],
+            slice_margin=int(s["slice_margin"]),
+            classes=classes,
+            matching=dict(s["matching"]),
             generator=s["proposals"]["generator"],
             sam=SamPlan(**{k: sam[k] for k in SamPlan.__dataclass_fields__}),
-            acceptance_threshold=float(s["acceptance_threshold"]), calibrate_threshold=bool(s["calibrate_threshold"]),
-            max_accepted_per_round=s["max_accepted_per_round"], pseudo_label_weight=float(s["pseudo_label_weight"]),
-            retrain=s["retrain"])
+            acceptance_threshold=float(s["acceptance_threshold"]),
+            calibrate_threshold=bool(s["calibrate_threshold"]),
+            max_accepted_per_round=s["max_accepted_per_round"],
+            pseudo_label_weight=float(s["pseudo_label_weight"]),
+            retrain=s["retrain"],
+        )

@@ -29,8 +29,18 @@ FORMAT_VERSION = 1
 def cache_key(image: np.ndarray, generator: ProposalGenerator) -> str:
     """sha256 of the image's shape, dtype and bytes and of the generator's name and settings."""
     h = hashlib.sha256()
-    h.update(json.dumps({"shape": list(image.shape), "dtype": str(image.dtype), "format": FORMAT_VERSION,
-                         "generator": generator.name, "settings": generator.settings()}, sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {
+                "shape": list(image.shape),
+                "dtype": str(image.dtype),
+                "format": FORMAT_VERSION,
+                "generator": generator.name,
+                "settings": generator.settings(),
+            },
+            sort_keys=True,
+        ).encode()
+    )
     h.update(np.ascontiguousarray(image).tobytes())
     return h.hexdigest()
 
@@ -62,8 +72,7 @@ class ProposalCache:
                 return out
         except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             # truncated, empty, foreign or corrupt: recompute and overwrite (JSONDecodeError is a ValueError)
-            logger.warning("%s: unreadable proposal cache file (%s: %s); recomputing it", path,
-                           type(exc).__name__, exc)
+            logger.warning("%s: unreadable proposal cache file (%s: %s); recomputing it", path, type(exc).__name__, exc)
             return {}
 
     def save(self, case_id: str, key: str, slices: dict[SliceKey, Proposals]) -> Path:

@@ -108,8 +108,7 @@ class ClassicalGenerator:
         return Proposals(masks, np.ones(len(masks), dtype=np.float32))
 
 
-def classical_proposals(image: np.ndarray, object_area_px: float = REFERENCE_AREA_PX,
-                        fast: bool = False) -> np.ndarray:
+def classical_proposals(image: np.ndarray, object_area_px: float = REFERENCE_AREA_PX, fast: bool = False) -> np.ndarray:
     """Unique candidate regions of ``image``.
 
     Args:
@@ -127,8 +126,12 @@ def classical_proposals(image: np.ndarray, object_area_px: float = REFERENCE_ARE
         raise ValueError(f"image must be (H, W), got shape {image.shape}")
     scale = object_area_px / REFERENCE_AREA_PX
     partitions = [
-        felzenszwalb(image, scale=k * scale, sigma=FELZENSZWALB_SIGMA_PX,
-                     min_size=max(1, round(FELZENSZWALB_MIN_SIZE_PX * scale)))
+        felzenszwalb(
+            image,
+            scale=k * scale,
+            sigma=FELZENSZWALB_SIGMA_PX,
+            min_size=max(1, round(FELZENSZWALB_MIN_SIZE_PX * scale)),
+        )
         for k in FELZENSZWALB_SCALES
     ]
     partitions += [_slic(image, area * scale) for area in SLIC_SEGMENT_AREAS_PX]
@@ -138,12 +141,14 @@ def classical_proposals(image: np.ndarray, object_area_px: float = REFERENCE_ARE
         partitions += [h_minima_watershed(gradient, h) for h in WATERSHED_H]
         seeds = _n_segments(image, COMPACT_SEGMENT_AREA_PX * scale)
         # The compactness term grows with seed distance, i.e. with sqrt(area): divide it back.
-        partitions.append(watershed(gradient, markers=seeds,
-                                    compactness=COMPACT_WATERSHED_COMPACTNESS / np.sqrt(scale)))
+        partitions.append(
+            watershed(gradient, markers=seeds, compactness=COMPACT_WATERSHED_COMPACTNESS / np.sqrt(scale))
+        )
         hierarchy = merge_hierarchy(_slic(image, HIERARCHY_SEGMENT_AREA_PX * scale), gradient)
     masks = np.concatenate([partition_masks(p) for p in partitions] + [hierarchy])
-    return unique_masks(masks, min_area=max(1, round(MIN_AREA_FRACTION * object_area_px)),
-                        max_area=int(MAX_SLICE_FRACTION * image.size))
+    return unique_masks(
+        masks, min_area=max(1, round(MIN_AREA_FRACTION * object_area_px)), max_area=int(MAX_SLICE_FRACTION * image.size)
+    )
 
 
 def _n_segments(image: np.ndarray, segment_area_px: float) -> int:
@@ -152,8 +157,13 @@ def _n_segments(image: np.ndarray, segment_area_px: float) -> int:
 
 def _slic(image: np.ndarray, segment_area_px: float) -> np.ndarray:
     """SLIC labels (from 1) with superpixels of about ``segment_area_px`` pixels."""
-    return slic(image, n_segments=_n_segments(image, segment_area_px), compactness=SLIC_COMPACTNESS,
-                channel_axis=None, start_label=1)
+    return slic(
+        image,
+        n_segments=_n_segments(image, segment_area_px),
+        compactness=SLIC_COMPACTNESS,
+        channel_axis=None,
+        start_label=1,
+    )
 
 
 def h_minima_watershed(gradient: np.ndarray, h: float) -> np.ndarray:
@@ -191,8 +201,9 @@ def merge_hierarchy(labels: np.ndarray, edge_map: np.ndarray) -> np.ndarray:
         region[dst] = region.pop(src) | region[dst]
         merged.append(region[dst])
 
-    merge_hierarchical(labels, rag, thresh=np.inf, rag_copy=False, in_place_merge=True,
-                       merge_func=merge, weight_func=_boundary_weight)
+    merge_hierarchical(
+        labels, rag, thresh=np.inf, rag_copy=False, in_place_merge=True, merge_func=merge, weight_func=_boundary_weight
+    )
     return np.concatenate([initial, np.asarray(merged, dtype=bool).reshape(-1, *labels.shape)])
 
 

@@ -24,9 +24,14 @@ logger = logging.getLogger(__name__)
 GENERATORS = ("classical", "sam")
 
 
-def make_generators(plans: Plans, kind: str | None = None, checkpoint: str | Path | None = None,
-                    model_type: str | None = None, device: str = "cpu", fast: bool = False
-                    ) -> dict[int, ProposalGenerator]:
+def make_generators(
+    plans: Plans,
+    kind: str | None = None,
+    checkpoint: str | Path | None = None,
+    model_type: str | None = None,
+    device: str = "cpu",
+    fast: bool = False,
+) -> dict[int, ProposalGenerator]:
     """One generator per slicing axis of the plan's ``samdsk.axes``.
 
     Args:
@@ -51,9 +56,12 @@ def make_generators(plans: Plans, kind: str | None = None, checkpoint: str | Pat
     if kind == "sam":
         from samdsk_plan.proposals.sam import SamGenerator
 
-        gen = SamGenerator.from_checkpoint(checkpoint if checkpoint is not None else samdsk.sam.checkpoint,
-                                           model_type or samdsk.sam.model_type, device=device,
-                                           **samdsk.sam.generator_settings())
+        gen = SamGenerator.from_checkpoint(
+            checkpoint if checkpoint is not None else samdsk.sam.checkpoint,
+            model_type or samdsk.sam.model_type,
+            device=device,
+            **samdsk.sam.generator_settings(),
+        )
         return {axis: gen for axis in samdsk.axes}
     raise SamdskError(f"unknown proposal generator {kind!r}; choose one of {', '.join(GENERATORS)}")
 
@@ -64,8 +72,13 @@ def case_key(volume: np.ndarray, generators: dict[int, ProposalGenerator]) -> st
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
-def propose_case(case_id: str, volume: np.ndarray, generators: dict[int, ProposalGenerator],
-                 slices: dict[int, list[int]], cache: ProposalCache | None = None) -> dict[SliceKey, Proposals]:
+def propose_case(
+    case_id: str,
+    volume: np.ndarray,
+    generators: dict[int, ProposalGenerator],
+    slices: dict[int, list[int]],
+    cache: ProposalCache | None = None,
+) -> dict[SliceKey, Proposals]:
     """Proposals on the requested ``slices`` (axis -> indices) of a ``(I, J, K)`` volume in [0, 1].
 
     Slices already in ``cache`` under this volume's key are reused; the others are generated
@@ -116,8 +129,9 @@ def _roi(entry: dict, roi_dir: Path | None) -> np.ndarray | None:
     return None
 
 
-def _propose_entry(entry: dict, plans: Plans, generators: dict[int, ProposalGenerator], cache_dir: Path,
-                   roi_dir: Path | None) -> CaseSummary:
+def _propose_entry(
+    entry: dict, plans: Plans, generators: dict[int, ProposalGenerator], cache_dir: Path, roi_dir: Path | None
+) -> CaseSummary:
     case_id = entry_case_id(entry)
     volume, _ = windowed_volume(entry_image(entry), plans)
     roi = _roi(entry, roi_dir)
@@ -126,9 +140,15 @@ def _propose_entry(entry: dict, plans: Plans, generators: dict[int, ProposalGene
     return CaseSummary(case_id, len(result), sum(len(p) for p in result.values()))
 
 
-def propose_entries(entries: list[dict], plans: Plans, cache_dir: str | Path,
-                    generators: dict[int, ProposalGenerator], roi_dir: str | Path | None = None,
-                    workers: int = 1, progress: bool = True) -> list[CaseSummary]:
+def propose_entries(
+    entries: list[dict],
+    plans: Plans,
+    cache_dir: str | Path,
+    generators: dict[int, ProposalGenerator],
+    roi_dir: str | Path | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> list[CaseSummary]:
     """Propose for every data-list entry (``{"image": ..., "label"?: ...}``) into ``cache_dir``.
 
     Only channel 0 of multi-channel images is used. ``workers`` processes share the cases
@@ -136,6 +156,11 @@ def propose_entries(entries: list[dict], plans: Plans, cache_dir: str | Path,
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    work = partial(_propose_entry, plans=plans, generators=generators, cache_dir=cache_dir,
-                   roi_dir=Path(roi_dir) if roi_dir else None)
+    work = partial(
+        _propose_entry,
+        plans=plans,
+        generators=generators,
+        cache_dir=cache_dir,
+        roi_dir=Path(roi_dir) if roi_dir else None,
+    )
     return parallel_map(work, entries, workers, desc="propose", progress=progress)

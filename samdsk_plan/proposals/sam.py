@@ -104,7 +104,11 @@ class SamGenerator:
 
     @classmethod
     def from_checkpoint(
-        cls, checkpoint: str | os.PathLike | None, model_type: str = "vit_b", device: str | torch.device = "cpu", **options: Any
+        cls,
+        checkpoint: str | os.PathLike | None,
+        model_type: str = "vit_b",
+        device: str | torch.device = "cpu",
+        **options: Any,
     ) -> SamGenerator:
         """Load ``checkpoint`` (or ``$SAMDSK_SAM_CHECKPOINT``) and identify it by its digest."""
         path = resolve_checkpoint(checkpoint)
@@ -159,7 +163,8 @@ class SamGenerator:
             sizes.append(tuple(resized.shape[:2]))
         features = self.model.image_encoder(torch.cat(inputs))
         return [
-            _Embedding(features[i : i + 1], size, tuple(rgb.shape[:2])) for i, (rgb, size) in enumerate(zip(rgbs, sizes, strict=True))
+            _Embedding(features[i : i + 1], size, tuple(rgb.shape[:2]))
+            for i, (rgb, size) in enumerate(zip(rgbs, sizes, strict=True))
         ]
 
     @staticmethod

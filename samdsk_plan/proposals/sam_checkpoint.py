@@ -47,7 +47,9 @@ def resolve_checkpoint(path_or_none: str | os.PathLike | None) -> Path:
     """The SAM checkpoint to use: the given path, else ``$SAMDSK_SAM_CHECKPOINT``."""
     chosen = path_or_none if path_or_none is not None else os.environ.get(CHECKPOINT_ENV) or None
     if chosen is None:
-        raise SamdskError(f"no SAM checkpoint given: pass a checkpoint path or set the {CHECKPOINT_ENV} environment variable")
+        raise SamdskError(
+            f"no SAM checkpoint given: pass a checkpoint path or set the {CHECKPOINT_ENV} environment variable"
+        )
     return Path(chosen).expanduser()
 
 
@@ -106,7 +108,10 @@ def build_sam(architecture: Mapping[str, Any]) -> Sam:
         mask_decoder=MaskDecoder(
             transformer_dim=dim,
             transformer=TwoWayTransformer(
-                depth=a["decoder_depth"], embedding_dim=dim, num_heads=a["decoder_num_heads"], mlp_dim=a["decoder_mlp_dim"]
+                depth=a["decoder_depth"],
+                embedding_dim=dim,
+                num_heads=a["decoder_num_heads"],
+                mlp_dim=a["decoder_mlp_dim"],
             ),
             num_multimask_outputs=3,
             iou_head_depth=3,
@@ -206,7 +211,9 @@ def _standard_type(path: Path, state: Mapping[str, torch.Tensor], model_type: st
             f"unknown SAM model type {model_type!r} for checkpoint {path}: use one of {sorted(MODEL_TYPES)} or 'auto'"
         )
     if found != model_type:
-        raise _mismatch_error(path, model_type, state, [f"{shape_note}, {model_type} needs {MODEL_TYPES[model_type][0]}"])
+        raise _mismatch_error(
+            path, model_type, state, [f"{shape_note}, {model_type} needs {MODEL_TYPES[model_type][0]}"]
+        )
     return model_type
 
 
@@ -237,7 +244,9 @@ def _mismatches(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.
     return [f"{len(keys)} {label} tensors, e.g. {', '.join(keys[:3])}" for label, keys in groups.items() if keys]
 
 
-def _mismatch_error(path: Path, requested: str | None, state: Mapping[str, torch.Tensor], problems: list[str]) -> SamdskError:
+def _mismatch_error(
+    path: Path, requested: str | None, state: Mapping[str, torch.Tensor], problems: list[str]
+) -> SamdskError:
     """``requested``: the standard type asked for; None for an architecture stored in the file."""
     expected = "the architecture stored in it" if requested is None else f"the requested model type {requested!r}"
     width = _encoder_width(state)
@@ -258,5 +267,3 @@ def model_type_of(model: Sam) -> str:
     if found is not None and MODEL_TYPES[found][1] == depth and encoder.img_size == 1024:
         return found
     return f"custom(embed_dim={width}, depth={depth}, img_size={encoder.img_size})"
-
-

@@ -44,8 +44,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device | None = 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         what = "the file is empty" if path.stat().st_size == 0 else "corrupt, truncated or not a saved model"
-        raise SamdskError(f"{path}: not a PyTorch checkpoint ({what}; torch.load raised {type(exc).__name__})"
-                          ) from exc
+        raise SamdskError(f"{path}: not a PyTorch checkpoint ({what}; torch.load raised {type(exc).__name__})") from exc
     if isinstance(state, dict) and set(state) == {"model"}:
         state = state["model"]
     if not isinstance(state, Mapping):
@@ -53,8 +52,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device | None = 
     return dict(state)
 
 
-def load_weights(network: torch.nn.Module, path: str | Path, map_location: str | torch.device | None = "cpu"
-                 ) -> torch.nn.Module:
+def load_weights(
+    network: torch.nn.Module, path: str | Path, map_location: str | torch.device | None = "cpu"
+) -> torch.nn.Module:
     """``network`` with the weights of the checkpoint ``path``; SamdskError naming the file when
     it cannot be read or does not fit the network."""
     state = read_checkpoint(path, map_location)
@@ -110,8 +110,9 @@ class CheckLabelValuesd(MapTransform):
     declare: a SamdskError naming the label file, the values found and their voxel counts. Run it
     right after loading, before anything resamples the label."""
 
-    def __init__(self, keys: Hashable | Sequence[Hashable], labels: Mapping | Sequence,
-                 allow_missing_keys: bool = False):
+    def __init__(
+        self, keys: Hashable | Sequence[Hashable], labels: Mapping | Sequence, allow_missing_keys: bool = False
+    ):
         super().__init__(keys, allow_missing_keys)
         self.declared = {int(v) for v in labels}
 
@@ -125,8 +126,9 @@ class CheckLabelValuesd(MapTransform):
             if bad:
                 path = getattr(label, "meta", {}).get("filename_or_obj", key)
                 found = ", ".join(f"{v:g} ({n} voxel(s))" for v, n in bad)
-                raise SamdskError(f"{path}: label values not declared in the plan's labels "
-                                  f"{sorted(self.declared)}: {found}")
+                raise SamdskError(
+                    f"{path}: label values not declared in the plan's labels {sorted(self.declared)}: {found}"
+                )
         return d
 
 

@@ -84,9 +84,14 @@ class SegmentationReport:
         for cname in self.class_names.values():
             dices = [d for _, c, d, _ in self.rows if c == cname and math.isfinite(d)]
             hds = [h for _, c, _, h in self.rows if c == cname and math.isfinite(h)]
-            mean[cname] = {"dice": _clean(np.mean(dices)) if dices else None,
-                           "hd95": _clean(np.mean(hds)) if hds else None, "n": len(dices)}
+            mean[cname] = {
+                "dice": _clean(np.mean(dices)) if dices else None,
+                "hd95": _clean(np.mean(hds)) if hds else None,
+                "n": len(dices),
+            }
         atomic_write_text(self.output_dir / "metrics.csv", buffer.getvalue())
         atomic_write_json(self.output_dir / "metrics.json", {"cases": cases, "mean": mean})
-        engine.logger.info(f"segmentation metrics written to {self.output_dir}: "
-                           + ", ".join(f"{c} Dice {m['dice']}" for c, m in mean.items()))
+        engine.logger.info(
+            f"segmentation metrics written to {self.output_dir}: "
+            + ", ".join(f"{c} Dice {m['dice']}" for c, m in mean.items())
+        )
