@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from samdsk_plan.loop.bundle_runner import bundle_command
+
 REPO = Path(__file__).resolve().parent.parent
 BUNDLE = REPO / "bundles" / "hippocampus"
 SPLIT = REPO / "benchmarks" / "splits" / "hippocampus.json"
@@ -52,21 +54,9 @@ def write_datalist(setting: str, path: Path) -> int:
     return len(training)
 
 
-def run_bundle(bundle: Path, config: str, args: list[str], threads: int, log: Path) -> float:
+def run_bundle(bundle: Path, configs: list[str], args: list[str], threads: int, log: Path) -> float:
     """Run ``monai.bundle run`` in ``bundle``; returns its wall time and exits with the log tail on failure."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        config,
-        "--device",
-        "cpu",
-        "--num_workers",
-        "0",
-        *args,
-    ]
+    cmd = bundle_command(configs, {"device": "cpu", "num_workers": 0}) + args
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     start = time.perf_counter()
     with log.open("w") as out:
@@ -95,7 +85,7 @@ def run_setting(setting: str, args: argparse.Namespace, work: Path) -> dict:
     ]
     train_s = run_bundle(
         bundle,
-        "configs/train.json",
+        ["train.json"],
         [
             *common,
             "--epochs",
@@ -113,7 +103,7 @@ def run_setting(setting: str, args: argparse.Namespace, work: Path) -> dict:
     best = re.findall(r"best value: ([\d.]+) at epoch: (\d+)", (work / "train.log").read_text())
     eval_s = run_bundle(
         bundle,
-        "['configs/train.json','configs/evaluate.json']",
+        ["train.json", "evaluate.json"],
         [*common, "--output_dir", str(work / "eval")],
         args.threads,
         work / "eval.log",

@@ -6,7 +6,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -17,6 +16,7 @@ from monai.data import MetaTensor
 
 from samdsk_plan.bundle.runtime.components import CheckLabelValuesd, LoadImageNamedd, error_summary
 from samdsk_plan.errors import SamdskError
+from samdsk_plan.loop.bundle_runner import bundle_command
 
 pytestmark = pytest.mark.slow  # real data or bundle runs: left out of `make test-fast`
 
@@ -65,23 +65,7 @@ def data(hippocampus, tmp_path) -> Path:
 def run_failing(bundle: Path, data: Path, configs: list[str], *args: str) -> str:
     """Run the bundle on ``data``; assert it fails and leaves ``data`` unchanged; its last stderr line."""
     before = snapshot(data)
-    config = f"configs/{configs[0]}" if len(configs) == 1 else str([f"configs/{c}" for c in configs])
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        config,
-        "--device",
-        "cpu",
-        "--dataset_dir",
-        str(data),
-        "--datalist",
-        str(data),
-        *SMALL_NET,
-        *args,
-    ]
+    cmd = bundle_command(configs, {"device": "cpu", "dataset_dir": data, "datalist": data}) + [*SMALL_NET, *args]
     done = subprocess.run(cmd, cwd=bundle, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0, done.stdout[-3000:]
     assert snapshot(data) == before

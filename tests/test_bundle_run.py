@@ -4,13 +4,14 @@ the CPU, on a few real cases."""
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 from scipy import ndimage
+
+from samdsk_plan.loop.bundle_runner import bundle_command
 
 pytestmark = pytest.mark.slow  # real data or bundle runs: left out of `make test-fast`
 
@@ -20,20 +21,7 @@ SMALL_NET = ["--network_def#filters", "[8,16,32,64]"]
 
 
 def run_bundle(bundle: Path, configs: list[str], *args: str) -> str:
-    config = configs[0] if len(configs) == 1 else str([f"configs/{c}" for c in configs])
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        f"configs/{config}" if len(configs) == 1 else config,
-        "--device",
-        "cpu",
-        "--num_workers",
-        "0",
-        *args,
-    ]
+    cmd = bundle_command(configs, {"device": "cpu", "num_workers": 0}) + list(args)
     done = subprocess.run(cmd, cwd=bundle, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return done.stdout + done.stderr

@@ -18,6 +18,7 @@ import pytest
 
 from samdsk_plan.cli.main import main
 from samdsk_plan.loop import Loop, LoopSettings
+from samdsk_plan.loop.bundle_runner import bundle_command
 
 pytestmark = pytest.mark.slow  # real data or bundle runs: left out of `make test-fast`
 
@@ -281,32 +282,20 @@ def test_pseudolabel_config_runs_one_pass_through_monai_bundle(finished, bundle,
     """inference.json + pseudolabel.json with round 0's model: predictions, matches, accepted.json."""
     work = tmp_path / "bundle"
     shutil.copytree(bundle, work)
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        "['configs/inference.json','configs/pseudolabel.json']",
-        "--dataset_dir",
-        str(hippocampus),
-        "--datalist",
-        str(datalist),
-        "--ckpt_dir",
-        str(finished / "round_0" / "models"),
-        "--device",
-        "cpu",
-        "--num_workers",
-        "0",
-        "--network_def#filters",
-        "[8,16,32,64]",
-        "--acceptance_threshold",
-        "0",
-        "--max_accepted",
-        "3",
-        "--fast",
-        "True",
-    ]
+    cmd = bundle_command(
+        ["inference.json", "pseudolabel.json"],
+        {
+            "dataset_dir": hippocampus,
+            "datalist": datalist,
+            "ckpt_dir": finished / "round_0" / "models",
+            "device": "cpu",
+            "num_workers": 0,
+            "network_def#filters": "[8,16,32,64]",
+            "acceptance_threshold": 0,
+            "max_accepted": 3,
+            "fast": True,
+        },
+    )
     done = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     accepted = json.loads((work / "pseudolabels" / "accepted.json").read_text())

@@ -2,7 +2,6 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 
 from samdsk_plan.cli.main import main
 from samdsk_plan.io import read_image
+from samdsk_plan.loop.bundle_runner import bundle_command
 from samdsk_plan.planning import Plans
 from samdsk_plan.proposals.cache import ProposalCache
 from samdsk_plan.proposals.pipeline import case_key, make_generators
@@ -143,22 +143,9 @@ def test_cli_sam_path_with_a_checkpoint_file(hippocampus, tmp_path, capsys):
 
 def test_bundle_propose_config(hippocampus, tmp_path):
     data = two_case_datalist(tmp_path)
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        "configs/propose.json",
-        "--dataset_dir",
-        str(hippocampus),
-        "--datalist",
-        str(data),
-        "--cache_dir",
-        str(tmp_path / "cache"),
-        "--fast",
-        "True",
-    ]
+    cmd = bundle_command(
+        ["propose.json"], {"dataset_dir": hippocampus, "datalist": data, "cache_dir": tmp_path / "cache", "fast": True}
+    )
     done = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2

@@ -16,6 +16,17 @@ from samdsk_plan.io.parallel import die_with_parent
 _KNOWN_CAUSES = ("No space left on device", "Disk quota exceeded", "CUDA out of memory", "Permission denied")
 
 
+def bundle_command(configs: Sequence[str], args: Mapping[str, object] | None = None) -> list[str]:
+    """``python -m monai.bundle run`` of ``configs`` (file names in the bundle's ``configs/``, the
+    later ones overriding the first), with ``--KEY VALUE`` for each of ``args``; run it with the
+    bundle folder as working directory."""
+    files = [f"configs/{c}" for c in configs]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files[0] if len(files) == 1 else str(files)]
+    for key, value in (args or {}).items():
+        cmd += [f"--{key}", str(value)]
+    return cmd
+
+
 class BundleRunner:
     """Runs ``configs/*.json`` of ``bundle_dir`` (the working directory of each run).
 
@@ -45,22 +56,9 @@ class BundleRunner:
 
     def command(self, configs: Sequence[str], args: Mapping[str, object]) -> list[str]:
         """The ``monai.bundle run`` command line for ``configs`` with ``args`` as overrides."""
-        files = [f"configs/{c}" for c in configs]
-        cmd = [
-            sys.executable,
-            "-m",
-            "monai.bundle",
-            "run",
-            "--config_file",
-            files[0] if len(files) == 1 else str(files),
-            f"--{ids.DEVICE}",
-            self.device,
-            f"--{ids.DATASET_DIR}",
-            str(self.dataset_dir),
-        ]
-        for key, value in {**self.overrides, **args}.items():
-            cmd += [f"--{key}", str(value)]
-        return cmd
+        return bundle_command(
+            configs, {ids.DEVICE: self.device, ids.DATASET_DIR: self.dataset_dir, **self.overrides, **args}
+        )
 
     def run(self, configs: Sequence[str], log_file: str | Path, **args: object) -> None:
         """Run and write the child's output to ``log_file``; a failure raises
