@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,21 @@ def hippocampus() -> Path:
         f"the hippocampus dataset is expected at {HIPPOCAMPUS} (the shared/ folder beside the repository)"
     )
     return HIPPOCAMPUS
+
+
+PSFHS = HIPPOCAMPUS.parent / "psfhs"
+
+
+@pytest.fixture(scope="session")
+def psfhs() -> Path:
+    assert (PSFHS / "dataset.json").is_file(), f"the PSFHS data are expected at {PSFHS} (read-only)"
+    return PSFHS
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _embedding_cache(tmp_path_factory) -> None:
+    """LiteMedSAM's embedding cache of the whole session in a temporary folder (not ~/.cache);
+    bundle runs inherit it through the environment."""
+    from samdsk_plan.proposals.embeddings import CACHE_ENV
+
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("embeddings"))
