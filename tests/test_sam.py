@@ -233,3 +233,30 @@ def test_resolve_checkpoint(monkeypatch, tmp_path, tiny_checkpoint):
     assert resolve_checkpoint(tmp_path / "given.pth") == tmp_path / "given.pth"  # the argument wins
     gen = SamGenerator.from_checkpoint(None, "auto", **OPEN)
     assert gen.settings()["checkpoint"] == checkpoint_digest(tiny_checkpoint)
+
+
+def _two_regions(shape: tuple[int, int]) -> np.ndarray:
+    """Probabilities predicting class 1 in two squares and class 2 nowhere."""
+    label = np.zeros(shape, np.int64)
+    label[4:12, 4:12] = 1
+    label[20:28, 30:40] = 1
+    probs = np.full((3, *shape), 0.05, np.float32)
+    for c in range(3):
+        probs[c][label == c] = 0.9
+    return probs
+
+
+@pytest.mark.parametrize(("point", "multimask", "per_prompt"), [(True, True, 3), (False, True, 3), (True, False, 1)])
+def test_prompted_sam_answers_each_box_prompt(tiny_model, point, multimask, per_prompt):
+    from samdsk_plan.proposals.sam import SamPromptedGenerator
+
+    gen = SamPromptedGenerator(tiny_model, "digest", scales=(1.0, 1.25), point=point, multimask=multimask)
+    image = np.random.default_rng(3).random((32, 48), dtype=np.float32)
+    found = gen(image, _two_regions(image.shape))
+    assert found.masks.shape[1:] == image.shape and found.origins.shape == (len(found), 2)
+    # 2 regions x 2 box scales x SAM's masks per prompt, less any empty mask; all from class 1
+    assert 0 < len(found) <= 2 * 2 * per_prompt and set(found.origins[:, 0]) == {1}
+    assert set(found.origins[:, 1]) <= {0, 1} and np.all((found.scores >= 0) & (found.scores <= 1))
+    assert gen.settings()["point"] is point and gen.prompted
+    swapped = gen(image, _two_regions(image.shape)[[0, 2, 1]])  # the two squares now predicted class 2
+    assert set(swapped.origins[:, 0]) == {2}

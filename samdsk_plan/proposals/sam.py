@@ -1,7 +1,13 @@
-"""Segment Anything as a proposal generator: :class:`SamGenerator` turns a windowed slice into
-:class:`~samdsk_plan.proposals.base.Proposals` with SAM's automatic mask generator;
-:meth:`SamGenerator.generate_batch` runs the image encoder once per batch of slices. Checkpoints
-are found and loaded by :mod:`samdsk_plan.proposals.sam_checkpoint`.
+"""Segment Anything as a proposal generator.
+
+* :class:`SamGenerator` turns a windowed slice into :class:`~samdsk_plan.proposals.base.Proposals`
+  with SAM's automatic mask generator (a point grid); :meth:`SamGenerator.generate_batch` runs
+  the image encoder once per batch of slices.
+* :class:`SamPromptedGenerator` prompts SAM (or MedSAM) through ``SamPredictor`` with a box
+  around each predicted region (and its variants), and for SAM also a positive point at the
+  region's most interior pixel; each of SAM's three multimask outputs is an alternative.
+
+Checkpoints are found and loaded by :mod:`samdsk_plan.proposals.sam_checkpoint`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 from segment_anything.modeling import Sam
 
 from samdsk_plan.proposals.base import Proposals
+from samdsk_plan.proposals.prompts import interior_point, prompts_from_prediction
 from samdsk_plan.proposals.sam_checkpoint import checkpoint_digest, load_sam, model_type_of, resolve_checkpoint
 
 
@@ -176,3 +183,73 @@ class SamGenerator:
         order = np.argsort(-scores, kind="stable")
         masks = np.stack([records[i]["segmentation"] for i in order]).astype(bool)
         return Proposals(masks, scores[order])
+
+
+class SamPromptedGenerator:
+    """SAM / MedSAM prompted by the model's predicted regions.
+
+    Args:
+        model: a loaded SAM (:func:`~samdsk_plan.proposals.sam_checkpoint.load_sam`).
+        checkpoint_id: the weights' digest, for :meth:`settings`.
+        scales, shift, lower_cut: the box prompts
+            (:func:`~samdsk_plan.proposals.prompts.prompts_from_prediction`).
+        point: add a positive point inside each region (SAM); False for the box-only MedSAM.
+        multimask: keep SAM's three masks per prompt (False: its single best).
+        connectivity: region connectivity of the predicted classes.
+    """
+
+    name = "sam_prompted"
+    prompted = True
+
+    def __init__(
+        self,
+        model: Sam,
+        checkpoint_id: str = "",
+        scales: Sequence[float] = (1.0,),
+        shift: float = 0.0,
+        lower_cut: float | None = None,
+        point: bool = True,
+        multimask: bool = True,
+        connectivity: str = "full",
+    ) -> None:
+        self.model, self.checkpoint_id = model, checkpoint_id
+        self.scales, self.shift, self.lower_cut = tuple(scales), shift, lower_cut
+        self.point, self.multimask, self.connectivity = point, multimask, connectivity
+        self._predictor = SamPredictor(model)
+
+    def settings(self) -> dict:
+        return {
+            "checkpoint": self.checkpoint_id,
+            "model_type": model_type_of(self.model),
+            "scales": list(self.scales),
+            "shift": self.shift,
+            "lower_cut": self.lower_cut,
+            "point": self.point,
+            "multimask": self.multimask,
+            "connectivity": self.connectivity,
+        }
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray, probs: np.ndarray) -> Proposals:
+        """Proposals for an ``(H, W)`` slice in [0, 1] prompted by ``probs`` ``(C, H, W)``."""
+        prompts = prompts_from_prediction(probs, self.scales, self.shift, self.lower_cut, self.connectivity)
+        if not prompts:
+            return Proposals(np.zeros((0, *image.shape), bool), np.zeros(0, np.float32), np.zeros((0, 2), np.int32))
+        rgb = _to_rgb(image)
+        self._predictor.set_image(rgb)
+        device, size = self.model.device, rgb.shape[:2]
+        boxes = torch.as_tensor(np.array([p.box for p in prompts], np.float32), device=device)
+        boxes = self._predictor.transform.apply_boxes_torch(boxes, size)
+        coords = labels = None
+        if self.point:
+            argmax = np.argmax(probs, axis=0)
+            points = np.array([[interior_point(argmax == p.label, p.box)] for p in prompts], np.float32)
+            coords = self._predictor.transform.apply_coords_torch(torch.as_tensor(points, device=device), size)
+            labels = torch.ones(points.shape[:2], dtype=torch.int, device=device)
+        masks, iou, _ = self._predictor.predict_torch(coords, labels, boxes, multimask_output=self.multimask)
+        per_prompt = masks.shape[1]
+        origins = np.repeat(np.array([(p.label, p.region) for p in prompts], np.int32), per_prompt, axis=0)
+        masks = masks.reshape(-1, *size).cpu().numpy().astype(bool)
+        scores = iou.reshape(-1).clamp(0, 1).float().cpu().numpy()
+        keep = masks.reshape(len(masks), -1).any(axis=1)
+        return Proposals(masks[keep], scores[keep], origins[keep])

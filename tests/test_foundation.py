@@ -1,0 +1,121 @@
+"""Prompted generators, unions and where their proposals are cached, with a stand-in model
+whose answer to a box is known (the box itself); the real LiteMedSAM is in test_litemedsam.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from samdsk_plan.proposals.base import Proposals
+from samdsk_plan.proposals.cache import ProposalCache
+from samdsk_plan.proposals.embeddings import EmbeddingCache
+from samdsk_plan.proposals.foundation import LiteMedSamGenerator, LiteMedSamGridGenerator, UnionGenerator
+from samdsk_plan.proposals.pipeline import propose_case
+
+EMBEDDING = (2, 4, 4)
+
+
+class BoxModel:
+    """Answers each box with the filled box (empty for a box whose left edge is at x >= 30)
+    and counts encoder calls."""
+
+    name = "boxmodel"
+    digest = "0" * 64
+
+    def __init__(self) -> None:
+        self.encoded = 0
+
+    def encode(self, image: np.ndarray) -> np.ndarray:
+        self.encoded += 1
+        return np.full(EMBEDDING, image.mean(), np.float16)
+
+    def decode(self, embedding, shape, boxes):
+        masks = np.zeros((len(boxes), *shape), bool)
+        for m, (x0, y0, x1, y1) in zip(masks, boxes, strict=True):
+            if x0 < 30:
+                m[int(y0) : int(y1) + 1, int(x0) : int(x1) + 1] = True
+        return masks, np.full(len(boxes), 0.5, np.float32)
+
+
+class Constant:
+    """An image-only generator: one fixed region; counts its calls."""
+
+    name, prompted = "constant", False
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def settings(self) -> dict:
+        return {}
+
+    def __call__(self, image: np.ndarray) -> Proposals:
+        self.calls += 1
+        mask = np.zeros((1, *image.shape), bool)
+        mask[0, :2, :2] = True
+        return Proposals(mask, np.ones(1, np.float32))
+
+
+def _probs(shape: tuple[int, ...], regions: list[tuple[int, slice, slice]]) -> np.ndarray:
+    """Two-class probabilities: class 1 at 0.9 inside each ``(slice index, rows, columns)``."""
+    p1 = np.full(shape, 0.1, np.float32)
+    for index, rows, cols in regions:
+        p1[index, rows, cols] = 0.9
+    return np.stack([1 - p1, p1])
+
+
+def test_prompted_proposals_come_from_the_predicted_regions_with_their_origin(tmp_path):
+    model = BoxModel()
+    gen = LiteMedSamGenerator(model, EmbeddingCache(tmp_path, {"m": 1}, 1.0, EMBEDDING), scales=(1.0, 2.0))
+    probs = _probs((1, 40, 40), [(0, slice(2, 6), slice(2, 8)), (0, slice(20, 24), slice(32, 36))])[:, 0]
+    image = np.random.default_rng(0).random((40, 40), dtype=np.float32)
+    found = gen(image, probs)
+    # region 0: its box and the doubled box; region 1 lies at x >= 30, where the model answers nothing
+    assert found.origins.tolist() == [[1, 0], [1, 0]]
+    assert found.masks[0].sum() == 4 * 6 and found.masks[0][2:6, 2:8].all()
+    # doubled about the centre (4.5, 3.5): x -1..10, y 0..7, clipped at the left edge: 11 x 8 px
+    assert found.masks[1].sum() == 11 * 8
+    assert gen(image, probs).masks.shape == found.masks.shape and model.encoded == 1  # embedding reused
+    empty = gen(image, _probs((1, 40, 40), [])[:, 0])
+    assert len(empty) == 0 and empty.origins.shape == (0, 2) and model.encoded == 1  # no prompt: no encoding
+
+
+def test_grid_generator_needs_no_prediction():
+    gen = LiteMedSamGridGenerator(BoxModel(), sizes_px=[10.0], overlap=0.0)
+    found = gen(np.zeros((20, 20), np.float32))
+    assert len(found) == 4 and found.masks.sum(axis=(1, 2)).tolist() == [100] * 4
+    assert found.origins[:, 0].tolist() == [0] * 4 and gen.prompted is False
+
+
+def test_union_is_the_prompted_part_then_the_image_only_part():
+    prompted = LiteMedSamGenerator(BoxModel())
+    union = UnionGenerator(prompted, Constant())
+    probs = _probs((1, 20, 20), [(0, slice(5, 9), slice(5, 9))])[:, 0]
+    found = union(np.zeros((20, 20), np.float32), probs)
+    assert len(found) == 2 and found.origins.tolist() == [[1, 0], [-1, -1]]
+    with pytest.raises(ValueError, match="one prompted and one image-only"):
+        UnionGenerator(Constant(), prompted)
+
+
+def test_union_parts_are_cached_apart(tmp_path):
+    """The image-only part once across rounds; the prompted part per round, redone for new probabilities."""
+    volume = np.random.default_rng(1).random((3, 20, 20), dtype=np.float32)
+    fixed, model = Constant(), BoxModel()
+    gens = {0: UnionGenerator(LiteMedSamGenerator(model), fixed)}
+    slices = {0: [0, 1, 2]}
+    shared, round1, round2 = (ProposalCache(tmp_path / d) for d in ("shared", "round_1", "round_2"))
+    probs1 = _probs(volume.shape, [(i, slice(3, 7), slice(3, 7)) for i in range(3)])
+    first = propose_case("c", volume, gens, slices, shared, probs1, round1)
+    assert fixed.calls == 3 and model.encoded == 3
+    assert (tmp_path / "shared" / "c.npz").is_file() and (tmp_path / "round_1" / "c.npz").is_file()
+    assert all(len(p) == 2 for p in first.values())
+    # the same round again (a resumed run): everything from the two caches
+    again = propose_case("c", volume, gens, slices, shared, probs1, round1)
+    assert fixed.calls == 3 and model.encoded == 3
+    assert all(np.array_equal(again[k].masks, first[k].masks) for k in first)
+    assert again[(0, 0)].origins.tolist() == [[1, 0], [-1, -1]]
+    # the next round's prediction: new prompted proposals, the classical part reused
+    probs2 = _probs(volume.shape, [(i, slice(10, 15), slice(10, 15)) for i in range(3)])
+    second = propose_case("c", volume, gens, slices, shared, probs2, round2)
+    assert fixed.calls == 3 and second[(0, 0)].masks[0].sum() == 25
+    with pytest.raises(ValueError, match="need the model's probabilities"):
+        propose_case("c", volume, gens, slices, shared)
