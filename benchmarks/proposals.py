@@ -17,6 +17,14 @@ per axis taken from the plan (the mean over classes of ``samdsk.classes.*.region
 Run it (~2-3 min on 2 CPU cores; the K=3 searches take most of it):
 
     .venv/bin/python benchmarks/proposals.py [--cases 40] [--slices 100] [--object-area 90]
+
+``--foundation psfhs|hippocampus`` measures LiteMedSAM instead (:mod:`foundation`: box oracle,
+matching prompted by a prediction against the classical union, speed with and without the
+embedding cache) on ``--foundation-slices`` slices (default 30; PSFHS read from
+``../shared/data/psfhs``); ``--probs-run RUN`` uses the round-0 model of a loop run folder:
+
+    .venv/bin/python benchmarks/proposals.py --foundation psfhs [--foundation-slices 30]
+    .venv/bin/python benchmarks/proposals.py --foundation hippocampus [--probs-run RUN]
 """
 
 from __future__ import annotations
@@ -162,7 +170,21 @@ def main() -> None:
         help="also time SAM vit_b (random weights, CPU) on this many axis-0 slices (default: skip)",
     )
     parser.add_argument("--sam-points", type=int, default=32, help="points_per_side of the SAM grid")
+    parser.add_argument("--foundation", choices=("psfhs", "hippocampus"), help="measure LiteMedSAM on this dataset")
+    parser.add_argument("--foundation-slices", type=int, default=30)
+    parser.add_argument("--probs-run", type=Path, help="loop run folder whose round-0 model prompts LiteMedSAM")
+    parser.add_argument("--embedding-cache", type=Path, default=None, help="embedding cache (default: a temporary one)")
     args = parser.parse_args()
+    if args.foundation:
+        import tempfile
+
+        from foundation import run
+
+        data = REPO.parent / "shared" / "data" / "psfhs" if args.foundation == "psfhs" else args.data
+        with tempfile.TemporaryDirectory() as tmp:
+            cache = args.embedding_cache or Path(tmp)
+            run(args.foundation, data, args.plan, args.foundation_slices, args.seed, args.probs_run, cache)
+        return
 
     classes = load_dataset(args.data).foreground_labels
     slices = sample_slices(args.data, args.cases, args.slices, args.seed)
