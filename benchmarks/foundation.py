@@ -246,14 +246,16 @@ def _axis(name: str) -> int:
     return int(parts[1]) if len(parts) == 3 else 0
 
 
-def model_prediction_slices(run_dir: Path, data: Path, plans: Plans, n: int, seed: int) -> list:
-    """Slices of pool cases with the round-0 model's probabilities and the hidden labels, from a loop run."""
+def model_prediction_slices(run_dir: Path, data: Path, plans: Plans, n: int, seed: int, n_cases: int = 10) -> list:
+    """``n`` random slices, along the plan's axes, where the round-0 model of a loop run predicts
+    foreground, of ``n_cases`` random pool cases with hidden labels: the model's probabilities
+    (``round_1/predictions/pool``) and the hidden labels."""
     hidden = json.loads((run_dir / "hidden_labels.json").read_text())
     pool = json.loads((run_dir / "round_0" / "datalist.json").read_text())["unlabelled"]
     pool = [e for e in pool if e.get("case_id") in hidden]
     rng = np.random.default_rng(seed)
-    out = []
-    for i in sorted(rng.choice(len(pool), size=min(max(1, n // 10), len(pool)), replace=False)):
+    candidates = []
+    for i in sorted(rng.choice(len(pool), size=min(n_cases, len(pool)), replace=False)):
         entry = pool[i]
         image = window_to_unit(read_image(data / entry["image"]).array, PER_IMAGE)
         label = np.asarray(read_image(hidden[entry["case_id"]]).array).astype(np.int64)
@@ -262,13 +264,9 @@ def model_prediction_slices(run_dir: Path, data: Path, plans: Plans, n: int, see
         )
         for axis in plans.samdsk.axes:
             for k in np.flatnonzero(np.moveaxis(np.argmax(probs, axis=0) > 0, axis, 0).any(axis=(1, 2))):
-                out.append(
-                    (
-                        f"{entry['case_id']}:{axis}:{k}",
-                        np.take(image, k, axis),
-                        np.take(label, k, axis),
-                        np.take(probs, k, axis + 1),
-                        axis,
-                    )
-                )
+                candidates.append((f"{entry['case_id']}:{axis}:{k}", image, label, probs, axis, k))
+    out = []
+    for j in sorted(rng.choice(len(candidates), size=min(n, len(candidates)), replace=False)):
+        name, image, label, probs, axis, k = candidates[j]
+        out.append((name, np.take(image, k, axis), np.take(label, k, axis), np.take(probs, k, axis + 1), axis))
     return out
