@@ -200,24 +200,10 @@ def _small_datalist(data: Path, tmp_path: Path) -> Path:
     return path
 
 
-TINY = [
-    "--epochs",
-    "1",
-    "--iterations-per-epoch",
-    "1",
-    "--batch-size",
-    "2",
-    "--val-interval",
-    "1",
-    "--fast",
-    "--set",
-    "network_def#filters=[8,16,32,64]",
-    "--set",
-    "num_workers=0",
-    "--threads",
-    "1",
-    "-q",
-]
+TINY = (
+    "--epochs 1 --iterations-per-epoch 1 --batch-size 2 --val-interval 1 --fast "
+    "--set network_def#filters=[8,16,32,64] --set num_workers=0 --threads 1 -q"
+).split()
 
 
 def _loop_args(data: Path, datalist: Path, run: Path, *extra: str) -> list:

@@ -25,28 +25,10 @@ pytestmark = pytest.mark.slow  # real data or bundle runs: left out of `make tes
 REPO = Path(__file__).resolve().parents[1]
 SPLIT = REPO / "benchmarks" / "splits" / "hippocampus.json"
 # slim network and a few iterations: the loop's mechanics, not the model's quality, are tested
-TINY = [
-    "--epochs",
-    "1",
-    "--iterations-per-epoch",
-    "2",
-    "--batch-size",
-    "2",
-    "--val-interval",
-    "1",
-    "--fast",
-    "--threshold",
-    "0",
-    "--max-accepted",
-    "2",
-    "--set",
-    "network_def#filters=[8,16,32,64]",
-    "--set",
-    "num_workers=0",
-    "--threads",
-    "1",
-    "-q",
-]
+TINY = (
+    "--epochs 1 --iterations-per-epoch 2 --batch-size 2 --val-interval 1 --fast --threshold 0 --max-accepted 2 "
+    "--set network_def#filters=[8,16,32,64] --set num_workers=0 --threads 1 -q"
+).split()
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,6 @@
 """Planning from a fingerprint: the GPU memory budget and the batch size.
 
-Rules used in the comments below (nnU-Net v2 default planner, min feature-map edge 4):
-- patch shrinking: the axis with the largest patch / median ratio (ties: the first) loses the
-  divisibility factor that the reduced patch needs.
-- memory model (samdsk_plan.planning.topology): 1 GB + batch * elements * 20 B, elements = sum
-  over stages of voxels * filters, counted twice (encoder + decoder) except the bottleneck.
-- batch: min(memory batch = floor((budget - 1) / per-sample GB), round(5% of the dataset's
-  resampled voxels / patch voxels)), at least 2.
+The rules behind the known answers are listed in tests/planning_cases.py.
 """
 
 from __future__ import annotations

@@ -1,19 +1,7 @@
 """Planning from a fingerprint: isotropic and anisotropic 3D / 2D configurations, patch shrinking,
 small images.
 
-Rules used in the comments below (nnU-Net v2 default planner, min feature-map edge 4):
-- patch shrinking: the axis with the largest patch / median ratio (ties: the first) loses the
-  divisibility factor that the reduced patch needs.
-- initial patch: proportional to 1/spacing with 256^3 voxels (3D) / 2048^2 (2D), clipped to the
-  median resampled shape.
-- topology: an axis is pooled while its feature map is >= 8 voxels and its spacing is < 2x the
-  finest poolable spacing; a single remaining axis needs >= 12; kernel 3 on axes whose spacing
-  is < 2x the finest spacing (sticky), else 1; bottleneck 3 everywhere; patch padded to a
-  multiple of 2**pools; filters 32 * 2**i capped at 320 (3D) / 512 (2D).
-- memory model (samdsk_plan.planning.topology): 1 GB + batch * elements * 20 B, elements = sum
-  over stages of voxels * filters, counted twice (encoder + decoder) except the bottleneck.
-- batch: min(memory batch = floor((budget - 1) / per-sample GB), round(5% of the dataset's
-  resampled voxels / patch voxels)), at least 2.
+The rules behind the known answers are listed in tests/planning_cases.py.
 """
 
 from __future__ import annotations

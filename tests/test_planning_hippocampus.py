@@ -1,9 +1,7 @@
 """Planning from a fingerprint: the committed hippocampus plan against nnU-Net v2, and plans as plain,
 deterministic JSON.
 
-Rules used in the comments below (nnU-Net v2 default planner, min feature-map edge 4):
-- batch: min(memory batch = floor((budget - 1) / per-sample GB), round(5% of the dataset's
-  resampled voxels / patch voxels)), at least 2.
+The rules behind the known answers are listed in tests/planning_cases.py.
 """
 
 from __future__ import annotations

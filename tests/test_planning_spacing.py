@@ -1,9 +1,6 @@
 """Planning from a fingerprint: target spacing and the anisotropy test.
 
-Rules used in the comments below (nnU-Net v2 default planner, min feature-map edge 4):
-- target spacing: per-axis median; anisotropic when the coarsest axis' median spacing is > 3x the
-  next coarsest axis *and* its median voxel count x 3 < the smallest other count: that axis then
-  takes the 10th percentile (np.percentile, linear) of its spacings, never finer than the others.
+The rules behind the known answers are listed in tests/planning_cases.py.
 """
 
 from __future__ import annotations

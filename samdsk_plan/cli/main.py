@@ -39,6 +39,12 @@ def workers(text: str) -> int:
     return value
 
 
+def _add_set(p: argparse.ArgumentParser, help_text: str) -> None:
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", type=key_value, help=help_text
+    )
+
+
 def _add_workers(p: argparse.ArgumentParser, what: str = "") -> None:
     p.add_argument("-j", "--workers", type=workers, default=1, help=f"worker processes{what} (default: 1)")
 
@@ -144,15 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("fingerprint", type=Path, help="fingerprint JSON (dataset_fingerprints/NAME.json)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output plans JSON")
     p.add_argument("--gpu-memory", type=float, default=8.0, help="GPU memory budget in GB (default: 8)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        type=key_value,
-        help="override a plan value by dotted path, VALUE as JSON (repeatable), "
-        "e.g. --set samdsk.acceptance_threshold=0.8",
+    _add_set(
+        p,
+        "override a plan value by dotted path, VALUE as JSON (repeatable), e.g. --set samdsk.acceptance_threshold=0.8",
     )
     p.set_defaults(func=_cmd_plan)
 
@@ -230,15 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-accepted", type=int, default=None, help="most cases accepted per round")
     p.add_argument("--pseudo-label-weight", type=float, default=None, help="sampling weight of machine labels")
     p.add_argument("--retrain", default=None, choices=("scratch", "finetune"))
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        type=key_value,
-        help="bundle config override for every run, e.g. 'network_def#filters=[8,16,32,64]'",
-    )
+    _add_set(p, "bundle config override for every run, e.g. 'network_def#filters=[8,16,32,64]'")
     p.add_argument("--threads", type=int, default=None, help="torch threads of the bundle runs")
     _add_workers(p, " for matching")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -42,6 +42,18 @@ class Proposals:
         return Proposals(np.zeros((0, *shape), dtype=bool), np.zeros(0, dtype=np.float32))
 
     @staticmethod
+    def prompted(masks: np.ndarray, scores: np.ndarray, origins: np.ndarray) -> Proposals:
+        """The non-empty ones of ``(N, H, W)`` masks answering prompts (an empty mask proposes
+        nothing), with their scores and ``(N, 2)`` origins."""
+        keep = masks.reshape(len(masks), -1).any(axis=1)
+        return Proposals(masks[keep], scores[keep].astype(np.float32), origins[keep].astype(np.int32))
+
+    @staticmethod
+    def none_prompted(shape: tuple[int, int]) -> Proposals:
+        """No proposal on an ``(H, W)`` slice that had no prompt."""
+        return Proposals(np.zeros((0, *shape), bool), np.zeros(0, np.float32), np.zeros((0, 2), np.int32))
+
+    @staticmethod
     def concatenate(parts: list[Proposals]) -> Proposals:
         """The regions of ``parts`` (one slice) in order; origins kept where a part has them."""
         if not any(p.origins is not None for p in parts):

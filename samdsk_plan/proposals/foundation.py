@@ -50,12 +50,11 @@ class _LiteMedSamBase:
 
     def _decode(self, image: np.ndarray, prompts: list[BoxPrompt]) -> Proposals:
         if not prompts:
-            return Proposals(np.zeros((0, *image.shape), bool), np.zeros(0, np.float32), np.zeros((0, 2), np.int32))
+            return Proposals.none_prompted(image.shape)
         boxes = np.array([p.box for p in prompts], dtype=np.float32)
         masks, scores = self.model.decode(self.embedding(image), image.shape, boxes)
         origins = np.array([(p.label, p.region) for p in prompts], dtype=np.int32)
-        keep = masks.reshape(len(masks), -1).any(axis=1)  # an empty mask proposes nothing
-        return Proposals(masks[keep], scores[keep].astype(np.float32), origins[keep])
+        return Proposals.prompted(masks, scores, origins)
 
 
 class LiteMedSamGenerator(_LiteMedSamBase):
@@ -64,7 +63,7 @@ class LiteMedSamGenerator(_LiteMedSamBase):
     Args:
         model: the network (:class:`~samdsk_plan.proposals.litemedsam.LiteMedSam`).
         cache: embedding cache (None: encode every call).
-        scales, shift: box variants per region (the plan's ``samdsk.proposals.litemedsam``).
+        scales, shift: box variants per region (the plan's ``samdsk.proposals.prompts``).
         lower_cut: also prompt with the regions of ``p_c > lower_cut``; None: argmax only.
         connectivity: region connectivity of the predicted classes.
     """

@@ -234,7 +234,7 @@ class SamPromptedGenerator:
         """Proposals for an ``(H, W)`` slice in [0, 1] prompted by ``probs`` ``(C, H, W)``."""
         prompts = prompts_from_prediction(probs, self.scales, self.shift, self.lower_cut, self.connectivity)
         if not prompts:
-            return Proposals(np.zeros((0, *image.shape), bool), np.zeros(0, np.float32), np.zeros((0, 2), np.int32))
+            return Proposals.none_prompted(image.shape)
         rgb = _to_rgb(image)
         self._predictor.set_image(rgb)
         device, size = self.model.device, rgb.shape[:2]
@@ -251,5 +251,4 @@ class SamPromptedGenerator:
         origins = np.repeat(np.array([(p.label, p.region) for p in prompts], np.int32), per_prompt, axis=0)
         masks = masks.reshape(-1, *size).cpu().numpy().astype(bool)
         scores = iou.reshape(-1).clamp(0, 1).float().cpu().numpy()
-        keep = masks.reshape(len(masks), -1).any(axis=1)
-        return Proposals(masks[keep], scores[keep], origins[keep])
+        return Proposals.prompted(masks, scores, origins)
