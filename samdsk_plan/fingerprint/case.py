@@ -39,6 +39,7 @@ class CaseFingerprint:
     spacing: tuple[float, float, float]
     intensity_samples: list[np.ndarray] = field(default_factory=list)
     classes: dict[int, ClassObservation] = field(default_factory=dict)
+    is_2d: bool = False
 
 
 def nonzero_bbox(image: np.ndarray) -> tuple[slice, ...]:
@@ -84,7 +85,7 @@ def fingerprint_arrays(arrays: CaseArrays, connectivity: str, samples_per_case: 
         "shape_after_crop": cropped,
         "relative_size_after_crop": rnd(np.prod(cropped) / np.prod(image.shape[1:])),
     }
-    result = CaseFingerprint(arrays.case.case_id, record, arrays.spacing)
+    result = CaseFingerprint(arrays.case.case_id, record, arrays.spacing, is_2d=arrays.is_2d)
     if label is None:
         return result
     fg = label > 0

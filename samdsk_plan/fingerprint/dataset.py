@@ -27,7 +27,7 @@ from samdsk_plan.fingerprint.stats import (
 )
 from samdsk_plan.io import Dataset, Problem, atomic_write_json
 from samdsk_plan.io.parallel import parallel_map
-from samdsk_plan.io.verify import DEFAULT_TOLERANCE_MM, dataset_problems
+from samdsk_plan.io.verify import DEFAULT_TOLERANCE_MM, dataset_problems, mixed_dimensions
 
 SCHEMA_VERSION = 1
 DEFAULT_INTENSITY_SAMPLES = 10_000_000
@@ -82,6 +82,7 @@ def compute_fingerprint(
     )
     results = parallel_map(work, cases, workers, desc="fingerprint", progress=progress)
     problems = [p for r in results if isinstance(r, list) for p in r]
+    problems += mixed_dimensions(str(dataset.source), {r.case_id: r.is_2d for r in results if not isinstance(r, list)})
     if problems:
         raise FingerprintError(problems)
     return _aggregate(dataset, results, connectivity)

@@ -1,12 +1,20 @@
-"""Reading and writing medical images: nibabel for NIfTI, SimpleITK for everything else ITK reads.
+"""Reading and writing images: nibabel for NIfTI, SimpleITK for everything else ITK reads, Pillow
+for natural images (PNG, JPEG, BMP, TIFF).
 
-Both paths return the same thing, so a dataset stored as ``.nii.gz`` and the same data stored as
+Every path returns the same thing, so a dataset stored as ``.nii.gz`` and the same data stored as
 ``.mha`` or ``.nrrd`` give identical arrays, spacings and affines:
 
 * ``array``: voxel data indexed ``[i, j, k]`` (nibabel's order; SimpleITK's ``[k, j, i]`` is
   transposed), with a trailing channel axis ``[i, j, k, c]`` for multi-channel files;
 * ``spacing``: voxel size along ``i, j, k`` in mm;
 * ``affine``: 4x4 voxel-index -> RAS+ world (mm) matrix, as in NIfTI.
+
+**2D images are volumes of one slice**: a natural image of ``H x W`` pixels is the array
+``[row, column, 0]`` (shape ``(H, W, 1)``, RGB ``(H, W, 1, 3)``), spacing 1 and the identity
+affine (the formats carry no geometry we trust); a 2D NIfTI / MHA of shape ``X x Y`` (or
+``X x Y x 1``) keeps its spacing and becomes ``(X, Y, 1)``. ``ImageData.is_2d`` says so. Every
+stage then treats a 2D image as a volume whose third axis has one slice, so the image-level
+region counts along that axis are the paper's counts per image, with no 2D branch in the stages.
 """
 
 from __future__ import annotations
@@ -22,6 +30,9 @@ import numpy as np
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr", ".nii", ".nii.gz")
+NATURAL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# lossless formats a label may be written in (JPEG is lossy: a label there would change its values)
+LOSSLESS_NATURAL = (".png", ".bmp", ".tif", ".tiff")
 # ITK stores world coordinates as LPS, NIfTI as RAS: flip the first two world axes.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -33,6 +44,8 @@ class ImageData:
     array: np.ndarray
     spacing: tuple[float, float, float]
     affine: np.ndarray
+    is_2d: bool = False
+    notes: tuple[str, ...] = ()  # what reading changed (an alpha channel dropped, ...)
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -71,11 +84,12 @@ def file_problem(path: str | os.PathLike) -> str | None:
 
 
 def read_image(path: str | os.PathLike, backend: str = "auto") -> ImageData:
-    """Read a 3D (or 3D multi-channel) image.
+    """Read a 3D (or 3D multi-channel) image, or a 2D one as a one-slice volume (module docstring).
 
     Args:
         path: image file.
-        backend: ``"nibabel"``, ``"itk"`` (SimpleITK) or ``"auto"`` (nibabel for NIfTI).
+        backend: ``"nibabel"``, ``"itk"`` (SimpleITK), ``"natural"`` (Pillow) or ``"auto"``
+            (nibabel for NIfTI, Pillow for PNG / JPEG / BMP / TIFF, SimpleITK otherwise).
 
     Raises:
         OSError / ValueError / RuntimeError from the backends when the file is unreadable; the
@@ -83,12 +97,62 @@ def read_image(path: str | os.PathLike, backend: str = "auto") -> ImageData:
     """
     suffix = image_suffix(path)
     if backend == "auto":
-        backend = "nibabel" if suffix in NIFTI_SUFFIXES else "itk"
+        backend = "nibabel" if suffix in NIFTI_SUFFIXES else "natural" if suffix in NATURAL_SUFFIXES else "itk"
+    if backend == "natural":
+        return _read_natural(Path(path))
     if backend == "nibabel":
-        return _read_nibabel(Path(path))
+        return _as_volume(_read_nibabel(Path(path)))
     if backend == "itk":
-        return _read_itk(Path(path))
-    raise ValueError(f"unknown image backend {backend!r} (use 'auto', 'nibabel' or 'itk')")
+        return _as_volume(_read_itk(Path(path)))
+    raise ValueError(f"unknown image backend {backend!r} (use 'auto', 'nibabel', 'itk' or 'natural')")
+
+
+def _as_volume(data: ImageData) -> ImageData:
+    """A 2D NIfTI / ITK image (``X x Y``) as the one-slice volume ``(X, Y, 1)``, flagged 2D; an
+    ``X x Y x 1`` file is flagged 2D as it is."""
+    a = data.array
+    if a.ndim == 2:
+        return ImageData(a[:, :, None], data.spacing, data.affine, True, data.notes)
+    if a.ndim >= 3 and a.shape[2] == 1:
+        return ImageData(a, data.spacing, data.affine, True, data.notes)
+    return data
+
+
+def _read_natural(path: Path) -> ImageData:
+    """A PNG / JPEG / BMP / TIFF image as ``(H, W, 1)`` (grayscale, palette indices) or
+    ``(H, W, 1, 3)`` (RGB; an alpha channel is dropped and noted), spacing 1, identity affine."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        if getattr(img, "n_frames", 1) > 1:
+            raise ValueError(f"holds {img.n_frames} frames; only single-frame images are read")
+        mode, notes = img.mode, ()
+        if mode in ("RGBA", "LA", "PA"):
+            notes = (f"its alpha channel was dropped ({mode} image)",)
+            img = img.convert("RGB" if mode == "RGBA" else "L" if mode == "LA" else "P")
+            mode = img.mode
+        if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+            img, mode = img.convert("RGB"), "RGB"
+        array = np.asarray(img)
+    array = array[:, :, None] if array.ndim == 2 else array[:, :, None, :]
+    return ImageData(array, (1.0, 1.0, 1.0), np.eye(4), True, notes)
+
+
+def label_plane(array: np.ndarray) -> np.ndarray:
+    """A label image as one integer plane: an RGB label ``(H, W, 1, 3)`` whose three planes are
+    equal becomes ``(H, W, 1)``.
+
+    Raises:
+        ValueError: a colour label (planes differ), saying how to convert it.
+    """
+    if array.ndim == 4 and array.shape[3] == 3:
+        if not (np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2])):
+            raise ValueError(
+                "is a colour label (its red, green and blue planes differ); store one integer value per "
+                "class in a single-channel image (e.g. a grayscale or palette PNG with values 0, 1, 2, ...)"
+            )
+        return array[..., 0]
+    return array
 
 
 def _read_nibabel(path: Path) -> ImageData:
@@ -125,8 +189,9 @@ def _read_itk(path: Path) -> ImageData:
 def write_image(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -> Path:
     """Write ``array`` (``[i, j, k]`` or ``[i, j, k, c]``) with a voxel->RAS ``affine`` atomically.
 
-    NIfTI goes through nibabel, other extensions through SimpleITK. The file appears under its
-    final name only once it is complete.
+    NIfTI goes through nibabel, natural formats (a one-slice volume; the affine is not stored)
+    through Pillow, other extensions through SimpleITK. The file appears under its final name
+    only once it is complete.
     """
     path = Path(path)
     suffix = image_suffix(path)
@@ -134,7 +199,9 @@ def write_image(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) 
     fd, tmp = tempfile.mkstemp(prefix=f".{strip_image_suffix(path)}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        if suffix in NIFTI_SUFFIXES:
+        if suffix in NATURAL_SUFFIXES:
+            _write_natural(Path(tmp), np.asarray(array), suffix)
+        elif suffix in NIFTI_SUFFIXES:
             import nibabel as nib
 
             img = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
@@ -148,6 +215,27 @@ def write_image(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _write_natural(path: Path, array: np.ndarray, suffix: str) -> None:
+    """A one-slice volume ``(H, W, 1)`` (or ``(H, W, 1, 3)`` RGB) as a natural image; labels
+    (integers) only in a lossless format, as uint8 (or uint16 above 255)."""
+    from PIL import Image
+
+    if array.ndim not in (3, 4) or array.shape[2] != 1:
+        raise ValueError(f"a {suffix} file holds one slice; got an array of shape {array.shape}")
+    plane = array[:, :, 0]
+    if plane.dtype.kind in "iub":
+        if suffix not in LOSSLESS_NATURAL:
+            raise ValueError(f"{suffix} is lossy; write integer images as one of {', '.join(LOSSLESS_NATURAL)}")
+        if plane.min() < 0 or plane.max() > 65535:
+            raise ValueError(f"values {plane.min()}..{plane.max()} do not fit an unsigned 16-bit image")
+        plane = plane.astype(np.uint8 if plane.max() <= 255 else np.uint16)
+    else:
+        plane = np.clip(np.rint(plane), 0, 255).astype(np.uint8)
+    Image.fromarray(plane).save(
+        path, format={".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(suffix, suffix[1:].upper())
+    )
 
 
 def _write_itk(path: Path, array: np.ndarray, affine: np.ndarray) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from samdsk_plan.errors import SamdskError
 from samdsk_plan.io.cases import Case, Dataset, Problem
-from samdsk_plan.io.images import ImageData, file_problem, read_image
+from samdsk_plan.io.images import ImageData, file_problem, label_plane, read_image
 from samdsk_plan.io.parallel import parallel_map
 
 DEFAULT_TOLERANCE_MM = 1e-3
@@ -30,6 +30,7 @@ class CaseArrays:
         label: ``(I, J, K)`` int32 label map, or ``None`` for an unlabelled case.
         spacing: voxel size along ``I, J, K`` in mm.
         affine: 4x4 voxel -> RAS+ world matrix (mm).
+        is_2d: a 2D image (``K == 1``, see :mod:`samdsk_plan.io.images`).
     """
 
     case: Case
@@ -37,6 +38,7 @@ class CaseArrays:
     label: np.ndarray | None
     spacing: tuple[float, float, float]
     affine: np.ndarray
+    is_2d: bool = False
 
 
 @dataclass
@@ -95,10 +97,12 @@ def _read(path, problems: list[Problem]) -> ImageData | None:
         problems.append(Problem(str(path), why))
         return None
     try:
-        return read_image(path)
+        image = read_image(path)
     except Exception as exc:  # any backend failure means the file is unreadable
         problems.append(Problem(str(path), f"cannot be read as an image ({type(exc).__name__}: {exc})"))
         return None
+    problems.extend(Problem(str(path), note, "warning") for note in image.notes)
+    return image
 
 
 def _spatial(img: ImageData, path, expected_channels: int, problems: list[Problem]) -> np.ndarray | None:
@@ -174,7 +178,7 @@ def read_case_checked(
     if any(p.severity == "error" for p in problems):
         return None, problems
     image = channels[0] if len(channels) == 1 else np.concatenate(channels, axis=0)
-    return CaseArrays(case, image, label_arr, first.spacing, first.affine), problems
+    return CaseArrays(case, image, label_arr, first.spacing, first.affine, first.is_2d), problems
 
 
 def _constant_channels(arr: np.ndarray, path) -> list[Problem]:
@@ -193,7 +197,11 @@ def _constant_channels(arr: np.ndarray, path) -> list[Problem]:
 def _check_label(
     lab: ImageData, path, image: ImageData | None, labels: dict[int, str], tolerance: float, problems: list[Problem]
 ) -> np.ndarray | None:
-    a = lab.array
+    try:
+        a = label_plane(lab.array)
+    except ValueError as exc:
+        problems.append(Problem(str(path), str(exc)))
+        return None
     if a.ndim == 4 and a.shape[3] == 1:
         a = a[..., 0]
     if a.ndim != 3:
@@ -231,8 +239,25 @@ def _check_label(
     return a
 
 
-def _check_case(case: Case, channel_names, labels, tolerance) -> list[Problem]:
-    return read_case_checked(case, channel_names, labels, tolerance)[1]
+def _check_case(case: Case, channel_names, labels, tolerance) -> tuple[list[Problem], bool | None]:
+    """The case's problems, and whether it is 2D (None when it could not be read)."""
+    arrays, problems = read_case_checked(case, channel_names, labels, tolerance)
+    return problems, (arrays.is_2d if arrays is not None else None)
+
+
+def mixed_dimensions(source: str, dims: dict[str, bool]) -> list[Problem]:
+    """An error when some cases are 2D images and others 3D volumes (``dims``: case id -> is 2D)."""
+    flat = [c for c, is_2d in dims.items() if is_2d]
+    volumes = [c for c, is_2d in dims.items() if not is_2d]
+    if not flat or not volumes:
+        return []
+    return [
+        Problem(
+            source,
+            f"the dataset mixes 2D images ({len(flat)}, e.g. {sorted(flat)[0]}) and 3D volumes "
+            f"({len(volumes)}, e.g. {sorted(volumes)[0]}); keep one kind per dataset",
+        )
+    ]
 
 
 def dataset_problems(dataset: Dataset) -> list[Problem]:
@@ -265,6 +290,12 @@ def verify_dataset(
         raise SamdskError(f"the geometry tolerance must be a finite number of mm >= 0, got {tolerance}")
     report = VerifyReport(dataset, dataset_problems(dataset))
     check = partial(_check_case, channel_names=dataset.channel_names, labels=dataset.labels, tolerance=tolerance)
-    for problems in parallel_map(check, list(dataset.cases), workers, desc="verify", progress=progress):
+    dims = {}
+    for case, (problems, is_2d) in zip(
+        dataset.cases, parallel_map(check, list(dataset.cases), workers, desc="verify", progress=progress), strict=True
+    ):
         report.problems.extend(problems)
+        if is_2d is not None:
+            dims[case.case_id] = is_2d
+    report.problems.extend(mixed_dimensions(str(dataset.source), dims))
     return report
