@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from scipy import ndimage
 
 from samdsk_plan.io import read_image
@@ -51,13 +50,13 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def psfhs_slices(root: Path, n: int, seed: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """``n`` random PSFHS images in [0, 1] with their labels."""
+    """``n`` random PSFHS images in [0, 1] with their labels (2D, read directly: no plan for 2D data yet)."""
     names = sorted(p.name for p in (root / "imagesTr").glob("*.png"))
     picks = sorted(np.random.default_rng(seed).choice(len(names), size=min(n, len(names)), replace=False))
     out = []
-    for i in picks:
-        image = np.asarray(Image.open(root / "imagesTr" / names[i]), np.float32) / 255.0
-        out.append((names[i], image, np.asarray(Image.open(root / "labelsTr" / names[i])).astype(np.int64)))
+    for i in picks:  # read as the package reads them ([x, y]); LiteMedSAM shows them to the network as on screen
+        image = read_image(root / "imagesTr" / names[i]).array[:, :, 0].astype(np.float32) / 255.0
+        out.append((names[i], image, read_image(root / "labelsTr" / names[i]).array[:, :, 0].astype(np.int64)))
     return out
 
 

@@ -23,9 +23,10 @@ def _gray(seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("suffix", [".png", ".bmp", ".tif"])
 def test_grayscale_natural_images_are_one_slice_volumes(tmp_path, suffix):
     path = tmp_path / f"a{suffix}"
-    Image.fromarray(_gray()).save(path)
+    Image.fromarray(_gray()).save(path)  # 12 rows, 20 columns
     img = read_image(path)
-    assert img.array.shape == (12, 20, 1) and np.array_equal(img.array[:, :, 0], _gray())
+    # [x, y] = [column, row], as ITK and MONAI index it
+    assert img.array.shape == (20, 12, 1) and np.array_equal(img.array[:, :, 0], _gray().T)
     assert img.is_2d and img.spacing == (1.0, 1.0, 1.0) and np.array_equal(img.affine, np.eye(4))
 
 
@@ -33,11 +34,12 @@ def test_rgb_is_three_channels_and_alpha_is_dropped_with_a_note(tmp_path):
     rgb = np.stack([_gray(0), _gray(1), _gray(2)], axis=-1)
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
     img = read_image(tmp_path / "rgb.png")
-    assert img.array.shape == (12, 20, 1, 3) and np.array_equal(img.array[:, :, 0], rgb) and not img.notes
+    assert img.array.shape == (20, 12, 1, 3) and np.array_equal(img.array[:, :, 0], rgb.swapaxes(0, 1))
+    assert not img.notes
     rgba = np.concatenate([rgb, np.full((12, 20, 1), 7, np.uint8)], axis=-1)
     Image.fromarray(rgba).save(tmp_path / "rgba.png")
     img = read_image(tmp_path / "rgba.png")
-    assert img.array.shape == (12, 20, 1, 3) and np.array_equal(img.array[:, :, 0], rgb)
+    assert img.array.shape == (20, 12, 1, 3) and np.array_equal(img.array[:, :, 0], rgb.swapaxes(0, 1))
     assert img.notes == ("its alpha channel was dropped (RGBA image)",)
 
 
@@ -69,6 +71,8 @@ def test_labels_equal_rgb_planes_are_one_plane_colour_labels_are_refused():
 def test_png_labels_round_trip_and_lossy_labels_are_refused(tmp_path):
     label = np.array([[0, 1, 2], [2, 2, 0]], np.int64)[:, :, None]
     assert np.array_equal(read_image(write_image(tmp_path / "l.png", label, np.eye(4))).array, label)
+    # on disk as 2 columns x 3 rows: x is the column
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "l.png")), label[:, :, 0].T)
     with pytest.raises(ValueError, match="lossy"):
         write_image(tmp_path / "l.jpg", label, np.eye(4))
     assert not list(tmp_path.glob(".l*"))  # no temporary file left behind
@@ -140,7 +144,7 @@ def _nifti_twin(png_root: Path, root: Path) -> Path:
     meta = json.loads((png_root / "dataset.json").read_text())
     for entry in meta["training"]:
         for key in ("image", "label"):
-            plane = np.asarray(Image.open(png_root / entry[key]))
+            plane = np.asarray(Image.open(png_root / entry[key])).T  # [row, column] -> [x, y]
             target = root / entry[key].replace(".png", ".nii.gz")
             target.parent.mkdir(parents=True, exist_ok=True)
             nib.save(nib.Nifti1Image(plane, np.eye(4)), target)
@@ -162,7 +166,8 @@ def test_png_and_2d_nifti_give_the_same_fingerprint(tmp_path):
         fp.pop("name")
     assert fps[0] == fps[1]
     fp = fps[0]
-    assert fp["shape"]["median"] == [20.0, 24.0, 1.0] and fp["spacing"]["median"] == [1.0, 1.0, 1.0]
+    # 20 rows x 24 columns: [x, y] = 24 x 20
+    assert fp["shape"]["median"] == [24.0, 20.0, 1.0] and fp["spacing"]["median"] == [1.0, 1.0, 1.0]
     # the image-level knowledge: regions per image are the regions of the one slice along axis 2
     label = np.asarray(Image.open(png / "labelsTr" / "c_0.png"))
     for value in (1, 3):

