@@ -123,8 +123,8 @@ def test_verify_names_a_colour_label(tmp_path):
     ]
 
 
-def test_verify_refuses_a_dataset_mixing_2d_and_3d(tmp_path):
-    root = _png_dataset(tmp_path / "d")
+def _with_a_volume(root: Path) -> Path:
+    """The 2D dataset ``root`` with a 3D NIfTI case ``v`` added."""
     image, label = case_arrays("full")
     write_image(root / "imagesTr" / "v.nii.gz", image, affine_for())
     write_image(root / "labelsTr" / "v.nii.gz", label, affine_for())
@@ -132,6 +132,11 @@ def test_verify_refuses_a_dataset_mixing_2d_and_3d(tmp_path):
     meta["training"].append({"image": "./imagesTr/v.nii.gz", "label": "./labelsTr/v.nii.gz"})
     meta["numTraining"] = 4
     (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_verify_refuses_a_dataset_mixing_2d_and_3d(tmp_path):
+    root = _with_a_volume(_png_dataset(tmp_path / "d"))
     errors = [str(p) for p in verify_dataset(load_dataset(root), progress=False).errors]
     assert errors == [
         f"error: {root / 'dataset.json'}: the dataset mixes 2D images (3, e.g. c_0) and 3D volumes "
@@ -178,14 +183,7 @@ def test_png_and_2d_nifti_give_the_same_fingerprint(tmp_path):
 def test_fingerprint_refuses_mixed_2d_and_3d(tmp_path):
     from samdsk_plan.fingerprint import FingerprintError, compute_fingerprint
 
-    root = _png_dataset(tmp_path / "d")
-    image, label = case_arrays("full")
-    write_image(root / "imagesTr" / "v.nii.gz", image, affine_for())
-    write_image(root / "labelsTr" / "v.nii.gz", label, affine_for())
-    meta = json.loads((root / "dataset.json").read_text())
-    meta["training"].append({"image": "./imagesTr/v.nii.gz", "label": "./labelsTr/v.nii.gz"})
-    meta["numTraining"] = 4
-    (root / "dataset.json").write_text(json.dumps(meta))
+    root = _with_a_volume(_png_dataset(tmp_path / "d"))
     with pytest.raises(FingerprintError) as info:
         compute_fingerprint(load_dataset(root), progress=False)
     assert "mixes 2D images (3, e.g. c_0) and 3D volumes (1, e.g. v)" in str(info.value.problems[0])
