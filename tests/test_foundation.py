@@ -3,9 +3,12 @@ whose answer to a box is known (the box itself); the real LiteMedSAM is in test_
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from samdsk_plan.errors import SamdskError
 from samdsk_plan.proposals.base import Proposals
 from samdsk_plan.proposals.cache import ProposalCache
 from samdsk_plan.proposals.embeddings import EmbeddingCache
@@ -119,3 +122,31 @@ def test_union_parts_are_cached_apart(tmp_path):
     assert fixed.calls == 3 and second[(0, 0)].masks[0].sum() == 25
     with pytest.raises(ValueError, match="need the model's probabilities"):
         propose_case("c", volume, gens, slices, shared)
+
+
+def test_propose_entries_prompts_with_the_bundles_probability_files(tmp_path):
+    """``propose --prob-dir``: each case's IMAGE_prob.nii.gz prompts the generator and picks the
+    slices; prompted proposals go to CACHE/prompted/."""
+    from samdsk_plan.io import write_image
+    from samdsk_plan.planning import Plans
+    from samdsk_plan.proposals.pipeline import propose_entries
+
+    plans = Plans.load(Path(__file__).resolve().parents[1] / "bundles" / "hippocampus" / "configs" / "plans.json")
+    rng = np.random.default_rng(2)
+    volume = rng.random((6, 20, 20)).astype(np.float32)
+    label = np.zeros(volume.shape, np.int64)
+    label[2:4, 5:9, 5:9] = 1  # class 1 on slices 2 and 3 of axis 0
+    probs = np.stack([(label == c).astype(np.float32) * 0.8 + 0.1 for c in range(3)], axis=-1)
+    write_image(tmp_path / "data" / "c.nii.gz", volume, np.eye(4))
+    write_image(tmp_path / "pred" / "c_prob.nii.gz", probs, np.eye(4))
+    model = BoxModel()
+    gens = {axis: LiteMedSamGenerator(model) for axis in plans.samdsk.axes}
+    entries = [{"case_id": "c", "image": str(tmp_path / "data" / "c.nii.gz")}]
+    with pytest.raises(SamdskError, match="propose --prob-dir"):
+        propose_entries(entries, plans, tmp_path / "cache", gens, progress=False)
+    summary = propose_entries(entries, plans, tmp_path / "cache", gens, prob_dir=tmp_path / "pred", progress=False)
+    # slices within the plan's margin (2) of the predicted foreground: axis 0 -> 0..5 (6), axes 1, 2 -> 3..10 (8 each)
+    assert summary[0].n_slices == 6 + 8 + 8
+    assert (tmp_path / "cache" / "prompted" / "c.npz").is_file() and not (tmp_path / "cache" / "c.npz").exists()
+    # one prompt box per predicted region, each answered with the filled box: 4 slices with foreground per axis
+    assert summary[0].n_proposals == 2 + 4 + 4
