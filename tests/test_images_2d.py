@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import nibabel as nib
@@ -187,3 +188,33 @@ def test_fingerprint_refuses_mixed_2d_and_3d(tmp_path):
     with pytest.raises(FingerprintError) as info:
         compute_fingerprint(load_dataset(root), progress=False)
     assert "mixes 2D images (3, e.g. c_0) and 3D volumes (1, e.g. v)" in str(info.value.problems[0])
+
+
+@pytest.mark.parametrize("rgb", [False, True])
+def test_a_2d_dataset_gets_a_2d_plan(tmp_path, capsys, rgb):
+    from samdsk_plan.cli.main import main
+
+    root = _png_dataset(tmp_path / "d", rgb=rgb)
+    fp, plans = tmp_path / "fp.json", tmp_path / "plans.json"
+    assert main(["fingerprint", str(root), "-o", str(fp), "-q"]) == 0
+    assert main(["plan", str(fp), "-o", str(plans)]) == 0
+    plan = json.loads(plans.read_text())
+    assert list(plan["configurations"]) == ["2d"] and plan["configurations"]["2d"]["slice_axis"] == 2
+    # the median (cropped) image, each side padded up to a multiple of what the poolings need
+    cfg = plan["configurations"]["2d"]
+    median = json.loads(fp.read_text())["shape_after_crop"]["median"][:2]
+    sizes = zip(cfg["patch_size"], median, cfg["network"]["divisible_by"], strict=True)
+    assert all(p == math.ceil(m / d) * d for p, m, d in sizes)
+    samdsk = plan["samdsk"]
+    assert samdsk["axes"] == [2] and samdsk["fusion"] == "single"
+    # regions per image from the fingerprint; the U (class 3) has two in this slice of the "full" case
+    counts = json.loads(fp.read_text())["classes"]
+    for value, cls in samdsk["classes"].items():
+        assert list(cls["regions_per_slice"]) == ["2"]
+        seen = [int(k) for k in counts[value]["regions_per_slice"]["2"]["histogram"]]
+        assert cls["regions_per_slice"]["2"]["upper"] == max([1, *seen])
+    assert samdsk["classes"]["3"]["regions_per_slice"]["2"]["upper"] == 2
+    assert [n["scheme"] for n in plan["normalization"]] == (["rgb_to_0_1"] * 3 if rgb else ["zscore"])
+    capsys.readouterr()
+    assert main(["emit", str(plans), "-o", str(tmp_path / "b")]) == 2
+    assert "bundles for 2D data are not emitted yet" in capsys.readouterr().err and not (tmp_path / "b").exists()

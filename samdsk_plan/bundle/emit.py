@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from samdsk_plan.bundle.configs import (
+    CONFIGURATION,
     LOGGING_CONF,
     evaluate_config,
     inference_config,
@@ -16,6 +17,7 @@ from samdsk_plan.bundle.configs import (
     train_config,
 )
 from samdsk_plan.bundle.metadata import metadata, readme
+from samdsk_plan.errors import SamdskError
 from samdsk_plan.io.atomic import dumps_json
 from samdsk_plan.planning.plans import Plans
 
@@ -37,6 +39,12 @@ def bundle_files(plans: Plans, name: str) -> dict[str, str]:
     """Relative path -> text of every file of the bundle (weights excepted). Configs keep the
     model zoo's reading order (imports, paths, network, transforms, dataset, engine, handlers);
     data files (plans, metadata) are written with sorted keys. The same plan gives the same bytes."""
+
+    if CONFIGURATION not in plans.configuration_names:
+        raise SamdskError(
+            f"{plans.source}: a plan for 2D images (configurations: {', '.join(plans.configuration_names)}); "
+            "bundles for 2D data are not emitted yet, only 3D ones"
+        )
 
     def config(obj: dict) -> str:
         return dumps_json(obj, sort_keys=False)

@@ -301,9 +301,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     overrides = {key: override_value(value) for key, value in args.overrides}
     plans = Plans(plan_from_fingerprint(fp, gpu_memory_gb=args.gpu_memory, overrides=overrides), args.output)
     atomic_write_json(args.output, plans.to_json())
-    cfg = plans.configuration("3d_fullres")
+    name = "3d_fullres" if "3d_fullres" in plans.configuration_names else "2d"
+    cfg = plans.configuration(name)
     print(
-        f"wrote {args.output}: spacing {plans.target_spacing} mm, 3D patch {cfg.patch_size}, "
+        f"wrote {args.output}: spacing {plans.target_spacing} mm, {name} patch {cfg.patch_size}, "
         f"batch {cfg.batch_size}, {cfg.network.n_stages} stages"
     )
     return 0

@@ -182,6 +182,15 @@ def normalization(fp: dict) -> list[dict]:
                     "percentiles and z-score with the dataset foreground mean/std",
                 }
             )
+        elif key in ("r", "g", "b", "red", "green", "blue"):
+            out.append(
+                {
+                    "channel": int(index),
+                    "modality": name,
+                    "scheme": "rgb_to_0_1",
+                    "reason": f"colour channel {name!r}: 8-bit intensities divided by 255 (nnU-Net's rgb_to_0_1)",
+                }
+            )
         elif key in ("nonorm", "rescale_to_0_1", "rgb_to_0_1"):
             out.append(
                 {
@@ -216,14 +225,22 @@ def coverage_count(summary: dict, coverage: float = COUNT_COVERAGE) -> int:
     return 1
 
 
+def is_2d(fp: dict) -> bool:
+    """Whether the fingerprinted dataset holds 2D images (one-slice volumes, see
+    :mod:`samdsk_plan.io.images`): every case has one slice along axis 2."""
+    return all(case["shape_after_crop"][2] == 1 for case in fp["cases"].values())
+
+
 def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
     """SamDSK settings: slice axes, per-class ROI-count bounds, SAM and acceptance settings."""
     spacing = np.asarray(spacing, dtype=float)
+    flat = is_2d(fp)
     # slices across the coarsest axis have the finest in-plane spacing; ties go to the last axis
-    # (NIfTI k: axial slices for RAS-stored images, the axis nnU-Net's 2D configuration slices)
-    slice_axis = int(np.flatnonzero(spacing == spacing.max())[-1])
+    # (NIfTI k: axial slices for RAS-stored images, the axis nnU-Net's 2D configuration slices);
+    # a 2D image is its own one slice along axis 2
+    slice_axis = 2 if flat else int(np.flatnonzero(spacing == spacing.max())[-1])
     isotropic = spacing.max() / spacing.min() < ANISO_THRESHOLD
-    axes = [0, 1, 2] if isotropic else [slice_axis]
+    axes = [2] if flat else [0, 1, 2] if isotropic else [slice_axis]
     classes = {}
     for value, stats in fp["classes"].items():
         comps = stats["components_3d"]
@@ -266,9 +283,13 @@ def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
         "pseudo_label_weight": 1.0,
         "retrain": "scratch",
         "reasons": {
-            "slice_axis": f"axis {slice_axis}: slices across the coarsest axis have the finest in-plane spacing "
+            "slice_axis": "2D images: each image is its one slice along axis 2"
+            if flat
+            else f"axis {slice_axis}: slices across the coarsest axis have the finest in-plane spacing "
             "(ties go to the last axis, as nnU-Net's 2D configuration)",
-            "axes": "isotropic data: match along all three axes and fuse by per-voxel vote"
+            "axes": "2D images: match each image; its region counts per image bound the matching"
+            if flat
+            else "isotropic data: match along all three axes and fuse by per-voxel vote"
             if isotropic
             else "anisotropic data: match in-plane only",
             "sam": "SamDSK paper settings (thresholds lowered so every ROI gets a proposal); vit_b, the smallest "
@@ -319,6 +340,13 @@ def plan_from_fingerprint(
     dataset_voxels = float(np.prod(shapes, axis=1).sum())
     samdsk = samdsk_settings(fp, spacing)
     in_plane = [a for a in range(3) if a != samdsk["slice_axis"]]
+    flat = is_2d(fp)
+    two_d = _not_emitted(
+        {
+            "slice_axis": samdsk["slice_axis"],
+            **plan_configuration([spacing[a] for a in in_plane], median_shape[in_plane], dataset_voxels, gpu_memory_gb),
+        }
+    )
     plans = {
         "schema_version": SCHEMA_VERSION,
         "provenance": {"tool": "samdsk-plan", "version": __version__},
@@ -330,19 +358,16 @@ def plan_from_fingerprint(
         },
         "gpu_memory_gb": gpu_memory_gb,
         "target_spacing": spacing,
-        "reasons": {"target_spacing": spacing_reason},
-        "normalization": normalization(fp),
-        "configurations": {
-            "3d_fullres": plan_configuration(spacing, median_shape, dataset_voxels, gpu_memory_gb),
-            "2d": _not_emitted(
-                {
-                    "slice_axis": samdsk["slice_axis"],
-                    **plan_configuration(
-                        [spacing[a] for a in in_plane], median_shape[in_plane], dataset_voxels, gpu_memory_gb
-                    ),
-                }
+        "reasons": {
+            "target_spacing": spacing_reason,
+            **(
+                {"configurations": "2D images: only the 2d configuration, as nnU-Net plans 2D datasets"} if flat else {}
             ),
         },
+        "normalization": normalization(fp),
+        "configurations": {"2d": two_d}
+        if flat
+        else {"3d_fullres": plan_configuration(spacing, median_shape, dataset_voxels, gpu_memory_gb), "2d": two_d},
         "training": {
             "iterations_per_epoch": 250,
             "epochs": 1000,
