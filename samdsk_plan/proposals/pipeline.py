@@ -64,13 +64,15 @@ def make_generators(
         raise SamdskError(f"unknown proposal generator {kind!r}; choose one of {', '.join(GENERATORS)}")
     if kind == "sam" and samdsk.sam.mode == "prompted" and prompted:
         from samdsk_plan.proposals.sam import SamPromptedGenerator
-        from samdsk_plan.proposals.sam_checkpoint import checkpoint_digest, load_sam, resolve_checkpoint
+        from samdsk_plan.proposals.sam_checkpoint import load_identified
 
-        path = resolve_checkpoint(checkpoint if checkpoint is not None else samdsk.sam.checkpoint)
+        model, digest = load_identified(
+            checkpoint if checkpoint is not None else samdsk.sam.checkpoint, model_type or samdsk.sam.model_type, device
+        )
         p = samdsk.prompts
         gen = SamPromptedGenerator(
-            load_sam(path, model_type or samdsk.sam.model_type, device),
-            checkpoint_digest(path),
+            model,
+            digest,
             p.box_scales,
             p.box_shift,
             p.lower_cut,

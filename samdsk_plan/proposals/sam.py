@@ -24,7 +24,7 @@ from segment_anything.modeling import Sam
 
 from samdsk_plan.proposals.base import Proposals
 from samdsk_plan.proposals.prompts import interior_point, prompts_from_prediction
-from samdsk_plan.proposals.sam_checkpoint import checkpoint_digest, load_sam, model_type_of, resolve_checkpoint
+from samdsk_plan.proposals.sam_checkpoint import load_identified, model_type_of
 
 
 @dataclass(frozen=True)
@@ -120,9 +120,8 @@ class SamGenerator:
         **options: Any,
     ) -> SamGenerator:
         """Load ``checkpoint`` (or ``$SAMDSK_SAM_CHECKPOINT``) and identify it by its digest."""
-        path = resolve_checkpoint(checkpoint)
-        model = load_sam(path, model_type, device)
-        return cls(model, checkpoint_id=checkpoint_digest(path), **options)
+        model, digest = load_identified(checkpoint, model_type, device)
+        return cls(model, checkpoint_id=digest, **options)
 
     def settings(self) -> dict:
         """Everything that changes the output (``points_per_batch`` does not)."""

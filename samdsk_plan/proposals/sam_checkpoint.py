@@ -121,6 +121,15 @@ def build_sam(architecture: Mapping[str, Any]) -> Sam:
     return model.eval()
 
 
+def load_identified(
+    checkpoint: str | os.PathLike | None, model_type: str = "vit_b", device: str | torch.device = "cpu"
+) -> tuple[Sam, str]:
+    """The SAM of ``checkpoint`` (or ``$SAMDSK_SAM_CHECKPOINT``, :func:`resolve_checkpoint`),
+    loaded with :func:`load_sam`, and the file's digest that identifies it in generator settings."""
+    path = resolve_checkpoint(checkpoint)
+    return load_sam(path, model_type, device), checkpoint_digest(path)
+
+
 def load_sam(checkpoint: str | os.PathLike, model_type: str = "vit_b", device: str | torch.device = "cpu") -> Sam:
     """Load a SAM checkpoint onto ``device`` in eval mode.
 
