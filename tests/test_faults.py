@@ -169,6 +169,7 @@ def test_atomic_writes_respect_the_umask(tmp_path, umask, mode):
         (["-j", "-3"], "argument -j/--workers: must be at least 1, got -3"),
         (["-j", "two"], "argument -j/--workers: expected a whole number of processes, got 'two'"),
         (["--roi-dir", "/no/such/folder"], "--roi-dir /no/such/folder: no such folder"),
+        (["--prob-dir", "/no/such/folder"], "--prob-dir /no/such/folder: no such folder"),
     ],
 )
 def test_propose_bad_arguments(data, tmp_path, capsys, args, message):
@@ -183,6 +184,18 @@ def test_propose_names_a_corrupt_unlabelled_image(data, tmp_path, capsys, worker
     image.write_bytes(image.read_bytes()[:200])
     code, err = run_cli(["propose", BUNDLE, data, "-o", tmp_path / "cache", "--fast", "-q", "-j", workers], capsys)
     assert code == 2 and f"{image}: cannot be read as an image" in err.replace(str(image.resolve()), str(image))
+
+
+@pytest.mark.parametrize("content", [b"", "truncated"])
+def test_propose_names_a_broken_probability_file(data, tmp_path, capsys, content):
+    """``--prob-dir``: an empty or truncated ``IMAGE_prob.nii.gz`` is one error naming it (LiteMedSAM loads first)."""
+    image = data / json.loads((data / "dataset.json").read_text())["test"][0]
+    prob = tmp_path / "pred" / image.name.replace(".nii.gz", "_prob.nii.gz")
+    prob.parent.mkdir()
+    prob.write_bytes(image.read_bytes()[:200] if content == "truncated" else content)
+    args = ["propose", BUNDLE, data, "-o", tmp_path / "cache", "--generator", "litemedsam", "--prob-dir", prob.parent]
+    code, err = run_cli([*args, "-q"], capsys)
+    assert code == 2 and f"{prob}: cannot be read as an image" in err
 
 
 # ---------------------------------------------------------------- the loop fails before it trains

@@ -12,7 +12,7 @@ import numpy as np
 
 from samdsk_plan.errors import DatasetError, SamdskError
 from samdsk_plan.io import Case, Problem, load_dataset
-from samdsk_plan.io.images import read_image, strip_image_suffix
+from samdsk_plan.io.images import read_image_or_fail, strip_image_suffix
 from samdsk_plan.io.layouts import datalist_lists, entry_image, read_json_object
 
 PART_TRAIN, PART_VAL, PART_TEST, PART_UNLABELLED, PART_ALL_LABELLED = (
@@ -43,7 +43,7 @@ def read_probabilities(path: str | Path, shape: tuple[int, ...], n_classes: int)
         raise SamdskError(
             f"{path}: probability map not found (run the bundle's inference with --save_probabilities True)"
         )
-    prob = np.asarray(read_image(path).array, dtype=np.float32)
+    prob = np.asarray(read_image_or_fail(path).array, dtype=np.float32)
     if prob.ndim != 4 or prob.shape[:3] != tuple(shape) or prob.shape[3] != n_classes:
         raise SamdskError(
             f"{path}: probabilities of shape {prob.shape} do not fit the image {tuple(shape)} with {n_classes} classes"

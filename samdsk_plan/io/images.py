@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from samdsk_plan.errors import SamdskError
+
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr", ".nii", ".nii.gz")
 NATURAL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -106,6 +108,17 @@ def read_image(path: str | os.PathLike, backend: str = "auto") -> ImageData:
     if backend == "itk":
         return _as_volume(_read_itk(Path(path)))
     raise ValueError(f"unknown image backend {backend!r} (use 'auto', 'nibabel', 'itk' or 'natural')")
+
+
+def read_image_or_fail(path: str | os.PathLike) -> ImageData:
+    """:func:`read_image` whose every failure is one :class:`~samdsk_plan.errors.SamdskError`
+    naming the file (``"FILE: cannot be read as an image (...)"``), for stages that stop on it."""
+    try:
+        image = read_image(path)
+        np.asarray(image.array)  # nibabel reads lazily: a truncated file fails here
+    except Exception as exc:
+        raise SamdskError(f"{path}: cannot be read as an image ({type(exc).__name__}: {exc})") from None
+    return image
 
 
 def _as_volume(data: ImageData) -> ImageData:

@@ -13,6 +13,7 @@ import numpy as np
 from samdsk_plan.errors import SamdskError
 from samdsk_plan.io import read_image
 from samdsk_plan.io.datalists import prediction_file, read_probabilities
+from samdsk_plan.io.images import read_image_or_fail
 from samdsk_plan.io.layouts import entry_case_id, entry_image
 from samdsk_plan.io.parallel import parallel_map
 from samdsk_plan.planning.plans import Plans
@@ -231,11 +232,8 @@ class CaseSummary:
 def windowed_volume(image_path: str | Path, plans: Plans) -> tuple[np.ndarray, np.ndarray]:
     """Channel 0 of an image as a ``(I, J, K)`` float32 volume in [0, 1] (the plan's intensity
     window, see :func:`window_to_unit`) and the image's ``(4, 4)`` voxel-to-RAS affine."""
-    try:
-        image = read_image(image_path)
-        array = np.asarray(image.array)
-    except Exception as exc:
-        raise SamdskError(f"{image_path}: cannot be read as an image ({type(exc).__name__}: {exc})") from None
+    image = read_image_or_fail(image_path)
+    array = np.asarray(image.array)
     return window_to_unit(array[..., 0] if array.ndim == 4 else array, plans.normalization[0]), image.affine
 
 
