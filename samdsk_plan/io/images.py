@@ -70,6 +70,12 @@ def strip_image_suffix(path: str | os.PathLike) -> str:
     return name[: len(name) - len(image_suffix(name))]
 
 
+def label_suffix(image: str | os.PathLike) -> str:
+    """The suffix a label map of ``image`` is written with: ``.png`` for a natural image (PNG,
+    JPEG, ... in: a lossless PNG out), ``.nii.gz`` otherwise."""
+    return ".png" if image_suffix(image) in NATURAL_SUFFIXES else ".nii.gz"
+
+
 def file_problem(path: str | os.PathLike) -> str | None:
     """Why ``path`` cannot be opened as a file (missing, a symlink loop, a dangling link, a
     folder, no access), or None when it is a file."""

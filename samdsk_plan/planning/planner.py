@@ -355,6 +355,7 @@ def plan_from_fingerprint(
             "channel_names": fp["channel_names"],
             "labels": fp["labels"],
             "n_cases": fp["n_cases"],
+            "dimensions": 2 if flat else 3,
         },
         "gpu_memory_gb": gpu_memory_gb,
         "target_spacing": spacing,

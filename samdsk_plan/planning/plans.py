@@ -264,6 +264,11 @@ class Plans:
         return {int(k): labels[k] for k in sorted(labels, key=int)}
 
     @property
+    def dimensions(self) -> int:
+        """2 for a dataset of 2D images (one-slice volumes, see :mod:`samdsk_plan.io.images`), else 3."""
+        return int(self._doc["dataset"].get("dimensions", 3))
+
+    @property
     def n_channels(self) -> int:
         return len(self.channel_names)
 

@@ -16,11 +16,13 @@ from pathlib import Path
 from types import TracebackType
 
 import torch
-from monai.data import MetaTensor
+import numpy as np
+from monai.data import ImageReader, MetaTensor
 from monai.losses import DiceCELoss
-from monai.transforms import LoadImage, MapTransform
+from monai.transforms import LoadImage, MapTransform, SaveImage
 
 from samdsk_plan.errors import SamdskError
+from samdsk_plan.io.images import ImageData, label_plane, label_suffix, read_image
 
 # how an error raised in a DataLoader worker appears in the text of the exception re-raised in the main process
 _WORKER_ERROR = re.compile(r"^samdsk_plan\.errors\.\w+: (?P<message>.+)$", re.MULTILINE)
@@ -103,6 +105,71 @@ class LoadImageNamedd(MapTransform):
                 except Exception:
                     return str(path)
         return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+class PlanarImageReader(ImageReader):
+    """A MONAI reader for 2D images that reads as the rest of the package does
+    (:func:`samdsk_plan.io.images.read_image`): PNG / JPEG / BMP / TIFF through Pillow (alpha
+    dropped), 2D NIfTI / MHA keeping their geometry. Returns the plane ``[x, y]`` (``(X, Y)``, or
+    ``(X, Y, C)`` channel-last for RGB), a 3x3 RAS affine and ``spatial_shape`` ``(X, Y)``: what
+    MONAI's ``PILReader`` gives for a PNG, and the same for a NIfTI of one slice.
+
+    Args:
+        label: read a label: an RGB label whose three planes are equal becomes one plane, a colour
+            label is an error saying how to convert it.
+    """
+
+    def __init__(self, label: bool = False):
+        self.label = label
+
+    def verify_suffix(self, filename: Sequence[str | Path] | str | Path) -> bool:
+        return True
+
+    def read(self, data: Sequence[str | Path] | str | Path, **kwargs) -> list[tuple[str, ImageData]]:
+        paths = [data] if isinstance(data, (str, Path)) else list(data)
+        return [(str(p), read_image(p)) for p in paths]
+
+    def get_data(self, img: list[tuple[str, ImageData]]) -> tuple[np.ndarray, dict]:
+        planes = []
+        for path, image in img:
+            if not image.is_2d:
+                raise SamdskError(f"{path}: a volume of shape {image.spatial_shape}; this bundle is for 2D images")
+            array = label_plane(image.array) if self.label else image.array
+            planes.append(array[:, :, 0])  # the one slice: (X, Y) or (X, Y, C)
+        channels = [p.shape[2] if p.ndim == 3 else 1 for p in planes]
+        if len(planes) == 1:
+            data = planes[0]
+        else:  # one file per channel
+            data = np.concatenate([p if p.ndim == 3 else p[..., None] for p in planes], axis=-1)
+        affine = np.asarray(img[0][1].affine, dtype=np.float64)[np.ix_([0, 1, 3], [0, 1, 3])]
+        meta = {
+            "affine": affine,
+            "original_affine": affine.copy(),
+            "spatial_shape": np.asarray(data.shape[:2]),
+            "original_channel_dim": -1 if data.ndim == 3 else float("nan"),
+            "channels": sum(channels),
+        }
+        return data, meta
+
+
+class SaveSegmentationd(MapTransform):
+    """MONAI's ``SaveImaged`` writing each label map in its input's own family of formats
+    (:func:`samdsk_plan.io.images.label_suffix`: a PNG for a natural image, NIfTI otherwise),
+    named ``IMAGE_<postfix><suffix>`` in ``output_dir``. ``saver_args`` go to ``SaveImage``."""
+
+    def __init__(self, keys: Hashable | Sequence[Hashable], output_dir: str, output_postfix: str = "seg", **saver_args):
+        super().__init__(keys)
+        self.args = {"output_dir": output_dir, "output_postfix": output_postfix, **saver_args}
+        self.savers: dict[str, SaveImage] = {}
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            suffix = label_suffix(d[key].meta["filename_or_obj"])
+            if suffix not in self.savers:
+                self.savers[suffix] = SaveImage(output_ext=suffix, **self.args)
+            d[key] = self.savers[suffix](d[key])
+        return d
 
 
 class CheckLabelValuesd(MapTransform):
