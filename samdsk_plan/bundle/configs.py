@@ -9,13 +9,13 @@ a ``samdsk-plan split`` file). No string contains ``#`` (MONAI rewrites it to ``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from samdsk_plan.bundle import ids
 from samdsk_plan.errors import SamdskError
 from samdsk_plan.io.datalists import PART_TEST, PART_TRAIN, PART_UNLABELLED, PART_VAL
 from samdsk_plan.planning.plans import ConfigurationPlan, Plans, TrainingPlan
 
-# the configuration every emitted config trains and infers with
-CONFIGURATION = "3d_fullres"
 IMPORTS = [
     "$import os",
     "$import numpy",
@@ -25,6 +25,46 @@ IMPORTS = [
     "$import samdsk_plan.bundle.runtime.components as samdsk_components",
 ]
 KEYS = ["image", "label"]
+_COMPONENTS = "samdsk_plan.bundle.runtime.components"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a bundle trains and how it sees its data.
+
+    ``cfg`` is the plan's configuration the network is built from. Three cases:
+
+    * 3D images, ``3d_fullres``: 3D patches, 3D sliding window;
+    * 2D images (``planar``), ``2d``: each file is one plane ``[x, y]``, read by
+      :class:`~samdsk_plan.bundle.runtime.components.PlanarImageReader` as the rest of the package
+      reads it, 2D patches, 2D sliding window, label maps written in the input's format (PNG in, PNG out);
+    * 3D images, ``2d`` (``slicewise``, nnU-Net's 2D configuration of a 3D dataset): volumes are
+      loaded and resampled as in 3D, training crops one slice across ``cfg.slice_axis`` and drops
+      that axis, inference runs the 2D network slice by slice (MONAI ``SliceInferer``).
+    """
+
+    cfg: ConfigurationPlan
+    planar: bool
+
+    @property
+    def slicewise(self) -> bool:
+        return self.cfg.spatial_dims == 2 and not self.planar
+
+    @property
+    def dims(self) -> int:
+        """Spatial dimensions of the network's input patches."""
+        return self.cfg.spatial_dims
+
+
+def layout(plans: Plans, configuration: str | None = None) -> Layout:
+    """The :class:`Layout` of a bundle for ``plans`` trained with ``configuration`` (default:
+    ``2d`` for 2D images, ``3d_fullres`` otherwise); SamdskError when the plan has none such or
+    a 3D configuration is asked for 2D images."""
+    planar = plans.dimensions == 2
+    name = configuration or ("2d" if planar else "3d_fullres")
+    if planar and name != "2d":
+        raise SamdskError(f"{plans.source}: the images are 2D; only the 2d configuration can train on them")
+    return Layout(plans.configuration(name), planar)
 
 
 def _files(part: str) -> str:
@@ -89,33 +129,92 @@ def normalization_transforms(plans: Plans, key: str = "image") -> list[dict]:
     return out
 
 
-def _geometry(plans: Plans, keys: list[str], resampled: list[str] | None = None) -> list[dict]:
+def _geometry(plans: Plans, lay: Layout, keys: list[str], resampled: list[str] | None = None) -> list[dict]:
     """Load ``keys`` (read errors name the file; a label must hold only the plan's values);
     reorient to RAS and resample to the plan's spacing those in ``resampled`` (default: all)."""
     resampled = keys if resampled is None else resampled
     modes = {"image": "bilinear", "label": "nearest"}
-    checks = (
-        [
+    if lay.planar:
+        loaders = [
             {
-                "_target_": "samdsk_plan.bundle.runtime.components.CheckLabelValuesd",
-                "keys": "label",
-                "labels": "@class_names",
+                "_target_": f"{_COMPONENTS}.LoadImageNamedd",
+                "keys": key,
+                "reader": {"_target_": f"{_COMPONENTS}.PlanarImageReader", "label": key == "label"},
             }
+            for key in keys
         ]
+    else:
+        loaders = [{"_target_": f"{_COMPONENTS}.LoadImageNamedd", "keys": keys}]
+    checks = (
+        [{"_target_": f"{_COMPONENTS}.CheckLabelValuesd", "keys": "label", "labels": "@class_names"}]
         if "label" in keys
         else []
     )
     return [
-        {"_target_": "samdsk_plan.bundle.runtime.components.LoadImageNamedd", "keys": keys},
+        *loaders,
         *checks,
         {"_target_": "EnsureChannelFirstd", "keys": keys},
-        {"_target_": "Orientationd", "keys": resampled, "axcodes": "RAS"},
+        {"_target_": "Orientationd", "keys": resampled, "axcodes": "RA" if lay.planar else "RAS"},
         {
             "_target_": "Spacingd",
             "keys": resampled,
-            "pixdim": plans.target_spacing,
+            "pixdim": lay.cfg.spacing if lay.planar else plans.target_spacing,
             "mode": [modes[k] for k in resampled],
         },
+    ]
+
+
+def _inferer(lay: Layout) -> dict:
+    """Gaussian-weighted sliding window over patches (slice by slice for a slice-wise bundle)."""
+    window = {"roi_size": "@patch_size", "sw_batch_size": "@sw_batch_size", "overlap": 0.5, "mode": "gaussian"}
+    if lay.slicewise:
+        return {"_target_": "SliceInferer", **window, "spatial_dim": lay.cfg.slice_axis}
+    return {"_target_": "SlidingWindowInferer", **window}
+
+
+def _patch_sampling(lay: Layout, fg: float) -> list[dict]:
+    """Pad to the patch and crop one patch (``fg``: the foreground-centred share); a slice-wise
+    bundle crops a one-slice patch and drops the slice axis."""
+    size: list[int | str] | str = "@patch_size"
+    if lay.slicewise:
+        size = list(lay.cfg.patch_size)
+        size.insert(lay.cfg.slice_axis, 1)
+    crop = [
+        {"_target_": "SpatialPadd", "keys": KEYS, "spatial_size": size},
+        {
+            "_target_": "RandCropByPosNegLabeld",
+            "keys": KEYS,
+            "label_key": "label",
+            "spatial_size": size,
+            "pos": 1,
+            "neg": round((1 - fg) / fg, 3),
+            "num_samples": 1,
+        },
+    ]
+    if lay.slicewise:
+        crop.append({"_target_": "SqueezeDimd", "keys": KEYS, "dim": lay.cfg.slice_axis + 1})
+    return crop
+
+
+def _augmentation(lay: Layout) -> list[dict]:
+    """nnU-Net's augmentations in MONAI, over the network's spatial axes."""
+    n = lay.dims
+    sigmas = {f"sigma_{a}": [0.5, 1.0] for a in "xyz"[:n]}
+    return [
+        {
+            "_target_": "RandAffined",
+            "keys": KEYS,
+            "prob": 0.2,
+            "rotate_range": [0.52] * (1 if n == 2 else 3),
+            "scale_range": [0.3] * n,
+            "mode": ["bilinear", "nearest"],
+            "padding_mode": "zeros",
+        },
+        {"_target_": "RandGaussianNoised", "keys": "image", "prob": 0.1, "std": 0.1},
+        {"_target_": "RandGaussianSmoothd", "keys": "image", "prob": 0.2, **sigmas},
+        {"_target_": "RandScaleIntensityd", "keys": "image", "prob": 0.15, "factors": 0.25},
+        {"_target_": "RandAdjustContrastd", "keys": "image", "prob": 0.15, "gamma": [0.7, 1.5]},
+        *({"_target_": "RandFlipd", "keys": KEYS, "prob": 0.5, "spatial_axis": a} for a in range(n)),
     ]
 
 
@@ -137,10 +236,10 @@ def _network_def(plans: Plans, cfg: ConfigurationPlan) -> dict:
     }
 
 
-def _common(plans: Plans, network: str = "$@network_def.to(@device)") -> dict:
+def _common(plans: Plans, lay: Layout, network: str = "$@network_def.to(@device)") -> dict:
     """What every config opens with, in the model zoo's reading order: imports, paths, device,
     data and network settings, the network, the inferer."""
-    cfg = plans.configuration(CONFIGURATION)
+    cfg = lay.cfg
     return {
         "imports": IMPORTS,
         **_paths(plans),
@@ -153,13 +252,7 @@ def _common(plans: Plans, network: str = "$@network_def.to(@device)") -> dict:
         "sw_batch_size": 4,
         "network_def": _network_def(plans, cfg),
         "network": network,
-        "inferer": {
-            "_target_": "SlidingWindowInferer",
-            "roi_size": "@patch_size",
-            "sw_batch_size": "@sw_batch_size",
-            "overlap": 0.5,
-            "mode": "gaussian",
-        },
+        "inferer": _inferer(lay),
     }
 
 
@@ -173,17 +266,18 @@ def _optimizer(training: TrainingPlan) -> dict:
     raise SamdskError(f"unsupported optimizer {training.optimizer!r} in the plan (use 'Adam' or 'SGD')")
 
 
-def train_config(plans: Plans) -> dict:
-    """``configs/train.json``: SupervisedTrainer on random patches, sliding-window validation."""
-    cfg, tr = plans.configuration(CONFIGURATION), plans.training
-    fg = tr.foreground_oversampling
+def train_config(plans: Plans, configuration: str | None = None) -> dict:
+    """``configs/train.json``: SupervisedTrainer on random patches, sliding-window validation
+    (``configuration``: see :func:`layout`)."""
+    lay = layout(plans, configuration)
+    cfg, tr = lay.cfg, plans.training
     one_hot = {
         "_target_": "AsDiscreted",
         "keys": ["pred", "label"],
         "argmax": [True, False],
         "to_onehot": "@num_classes",
     }
-    common = _common(plans, f"$samdsk_components.initialised(@network_def.to(@device), @{ids.INIT_CHECKPOINT})")
+    common = _common(plans, lay, f"$samdsk_components.initialised(@network_def.to(@device), @{ids.INIT_CHECKPOINT})")
     head = {k: common.pop(k) for k in ("imports", *_paths(plans), ids.DEVICE, "amp", "num_workers")}
     return {
         **head,
@@ -205,43 +299,12 @@ def train_config(plans: Plans) -> dict:
         },
         "train": {
             "files": _files(PART_TRAIN),
-            "deterministic_transforms": _geometry(plans, KEYS)
+            "deterministic_transforms": _geometry(plans, lay, KEYS)
             + normalization_transforms(plans)
             + [{"_target_": "EnsureTyped", "keys": KEYS}],
             "random_transforms": [
-                {"_target_": "SpatialPadd", "keys": KEYS, "spatial_size": "@patch_size"},
-                {
-                    "_target_": "RandCropByPosNegLabeld",
-                    "keys": KEYS,
-                    "label_key": "label",
-                    "spatial_size": "@patch_size",
-                    "pos": 1,
-                    "neg": round((1 - fg) / fg, 3),
-                    "num_samples": 1,
-                },
-                {
-                    "_target_": "RandAffined",
-                    "keys": KEYS,
-                    "prob": 0.2,
-                    "rotate_range": [0.52, 0.52, 0.52],
-                    "scale_range": [0.3, 0.3, 0.3],
-                    "mode": ["bilinear", "nearest"],
-                    "padding_mode": "zeros",
-                },
-                {"_target_": "RandGaussianNoised", "keys": "image", "prob": 0.1, "std": 0.1},
-                {
-                    "_target_": "RandGaussianSmoothd",
-                    "keys": "image",
-                    "prob": 0.2,
-                    "sigma_x": [0.5, 1.0],
-                    "sigma_y": [0.5, 1.0],
-                    "sigma_z": [0.5, 1.0],
-                },
-                {"_target_": "RandScaleIntensityd", "keys": "image", "prob": 0.15, "factors": 0.25},
-                {"_target_": "RandAdjustContrastd", "keys": "image", "prob": 0.15, "gamma": [0.7, 1.5]},
-                {"_target_": "RandFlipd", "keys": KEYS, "prob": 0.5, "spatial_axis": 0},
-                {"_target_": "RandFlipd", "keys": KEYS, "prob": 0.5, "spatial_axis": 1},
-                {"_target_": "RandFlipd", "keys": KEYS, "prob": 0.5, "spatial_axis": 2},
+                *_patch_sampling(lay, tr.foreground_oversampling),
+                *_augmentation(lay),
                 {"_target_": "EnsureTyped", "keys": KEYS, "track_meta": False},
             ],
             "preprocessing": {
@@ -364,17 +427,19 @@ def _infer_postprocessing(preprocessing_ref: str) -> dict:
     }
 
 
-def inference_config(plans: Plans) -> dict:
+def inference_config(plans: Plans, configuration: str | None = None) -> dict:
     """``configs/inference.json``: one segmentation (and optionally softmax probabilities) per
-    input image, in the input's geometry."""
+    input image, in the input's geometry: ``IMAGE_seg`` in the input's format
+    (:func:`samdsk_plan.io.images.label_suffix`), ``IMAGE_prob.nii.gz`` channel-last float32."""
+    lay = layout(plans, configuration)
     return {
-        **_common(plans),
+        **_common(plans, lay),
         ids.DATA_PART: PART_UNLABELLED,
         "files": _files(f"@{ids.DATA_PART}"),
         ids.SAVE_PROBABILITIES: False,
         "preprocessing": {
             "_target_": "Compose",
-            "transforms": _geometry(plans, ["image"])
+            "transforms": _geometry(plans, lay, ["image"])
             + normalization_transforms(plans)
             + [{"_target_": "EnsureTyped", "keys": "image"}],
         },
@@ -400,7 +465,7 @@ def inference_config(plans: Plans) -> dict:
         },
         "argmax": {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
         "segmentation_saver": {
-            "_target_": "SaveImaged",
+            "_target_": f"{_COMPONENTS}.SaveSegmentationd",
             "keys": "pred",
             "output_dir": "@output_dir",
             "output_postfix": "seg",
@@ -438,16 +503,17 @@ def inference_config(plans: Plans) -> dict:
     }
 
 
-def evaluate_config(plans: Plans) -> dict:
+def evaluate_config(plans: Plans, configuration: str | None = None) -> dict:
     """``configs/evaluate.json`` (overrides train.json): predict labelled cases, invert to the
     input geometry and compare with the label as stored (never resampled): Dice and HD95 per
     class and case."""
+    lay = layout(plans, configuration)
     return {
         ids.DATA_PART: PART_TEST,
         "validate::files": _files(f"@{ids.DATA_PART}"),
         "validate::preprocessing": {
             "_target_": "Compose",
-            "transforms": _geometry(plans, KEYS, ["image"])
+            "transforms": _geometry(plans, lay, KEYS, ["image"])
             + normalization_transforms(plans)
             + [{"_target_": "EnsureTyped", "keys": KEYS}],
         },

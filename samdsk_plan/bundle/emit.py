@@ -7,17 +7,16 @@ import tempfile
 from pathlib import Path
 
 from samdsk_plan.bundle.configs import (
-    CONFIGURATION,
     LOGGING_CONF,
     evaluate_config,
     inference_config,
+    layout,
     multi_gpu_train_config,
     propose_config,
     pseudolabel_config,
     train_config,
 )
 from samdsk_plan.bundle.metadata import metadata, readme
-from samdsk_plan.errors import SamdskError
 from samdsk_plan.io.atomic import dumps_json
 from samdsk_plan.planning.plans import Plans
 
@@ -35,38 +34,35 @@ the License. The data a model is trained on keep their own licence.
 """
 
 
-def bundle_files(plans: Plans, name: str) -> dict[str, str]:
-    """Relative path -> text of every file of the bundle (weights excepted). Configs keep the
+def bundle_files(plans: Plans, name: str, configuration: str | None = None) -> dict[str, str]:
+    """Relative path -> text of every file of the bundle (weights excepted) training the plan's
+    ``configuration`` (see :func:`samdsk_plan.bundle.configs.layout`). Configs keep the
     model zoo's reading order (imports, paths, network, transforms, dataset, engine, handlers);
     data files (plans, metadata) are written with sorted keys. The same plan gives the same bytes."""
-
-    if CONFIGURATION not in plans.configuration_names:
-        raise SamdskError(
-            f"{plans.source}: a plan for 2D images (configurations: {', '.join(plans.configuration_names)}); "
-            "bundles for 2D data are not emitted yet, only 3D ones"
-        )
+    lay = layout(plans, configuration)
+    name_cfg = lay.cfg.name
 
     def config(obj: dict) -> str:
         return dumps_json(obj, sort_keys=False)
 
     return {
         "LICENSE": LICENSE_TEXT,
-        "configs/metadata.json": dumps_json(metadata(plans)),
+        "configs/metadata.json": dumps_json(metadata(plans, lay)),
         "configs/plans.json": dumps_json(plans.to_json()),
-        "configs/train.json": config(train_config(plans)),
-        "configs/inference.json": config(inference_config(plans)),
-        "configs/evaluate.json": config(evaluate_config(plans)),
+        "configs/train.json": config(train_config(plans, name_cfg)),
+        "configs/inference.json": config(inference_config(plans, name_cfg)),
+        "configs/evaluate.json": config(evaluate_config(plans, name_cfg)),
         "configs/multi_gpu_train.json": config(multi_gpu_train_config()),
         "configs/propose.json": config(propose_config(plans)),
         "configs/pseudolabel.json": config(pseudolabel_config()),
         "configs/logging.conf": LOGGING_CONF,
-        "docs/README.md": readme(plans, name),
+        "docs/README.md": readme(plans, name, lay),
         "models/.gitkeep": "",
     }
 
 
-def emit_bundle(plans: Plans, output: str | Path) -> Path:
-    """Write the bundle for ``plans`` into ``output`` (created if needed).
+def emit_bundle(plans: Plans, output: str | Path, configuration: str | None = None) -> Path:
+    """Write the bundle for ``plans`` (training its ``configuration``) into ``output`` (created if needed).
 
     Files are first written to a temporary folder beside ``output`` and then moved into place
     one by one, so a failure leaves no half-written file. Existing files of the bundle are
@@ -74,7 +70,7 @@ def emit_bundle(plans: Plans, output: str | Path) -> Path:
     is left alone.
     """
     output = Path(output)
-    files = bundle_files(plans, output.name)
+    files = bundle_files(plans, output.name, configuration)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:

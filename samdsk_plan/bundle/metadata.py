@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.metadata import requires as metadata_requires
 
 from samdsk_plan import __version__
-from samdsk_plan.bundle.configs import CONFIGURATION
+from samdsk_plan.bundle.configs import Layout
 from samdsk_plan.planning.plans import Plans
 
 SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
@@ -38,10 +38,16 @@ REQUIRED_PACKAGES = {
 }
 
 
-def metadata(plans: Plans) -> dict:
+def _task(lay: Layout) -> str:
+    if lay.planar:
+        return "2D segmentation"
+    return "3D segmentation (a 2D network applied slice by slice)" if lay.slicewise else "3D segmentation"
+
+
+def metadata(plans: Plans, lay: Layout) -> dict:
     """Every field of MONAI's bundle metadata schema, plus the dataset and plan behind it."""
     name, n_cases = plans.dataset_name, plans.n_cases
-    cfg = plans.configuration(CONFIGURATION)
+    cfg = lay.cfg
     labels = plans.labels
     channels = dict(enumerate(plans.channel_names))
     modality = "/".join(sorted(set(channels.values())))
@@ -55,7 +61,7 @@ def metadata(plans: Plans) -> dict:
         "numpy_version": PINNED["numpy"],
         "required_packages_version": REQUIRED_PACKAGES,
         "name": f"{name} DynUNet (samdsk-plan)",
-        "task": f"3D segmentation of {', '.join(v for k, v in sorted(labels.items()) if k)} in {modality}",
+        "task": f"{_task(lay)} of {', '.join(v for k, v in sorted(labels.items()) if k)} in {modality}",
         "description": (
             f"A MONAI DynUNet planned nnU-Net-style by samdsk-plan for the {name} dataset "
             f"(target spacing {plans.target_spacing} mm, patch {cfg.patch_size}, batch "
@@ -66,7 +72,7 @@ def metadata(plans: Plans) -> dict:
         "copyright": "Copyright (c) samdsk-plan developers",
         "data_source": f"{name} dataset ({n_cases['labelled']} labelled, {n_cases['unlabelled']} "
         "unlabelled cases), see the dataset's own licence",
-        "data_type": "nibabel",
+        "data_type": "pillow, nibabel or SimpleITK (2D image files)" if lay.planar else "nibabel",
         "image_classes": f"{len(channels)} channel(s): " + ", ".join(f"{i}: {n}" for i, n in sorted(channels.items())),
         "label_classes": ", ".join(f"{k}: {v}" for k, v in sorted(labels.items())),
         "pred_classes": ", ".join(f"{k}: {v}" for k, v in sorted(labels.items())),
@@ -109,20 +115,34 @@ def metadata(plans: Plans) -> dict:
             "dataset": name,
             "plans": "configs/plans.json",
             "target_spacing": plans.target_spacing,
+            "configuration": cfg.name,
             "patch_size": cfg.patch_size,
         },
     }
 
 
-def readme(plans: Plans, name: str) -> str:
+def _geometry_line(plans: Plans, lay: Layout) -> str:
+    if lay.planar:
+        return (
+            f"2D images (configuration `2d`): each file is one plane, resampled to {lay.cfg.spacing} "
+            "(pixels of natural images count as 1)"
+        )
+    line = f"target spacing {plans.target_spacing} mm; images are reoriented to RAS and resampled to it"
+    if lay.slicewise:
+        line += f"; configuration `2d`: a 2D network trained on and applied to slices across axis {lay.cfg.slice_axis}"
+    return line
+
+
+def readme(plans: Plans, name: str, lay: Layout) -> str:
     """The bundle's ``docs/README.md``: data, plan, and how to run each config."""
     n_cases = plans.n_cases
-    cfg = plans.configuration(CONFIGURATION)
+    cfg = lay.cfg
     net = cfg.network
     labels = ", ".join(f"{k} {v}" for k, v in plans.labels.items())
     norm = "; ".join(f"channel {n['channel']} ({n['modality']}): {n['scheme']}" for n in plans.normalization)
     tr = plans.training
     optimizer = f"SGD (Nesterov, momentum {tr.momentum})" if tr.optimizer == "SGD" else tr.optimizer
+    seg = ".png (PNG images) or *_seg.nii.gz" if lay.planar else ".nii.gz"
     return f"""# {name}: DynUNet bundle emitted by samdsk-plan
 
 ## Data
@@ -134,7 +154,7 @@ The data are not part of the bundle: pass their folder with `--dataset_dir`, and
 `--dataset_dir` itself.
 
 ## Plan (`configs/plans.json`)
-- target spacing {plans.target_spacing} mm; images are reoriented to RAS and resampled to it;
+- {_geometry_line(plans, lay)};
 - normalisation: {norm};
 - patch {cfg.patch_size}, batch {cfg.batch_size}, DynUNet with strides {net.strides},
   kernels {net.kernel_size}, filters {net.filters}, deep supervision ({net.deep_supr_num} extra heads);
@@ -153,7 +173,7 @@ python -m monai.bundle run --config_file configs/train.json --dataset_dir DATA [
 # multi-GPU training
 torchrun --standalone --nnodes=1 --nproc_per_node=N -m monai.bundle run \\
     --config_file "['configs/train.json','configs/multi_gpu_train.json']" --dataset_dir DATA
-# predict the unlabelled cases (one *_seg.nii.gz per image in its own geometry; add
+# predict the unlabelled cases (one *_seg{seg} per image in its own geometry; add
 # --save_probabilities True for *_prob.nii.gz softmax maps, --data_part test|val|all_labelled for others)
 python -m monai.bundle run --config_file configs/inference.json --dataset_dir DATA --output_dir OUT
 # evaluate on labelled test cases: OUT/metrics.csv and OUT/metrics.json (Dice and HD95 per class and case)
@@ -167,7 +187,7 @@ python -m monai.bundle run --config_file configs/propose.json --dataset_dir DATA
 python -m monai.bundle run --config_file "['configs/inference.json','configs/pseudolabel.json']" \
     --dataset_dir DATA [--datalist SPLIT.json]
 # check the network against metadata.json
-python -m monai.bundle verify_net_in_out network_def --meta_file configs/metadata.json \\
+python -m monai.bundle verify_net_in_out network_def --n 2 --meta_file configs/metadata.json \\
     --config_file configs/inference.json
 ```
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from samdsk_plan.errors import DatasetError, SamdskError
 from samdsk_plan.io import Case, Problem, load_dataset
-from samdsk_plan.io.images import read_image_or_fail, strip_image_suffix
+from samdsk_plan.io.images import label_suffix, read_image_or_fail, strip_image_suffix
 from samdsk_plan.io.layouts import datalist_lists, entry_image, read_json_object
 
 PART_TRAIN, PART_VAL, PART_TEST, PART_UNLABELLED, PART_ALL_LABELLED = (
@@ -29,11 +29,15 @@ PREDICTION_KINDS = ("seg", "prob")
 
 def prediction_file(folder: str | Path, entry: dict[str, Any], kind: str = "seg") -> Path:
     """Where the bundle's inference (``SaveImaged`` with ``separate_folder=False``) writes its
-    ``kind`` output for ``entry`` into ``folder``: ``IMAGE_seg.nii.gz`` (the argmax labels) or
-    ``IMAGE_prob.nii.gz`` (softmax maps), ``IMAGE`` the name of the entry's first image file."""
+    ``kind`` output for ``entry`` into ``folder``: ``IMAGE_seg`` (the argmax labels, ``.png`` for a
+    natural image, ``.nii.gz`` otherwise: :func:`~samdsk_plan.io.images.label_suffix`) or
+    ``IMAGE_prob.nii.gz`` (channel-last float32 softmax maps, for 2D images too), ``IMAGE`` the
+    name of the entry's first image file."""
     if kind not in PREDICTION_KINDS:
         raise ValueError(f"kind must be one of {PREDICTION_KINDS}, got {kind!r}")
-    return Path(folder) / f"{strip_image_suffix(entry_image(entry))}_{kind}.nii.gz"
+    image = entry_image(entry)
+    suffix = label_suffix(image) if kind == "seg" else ".nii.gz"
+    return Path(folder) / f"{strip_image_suffix(image)}_{kind}{suffix}"
 
 
 def read_probabilities(path: str | Path, shape: tuple[int, ...], n_classes: int) -> np.ndarray:

@@ -7,9 +7,9 @@ image is windowed with the plan's normalisation
 (cached) on the slices near the predicted foreground along the plan's axes, and runs
 :func:`~samdsk_plan.matching.match_volume` with the plan's ROI-count bounds.
 :func:`match_entries` does this for many cases and stores, per case, the candidate pseudo-label
-(``CASE.nii.gz``, image geometry) and a record (``CASE.json``: beta, per-class scores,
-exactness, chosen proposals, model confidence); finished cases are skipped when the pass is
-run again.
+(``CASE.nii.gz`` in the image's geometry, ``CASE.png`` for a natural 2D image) and a record
+(``CASE.json``: beta, per-class scores, exactness, chosen proposals, model confidence);
+finished cases are skipped when the pass is run again.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 from samdsk_plan.io import write_image
 from samdsk_plan.io.atomic import atomic_write_json
 from samdsk_plan.io.datalists import prediction_file, read_probabilities
+from samdsk_plan.io.images import label_suffix
 from samdsk_plan.io.layouts import entry_case_id, entry_image, read_json_object
 from samdsk_plan.io.parallel import parallel_map
 from samdsk_plan.loop.selection import select
@@ -119,7 +120,7 @@ def _match_entry(
     volume, affine = windowed_volume(image, plans)
     probs = read_probabilities(prediction_file(pred_dir, entry, "prob"), volume.shape, plans.n_classes)
     result = match_case(case_id, volume, probs, plans, generators, cache_dir, round_cache_dir)
-    label_path = write_image(out_dir / f"{case_id}.nii.gz", result.label.astype(np.uint8), affine)
+    label_path = write_image(out_dir / f"{case_id}{label_suffix(image)}", result.label.astype(np.uint8), affine)
     record = MatchRecord(
         case_id=case_id,
         image=str(image),
@@ -147,7 +148,8 @@ def match_entries(
     round_cache_dir: str | Path | None = None,
 ) -> list[MatchRecord]:
     """Match every data-list entry whose probabilities are in ``pred_dir``; writes
-    ``out_dir/CASE.nii.gz`` and ``out_dir/CASE.json`` per case and reuses those already there.
+    ``out_dir/CASE.nii.gz`` (``.png`` for natural images) and ``out_dir/CASE.json`` per case and
+    reuses those already there.
     Records name their label by absolute path, so datalists built from them work anywhere.
     Proposals are cached as :func:`match_case` says."""
     out_dir = Path(out_dir).resolve()

@@ -9,7 +9,7 @@ Run folder::
     RUN/round_0/datalist.json      human training cases only
     RUN/round_0/models/model.pt    round 0 model; round_0/eval/metrics.json its evaluation
     RUN/round_R/predictions/{pool,val}/   softmax maps of round R-1's model
-    RUN/round_R/matches/{pool,val}/CASE.{nii.gz,json}   candidate pseudo-labels and records
+    RUN/round_R/matches/{pool,val}/CASE.{nii.gz|png,json}   candidate pseudo-labels and records
     RUN/round_R/datalist.json      human + accepted machine labels, each with provenance
     RUN/round_R/report.{json,md}   accepted cases, beta histogram, calibration, true Dice (:mod:`.report`)
     RUN/round_R/models, eval       the retrained model and its evaluation

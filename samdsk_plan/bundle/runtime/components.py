@@ -15,8 +15,8 @@ from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-import torch
 import numpy as np
+import torch
 from monai.data import ImageReader, MetaTensor
 from monai.losses import DiceCELoss
 from monai.transforms import LoadImage, MapTransform, SaveImage
