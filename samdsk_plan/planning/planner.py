@@ -227,8 +227,27 @@ def coverage_count(summary: dict, coverage: float = COUNT_COVERAGE) -> int:
 
 def is_2d(fp: dict) -> bool:
     """Whether the fingerprinted dataset holds 2D images (one-slice volumes, see
-    :mod:`samdsk_plan.io.images`): every case has one slice along axis 2."""
+    :mod:`samdsk_plan.io.images`): the fingerprint's ``dimensions``, or in a fingerprint that
+    does not state it, every case having one slice along axis 2."""
+    if "dimensions" in fp:
+        return fp["dimensions"] == 2
     return all(case["shape_after_crop"][2] == 1 for case in fp["cases"].values())
+
+
+def region_priors(fp: dict, stats: dict) -> tuple[dict, dict, dict]:
+    """A class's ROI-count priors as the plan reads them: count distributions of regions per slice
+    by axis and of components per labelled case, and region areas in pixels by axis.
+
+    A fingerprint of 2D images (``dimensions`` 2) states them per image: its regions per image
+    are the regions of the one slice along axis 2, and also the image's components (0 in the
+    labelled images without the class)."""
+    if fp.get("dimensions", 3) == 3:
+        areas = {axis: area["pixels"] for axis, area in stats["region_area"].items()}
+        return stats["regions_per_slice"], stats["components_3d"], areas
+    per_image = stats["regions_per_image"]
+    absent = fp["n_cases"]["labelled"] - stats["n_cases_present"]
+    components = {"histogram": {**per_image["histogram"], **({"0": absent} if absent else {})}}
+    return {"2": per_image}, components, {"2": stats["region_area"]["pixels"]}
 
 
 def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
@@ -243,17 +262,17 @@ def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
     axes = [2] if flat else [0, 1, 2] if isotropic else [slice_axis]
     classes = {}
     for value, stats in fp["classes"].items():
-        comps = stats["components_3d"]
-        per_axis = {}
-        for axis in axes:
-            upper = coverage_count(stats["regions_per_slice"][str(axis)])
-            per_axis[str(axis)] = {"lower": 1, "upper": upper}
+        per_slice, components, areas = region_priors(fp, stats)
         classes[value] = {
             "name": stats["name"],
-            "regions_per_slice": per_axis,
-            "max_components_3d": coverage_count(comps),
-            "region_area_px": {str(a): stats["region_area"][str(a)]["pixels"] for a in axes},
-            "reason": "per slice where the model predicts the class: at least 1 region and at most the count that "
+            "regions_per_slice": {str(a): {"lower": 1, "upper": coverage_count(per_slice[str(a)])} for a in axes},
+            "max_components_3d": coverage_count(components),
+            "region_area_px": {str(a): areas[str(a)] for a in axes},
+            "reason": "per image where the model predicts the class: at least 1 region and at most the count that "
+            "covers 99% of the labelled images containing it (0 where it predicts none); regions kept: the count "
+            "covering 99% of labelled images (fingerprint regions per image)"
+            if flat
+            else "per slice where the model predicts the class: at least 1 region and at most the count that "
             "covers 99% of the labelled slices (0 where it predicts none); 3D components kept: the count "
             "covering 99% of labelled cases (fingerprint ROI-count priors)",
         }
