@@ -174,11 +174,11 @@ def test_png_and_2d_nifti_give_the_same_fingerprint(tmp_path):
     fp = fps[0]
     # 20 rows x 24 columns: [x, y] = 24 x 20
     assert fp["shape"]["median"] == [24.0, 20.0, 1.0] and fp["spacing"]["median"] == [1.0, 1.0, 1.0]
-    # the image-level knowledge: regions per image are the regions of the one slice along axis 2
+    # the image-level knowledge: the regions of each image
     label = np.asarray(Image.open(png / "labelsTr" / "c_0.png"))
     for value in (1, 3):
         count = ndimage.label(label == value, structure=np.ones((3, 3)))[1]
-        assert fp["cases"]["c_0"]["classes"][str(value)]["max_regions_per_slice"][2] == count
+        assert fp["cases"]["c_0"]["classes"][str(value)]["regions"] == count
 
 
 def test_fingerprint_refuses_mixed_2d_and_3d(tmp_path):
@@ -211,7 +211,7 @@ def test_a_2d_dataset_gets_a_2d_plan(tmp_path, capsys, rgb):
     counts = json.loads(fp.read_text())["classes"]
     for value, cls in samdsk["classes"].items():
         assert list(cls["regions_per_slice"]) == ["2"]
-        seen = [int(k) for k in counts[value]["regions_per_slice"]["2"]["histogram"]]
+        seen = [int(k) for k in counts[value]["regions_per_image"]["histogram"]]
         assert cls["regions_per_slice"]["2"]["upper"] == max([1, *seen])
     assert samdsk["classes"]["3"]["regions_per_slice"]["2"]["upper"] == 2
     assert [n["scheme"] for n in plan["normalization"]] == (["rgb_to_0_1"] * 3 if rgb else ["zscore"])

@@ -1,4 +1,9 @@
-"""Everything the fingerprint needs from one case, computed in a worker process."""
+"""Everything the fingerprint needs from one case, computed in a worker process.
+
+A 3D case gives each class's 3D components and its 2D regions per slice along every axis; a 2D
+image (one slice ``[x, y, 0]``, see :mod:`samdsk_plan.io.images`) gives its regions in the image
+and nothing per axis.
+"""
 
 from __future__ import annotations
 
@@ -18,16 +23,19 @@ class ClassObservation:
     """One class in one labelled case.
 
     Attributes:
-        voxels: number of voxels of the class.
-        component_voxels: ``(N,)`` sizes of its 3D connected components, in voxels.
-        regions_per_slice: per axis, ``(S,)`` region counts of the slices containing the class.
-        region_areas: per axis, ``(M,)`` areas of all its 2D regions, in pixels.
+        voxels: number of voxels (pixels of a 2D image) of the class.
+        component_voxels: ``(N,)`` sizes of its connected components in voxels: the 3D components
+            of a volume, the regions of a 2D image (in pixels).
+        regions_per_slice: per axis, ``(S,)`` region counts of the slices containing the class;
+            ``None`` for a 2D image.
+        region_areas: per axis, ``(M,)`` areas of all its 2D regions, in pixels; ``None`` for a
+            2D image.
     """
 
     voxels: int
     component_voxels: np.ndarray
-    regions_per_slice: tuple[np.ndarray, np.ndarray, np.ndarray]
-    region_areas: tuple[np.ndarray, np.ndarray, np.ndarray]
+    regions_per_slice: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    region_areas: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 @dataclass
@@ -50,8 +58,13 @@ def nonzero_bbox(image: np.ndarray) -> tuple[slice, ...]:
     return objects[0] if objects else tuple(slice(0, s) for s in image.shape[1:])
 
 
-def observe_class(mask: np.ndarray, connectivity: str) -> ClassObservation:
-    """Region counts and sizes of one class's boolean ``(I, J, K)`` mask."""
+def observe_class(mask: np.ndarray, connectivity: str, is_2d: bool) -> ClassObservation:
+    """Region counts and sizes of one class's boolean ``(I, J, K)`` mask; for a 2D image
+    (``K == 1``) only its regions, labelled in-plane."""
+    if is_2d:
+        return ClassObservation(
+            voxels=int(np.count_nonzero(mask)), component_voxels=component_sizes(mask[:, :, 0], connectivity)
+        )
     per_axis = [slice_components(mask, axis, connectivity) for axis in range(3)]
     return ClassObservation(
         voxels=int(np.count_nonzero(mask)),
@@ -97,14 +110,22 @@ def fingerprint_arrays(arrays: CaseArrays, connectivity: str, samples_per_case: 
     for value, box in enumerate(ndimage.find_objects(label), start=1):
         if box is None:
             continue
-        obs = observe_class(label[box] == value, connectivity)
+        obs = observe_class(label[box] == value, connectivity, arrays.is_2d)
         result.classes[value] = obs
-        record["classes"][str(value)] = {
-            "voxels": obs.voxels,
-            "components_3d": int(obs.component_voxels.size),
-            "max_regions_per_slice": [int(c.max()) for c in obs.regions_per_slice],
-        }
+        record["classes"][str(value)] = _class_record(obs)
     return result
+
+
+def _class_record(obs: ClassObservation) -> dict:
+    """A class's entry in the case record: pixels and regions of a 2D image, else voxels, 3D
+    components and the most regions in one slice per axis."""
+    if obs.regions_per_slice is None:
+        return {"pixels": obs.voxels, "regions": int(obs.component_voxels.size)}
+    return {
+        "voxels": obs.voxels,
+        "components_3d": int(obs.component_voxels.size),
+        "max_regions_per_slice": [int(c.max()) for c in obs.regions_per_slice],
+    }
 
 
 def fingerprint_case(

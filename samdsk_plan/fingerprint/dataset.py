@@ -4,6 +4,12 @@ The JSON written by :func:`write_fingerprint` is deterministic: keys sorted, flo
 to 9 significant digits, cases processed in case-id order, intensity samples seeded per case.
 Only ``provenance`` (tool version, creation time, source layout) may differ between two runs
 on the same data; everything else is the comparable part.
+
+``dimensions`` is 2 when every case is a 2D image (one slice ``[x, y, 0]``, see
+:mod:`samdsk_plan.io.images`), else 3. A 2D fingerprint gives each class's knowledge per image:
+``area_fraction``, ``regions_per_image`` and ``region_area`` in pixels and mm²; a 3D one gives
+``volume_fraction``, ``components_3d``, ``component_size`` and per axis ``regions_per_slice``
+and ``region_area``.
 """
 
 from __future__ import annotations
@@ -89,17 +95,20 @@ def compute_fingerprint(
 
 
 def _aggregate(dataset: Dataset, results: list[CaseFingerprint], connectivity: str) -> dict:
+    flat = all(r.is_2d for r in results)
     labelled = [r for r in results if r.record["labelled"]]
     shapes = np.array([r.record["shape"] for r in results])
     spacings = np.array([r.record["spacing"] for r in results])
     cropped = np.array([r.record["shape_after_crop"] for r in results])
-    median_spacing = np.median(spacings, axis=0)
+    # a 2D image's spacing along its one slice says nothing of the image
+    median_spacing = np.median(spacings, axis=0)[: 2 if flat else 3]
     values = sorted(dataset.foreground_labels) or sorted({v for r in labelled for v in r.classes})
     names = {v: dataset.labels.get(v, f"label_{v}") for v in values}
     intensity = {
         str(c): intensity_summary(np.concatenate([r.intensity_samples[c] for r in labelled]))
         for c in range(len(dataset.channel_names))
     }
+    class_statistics = _image_class_statistics if flat else _volume_class_statistics
     return {
         "schema_version": SCHEMA_VERSION,
         "provenance": {
@@ -110,19 +119,10 @@ def _aggregate(dataset: Dataset, results: list[CaseFingerprint], connectivity: s
             "source": f"{dataset.name}/{dataset.source.name}",
         },
         "name": dataset.name,
+        "dimensions": 2 if flat else 3,
         "channel_names": {str(i): n for i, n in enumerate(dataset.channel_names)},
         "labels": {str(v): n for v, n in sorted({0: dataset.labels.get(0, "background"), **names}.items())},
-        "conventions": {
-            "axes": "voxel axes 0, 1, 2 of the stored image (NIfTI i, j, k order)",
-            "spacing_unit": "mm",
-            "connectivity": {
-                "name": connectivity,
-                "neighbours_3d": neighbour_count(3, connectivity),
-                "neighbours_2d": neighbour_count(2, connectivity),
-            },
-            "intensity": "foreground (label > 0) voxels of labelled cases",
-            "shape_statistics": "over all cases, labelled and unlabelled",
-        },
+        "conventions": _conventions(connectivity, flat),
         "n_cases": {"labelled": len(labelled), "unlabelled": len(results) - len(labelled)},
         "cases": {r.case_id: r.record for r in results},
         "spacing": axis_summary(spacings),
@@ -135,41 +135,94 @@ def _aggregate(dataset: Dataset, results: list[CaseFingerprint], connectivity: s
             "finest_axis": int(np.argmin(median_spacing)),
         },
         "foreground_intensity_properties_per_channel": intensity,
-        "classes": {str(v): _class_statistics(v, names[v], labelled) for v in values},
+        "classes": {str(v): class_statistics(v, names[v], labelled) for v in values},
     }
 
 
-def _class_statistics(value: int, name: str, labelled: list[CaseFingerprint]) -> dict:
-    """Class statistics and ROI-count priors of one label value over the labelled cases."""
+def _conventions(connectivity: str, flat: bool) -> dict:
+    """Axes, units and connectivity of the fingerprint, for 2D images or for volumes."""
+    if flat:
+        return {
+            "images": "2D images: each case is one slice [x, y, 0] (x the column, y the row of a natural image)",
+            "axes": "pixel axes 0, 1 (x, y) of the image; axis 2 is its one slice",
+            "spacing_unit": "mm; natural images (PNG, JPEG, BMP, TIFF) carry no spacing and are read with 1: "
+            "1 px, its size in mm unknown",
+            "area_unit": "pixels, and mm2 = pixels x spacing[0] x spacing[1]",
+            "connectivity": {"name": connectivity, "neighbours_2d": neighbour_count(2, connectivity)},
+            "intensity": "foreground (label > 0) pixels of labelled images",
+            "shape_statistics": "over all images, labelled and unlabelled",
+        }
+    return {
+        "axes": "voxel axes 0, 1, 2 of the stored image (NIfTI i, j, k order)",
+        "spacing_unit": "mm",
+        "connectivity": {
+            "name": connectivity,
+            "neighbours_3d": neighbour_count(3, connectivity),
+            "neighbours_2d": neighbour_count(2, connectivity),
+        },
+        "intensity": "foreground (label > 0) voxels of labelled cases",
+        "shape_statistics": "over all cases, labelled and unlabelled",
+    }
+
+
+def _presence(value: int, name: str, labelled: list[CaseFingerprint]) -> tuple[dict, list[float]]:
+    """A class's name and presence over the labelled cases, and its share of each case's voxels
+    (0 where absent)."""
+    observed = [(r, r.classes.get(value)) for r in labelled]
+    present = sum(o is not None for _, o in observed)
+    fractions = [(o.voxels if o else 0) / np.prod(r.record["shape"]) for r, o in observed]
+    return {"name": name, "n_cases_present": present, "present_fraction": rnd(present / len(labelled))}, fractions
+
+
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.zeros(0)
+
+
+def _image_class_statistics(value: int, name: str, labelled: list[CaseFingerprint]) -> dict:
+    """Class statistics and ROI-count priors of one label value over labelled 2D images: the
+    regions per image containing the class, and their areas."""
+    statistics, fractions = _presence(value, name, labelled)
+    present = [(r, r.classes[value]) for r in labelled if value in r.classes]
+    pixel_mm2 = [float(r.spacing[0] * r.spacing[1]) for r, _ in present]
+    return {
+        **statistics,
+        "area_fraction": value_summary(fractions),
+        "regions_per_image": count_summary([o.component_voxels.size for _, o in present]),
+        "region_area": {
+            "pixels": value_summary(_concat([o.component_voxels for _, o in present])),
+            "mm2": value_summary(
+                _concat([o.component_voxels * a for (_, o), a in zip(present, pixel_mm2, strict=True)])
+            ),
+        },
+    }
+
+
+def _volume_class_statistics(value: int, name: str, labelled: list[CaseFingerprint]) -> dict:
+    """Class statistics and ROI-count priors of one label value over labelled volumes: 3D
+    components, and 2D regions per slice along each axis."""
+    statistics, fractions = _presence(value, name, labelled)
     observed = [(r, r.classes.get(value)) for r in labelled]
     present = [(r, o) for r, o in observed if o is not None]
-    fractions = [(o.voxels if o else 0) / np.prod(r.record["shape"]) for r, o in observed]
     voxel_mm3 = [float(np.prod(r.spacing)) for r, _ in present]
     areas_mm2 = {axis: [float(np.prod(np.delete(r.spacing, axis))) for r, _ in present] for axis in range(3)}
-
-    def concat(arrays: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(arrays) if arrays else np.zeros(0)
-
     return {
-        "name": name,
-        "n_cases_present": len(present),
-        "present_fraction": rnd(len(present) / len(labelled)),
+        **statistics,
         "volume_fraction": value_summary(fractions),
         "components_3d": count_summary([o.component_voxels.size if o else 0 for _, o in observed]),
         "regions_per_slice": {
-            str(axis): count_summary(concat([o.regions_per_slice[axis] for _, o in present])) for axis in range(3)
+            str(axis): count_summary(_concat([o.regions_per_slice[axis] for _, o in present])) for axis in range(3)
         },
         "component_size": {
-            "voxels": value_summary(concat([o.component_voxels for _, o in present])),
+            "voxels": value_summary(_concat([o.component_voxels for _, o in present])),
             "mm3": value_summary(
-                concat([o.component_voxels * v for (_, o), v in zip(present, voxel_mm3, strict=True)])
+                _concat([o.component_voxels * v for (_, o), v in zip(present, voxel_mm3, strict=True)])
             ),
         },
         "region_area": {
             str(axis): {
-                "pixels": value_summary(concat([o.region_areas[axis] for _, o in present])),
+                "pixels": value_summary(_concat([o.region_areas[axis] for _, o in present])),
                 "mm2": value_summary(
-                    concat([o.region_areas[axis] * a for (_, o), a in zip(present, areas_mm2[axis], strict=True)])
+                    _concat([o.region_areas[axis] * a for (_, o), a in zip(present, areas_mm2[axis], strict=True)])
                 ),
             }
             for axis in range(3)
