@@ -160,3 +160,55 @@ def _embedding_cache(tmp_path_factory) -> None:
     from samdsk_plan.proposals.embeddings import CACHE_ENV
 
     os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("embeddings"))
+
+
+# 2D scenes: H x W pixels (non-square, so a transposed axis shows), a disc (class 1) and a bar (class 2)
+SCENE_HW = (40, 56)
+SCENE_LABELS = {0: "background", 1: "disc", 2: "bar"}
+
+
+def scene(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy grayscale ``H x W`` uint8 image (rows, columns as on screen) and its label: a disc
+    of radius 6 (class 1) and a 5 x 16 bar (class 2), placed by ``seed``, never touching."""
+    rng = np.random.default_rng(seed)
+    h, w = SCENE_HW
+    label = np.zeros((h, w), np.uint8)
+    cy, cx = rng.integers(8, h - 8), rng.integers(8, 20)
+    rows, cols = np.indices((h, w))
+    label[(rows - cy) ** 2 + (cols - cx) ** 2 <= 36] = 1
+    top, left = rng.integers(4, h - 9), rng.integers(30, w - 20)
+    label[top : top + 5, left : left + 16] = 2
+    image = np.where(label == 1, 200, np.where(label == 2, 120, 40)) + rng.normal(0, 8, (h, w))
+    return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+def write_scenes(root: Path, n: int, n_unlabelled: int = 0, rgb: bool = False, first_seed: int = 0) -> Path:
+    """An MSD-layout 2D PNG dataset of ``n`` labelled scenes (``s_000`` ...) and ``n_unlabelled``
+    more in imagesTs; RGB stores (v, 255 - v, v // 2) with modality R, G, B."""
+    from PIL import Image
+
+    for sub in ("imagesTr", "labelsTr", "imagesTs"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    training, test = [], []
+    for i in range(n + n_unlabelled):
+        image, label = scene(first_seed + i)
+        pixels = np.stack([image, 255 - image, image // 2], axis=-1) if rgb else image
+        name = f"s_{i:03d}.png"
+        if i < n:
+            Image.fromarray(pixels).save(root / "imagesTr" / name)
+            Image.fromarray(label).save(root / "labelsTr" / name)
+            training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+        else:
+            Image.fromarray(pixels).save(root / "imagesTs" / name)
+            test.append(f"./imagesTs/{name}")
+    meta = {
+        "name": "scenes",
+        "modality": {"0": "R", "1": "G", "2": "B"} if rgb else {"0": "US"},
+        "labels": {str(k): v for k, v in SCENE_LABELS.items()},
+        "numTraining": n,
+        "numTest": n_unlabelled,
+        "training": training,
+        "test": test,
+    }
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root

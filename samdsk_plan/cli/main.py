@@ -125,7 +125,7 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="samdsk-plan",
-        description="Label-efficient 3D segmentation: fingerprint and verify datasets, plan, emit MONAI "
+        description="Label-efficient 2D and 3D segmentation: fingerprint and verify datasets, plan, emit MONAI "
         "bundles and pseudo-label unlabelled images with SamDSK.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -159,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("emit", help="write a MONAI bundle folder from plans")
     p.add_argument("plans", type=Path, help="plans JSON from 'samdsk-plan plan'")
     p.add_argument("-o", "--output", type=Path, required=True, help="bundle folder (bundles/NAME)")
+    p.add_argument(
+        "--configuration",
+        choices=("3d_fullres", "2d"),
+        help="the plan's configuration the bundle trains (default: 3d_fullres for 3D images, 2d for 2D images; "
+        "2d on 3D images trains a 2D network on slices, as nnU-Net's 2d)",
+    )
     p.set_defaults(func=_cmd_emit)
 
     p = sub.add_parser("propose", help="segmentation proposals for a dataset's unlabelled cases, cached per case")
@@ -312,11 +318,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_emit(args: argparse.Namespace) -> int:
     from samdsk_plan.bundle import emit_bundle
+    from samdsk_plan.bundle.configs import layout
     from samdsk_plan.io.outputs import check_output
 
     check_output(args.output, folder=True, what="bundle")
-    emit_bundle(Plans.load(args.plans), args.output)
-    print(f"wrote bundle {args.output}")
+    plans = Plans.load(args.plans)
+    emit_bundle(plans, args.output, args.configuration)
+    print(f"wrote bundle {args.output} ({layout(plans, args.configuration).cfg.name} configuration)")
     return 0
 
 
