@@ -98,3 +98,63 @@ def test_datalist_parts_of_a_split_file(hippocampus, tmp_path):
     assert Path(unlabelled[0]["image"]).is_file()
     with pytest.raises(DatasetError, match="unknown data part"):
         datalist_files(path, "everything", hippocampus)
+
+
+def _with_copies(root: Path) -> Path:
+    """The 2D scenes dataset with three exact copies of s_000's image (labels drawn anew)."""
+    import shutil
+
+    meta = json.loads((root / "dataset.json").read_text())
+    for k in (1, 2, 3):
+        name = f"copy_{k}.png"
+        shutil.copy(root / "imagesTr" / "s_000.png", root / "imagesTr" / name)
+        shutil.copy(root / "labelsTr" / f"s_00{k}.png", root / "labelsTr" / name)
+        meta["training"].append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    meta["numTraining"] = len(meta["training"])
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_identical_images_stay_on_one_side(tmp_path, seed):
+    from tests.conftest import write_scenes
+
+    split = make_split(load_dataset(_with_copies(write_scenes(tmp_path / "d", 16))), 0.25, 0.25, seed)
+    group = {"s_000", "copy_1", "copy_2", "copy_3"}
+    assert split["split"]["identical_images"] == [sorted(group)]
+    sides = [{e["case_id"] for e in split[part]} & group for part in ("training", "unlabelled", "testing")]
+    assert sorted(len(s) for s in sides) == [0, 0, 4]
+    counts = split["split"]["counts"]
+    assert counts["training"] + counts["hidden_label_pool"] + counts["testing"] == 19
+
+
+def test_pool_size_keeps_the_first_pool_cases_of_the_permutation(tmp_path, capsys):
+    from tests.conftest import write_scenes
+
+    root = write_scenes(tmp_path / "d", 20)
+    full = make_split(load_dataset(root), 0.1, 0.2, 3)
+    small = make_split(load_dataset(root), 0.1, 0.2, 3, pool_size=5)
+    assert small["training"] == full["training"] and small["testing"] == full["testing"]
+    pool = {e["case_id"] for e in small["unlabelled"]}
+    assert len(pool) == 5 and pool < {e["case_id"] for e in full["unlabelled"]}
+    assert small["split"]["counts"]["left_out"] == 14 - 5
+    out = tmp_path / "s.json"
+    assert main(["split", str(root), "--labelled-fraction", "0.1", "--pool-size", "5", "-o", str(out)]) == 0
+    assert "(9 pool cases left out)" in capsys.readouterr().out
+    assert main(["split", str(root), "--labelled-fraction", "0.1", "--pool-size", "-1", "-o", str(tmp_path / "t")]) == 2
+    assert "--pool-size must be >= 0, got -1" in capsys.readouterr().err
+
+
+def test_committed_psfhs_split_reproduces_and_keeps_its_duplicate_frames_together(psfhs, tmp_path):
+    out = tmp_path / "split.json"
+    args = ["split", str(psfhs), "--labelled-fraction", "0.05", "--test-fraction", "0.2", "--seed", "0", "-o", str(out)]
+    assert main(args) == 0
+    assert out.read_text() == (REPO / "benchmarks" / "splits" / "psfhs.json").read_text()
+    split = json.loads(out.read_text())
+    # the six pairs of identical frames that psfhs/README.md lists
+    pairs = [("04316", "04398"), ("04319", "04323"), ("04403", "04404"), ("04943", "05000"), ("04959", "05012")]
+    pairs.append(("05085", "05086"))
+    assert split["split"]["identical_images"] == [[f"psfhs_{a}", f"psfhs_{b}"] for a, b in pairs]
+    side = {e["case_id"]: part for part in ("training", "unlabelled", "testing") for e in split[part]}
+    assert all(side[f"psfhs_{a}"] == side[f"psfhs_{b}"] for a, b in pairs)
+    assert len(side) == 1358

@@ -205,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--test-fraction", type=float, default=0.2, help="share of labelled cases held out for testing")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--pool-size", type=int, default=None, help="keep at most this many hidden-label pool cases (a shorter run)"
+    )
     p.add_argument("--layout", default="auto", choices=("auto", "msd", "nnunetv2", "datalist"))
     p.add_argument("--base-dir", type=Path, default=None)
     p.add_argument("-o", "--output", type=Path, required=True, help="output datalist JSON")
@@ -402,12 +405,18 @@ def _cmd_split(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.data, layout=args.layout, base_dir=args.base_dir)
     check_output(args.output, inputs=[dataset.source], protected=protected_folders(dataset), what="split")
     require_sound_layout(dataset)
-    split = make_split(dataset, args.labelled_fraction, args.test_fraction, args.seed)
+    split = make_split(dataset, args.labelled_fraction, args.test_fraction, args.seed, args.pool_size)
     atomic_write_json(args.output, split)
     counts = split["split"]["counts"]
     print(
         f"wrote {args.output}: {counts['training']} labelled training, {counts['hidden_label_pool']} hidden-label "
         f"pool, {counts['testing']} test, {counts['unlabelled']} unlabelled cases"
+        + (f" ({counts['left_out']} pool cases left out)" if counts.get("left_out") else "")
+        + (
+            f"; {len(same)} group(s) of identical images kept on one side"
+            if (same := split["split"]["identical_images"])
+            else ""
+        )
     )
     return 0
 
