@@ -360,11 +360,12 @@ def plan_from_fingerprint(
     samdsk = samdsk_settings(fp, spacing)
     in_plane = [a for a in range(3) if a != samdsk["slice_axis"]]
     flat = is_2d(fp)
-    two_d = _not_emitted(
+    two_d = _two_d_use(
         {
             "slice_axis": samdsk["slice_axis"],
             **plan_configuration([spacing[a] for a in in_plane], median_shape[in_plane], dataset_voxels, gpu_memory_gb),
-        }
+        },
+        flat,
     )
     plans = {
         "schema_version": SCHEMA_VERSION,
@@ -414,11 +415,13 @@ def plan_from_fingerprint(
     return plans
 
 
-def _not_emitted(cfg: dict) -> dict:
-    """``cfg`` with the reason it is planned although ``emit`` writes no bundle for it yet."""
+def _two_d_use(cfg: dict, flat: bool) -> dict:
+    """``cfg`` with the reason it is planned and how a bundle uses it."""
     cfg["reasons"]["use"] = (
-        "planned by nnU-Net's 2D rules along the slice axis; emit writes only the 3d_fullres "
-        "bundle so far (slice-wise training is not emitted yet)"
+        "nnU-Net's 2D rules; the configuration emit trains for 2D images"
+        if flat
+        else "nnU-Net's 2D rules along the slice axis; emit --configuration 2d trains it on slices of the volumes "
+        "(the default bundle trains 3d_fullres)"
     )
     return cfg
 
