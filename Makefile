@@ -1,6 +1,7 @@
 # The two commands a new user runs:
 #   make demo DATA=../shared/data/hippocampus   set up .venv; verify, fingerprint, plan DATA, emit its bundle,
-#                                               split off 10 % labels and run one SamDSK round (short CPU budget)
+#                                               split off 10 % labels and run one SamDSK round (short CPU budget);
+#                                               DATA=../shared/data/psfhs: the same on 2D ultrasound (5 % labels)
 #   make test                                   set up .venv, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,12 +10,19 @@ DATA ?= ../shared/data/hippocampus
 NAME ?= $(notdir $(abspath $(DATA)))
 JOBS ?= 2
 DEVICE ?= cpu
-LABELLED ?= 0.1
-# a short budget that runs on 2 CPU cores in under 20 minutes (the budget of docs/benchmarks.md's SamDSK
-# runs); drop it for the bundle's full training. Less training leaves diffuse probabilities, which
-# make matching much slower (minutes per case instead of seconds).
-LOOP_ARGS ?= --rounds 1 --epochs 15 --iterations-per-epoch 50 --batch-size 2 --val-interval 5 \
+# per demo dataset: the labelled share, the split's options and a short budget that runs on 2 CPU cores in
+# under 20 minutes (drop LOOP_ARGS for the bundle's full training); other datasets get the default ones.
+# Less training leaves diffuse probabilities, which make matching much slower (minutes per case, not seconds).
+LABELLED_hippocampus := 0.1
+LOOP_ARGS_hippocampus := --rounds 1 --epochs 15 --iterations-per-epoch 50 --batch-size 2 --val-interval 5 \
 	--set 'network_def\#filters=[8,16,32,64]'
+LABELLED_psfhs := 0.05
+SPLIT_ARGS_psfhs := --pool-size 100
+LOOP_ARGS_psfhs := --rounds 1 --epochs 12 --iterations-per-epoch 50 --batch-size 8 --val-interval 4 \
+	--set 'network_def\#filters=[8,16,32,64,64,64,64]'
+LABELLED ?= $(or $(LABELLED_$(NAME)),0.1)
+SPLIT_ARGS ?= $(SPLIT_ARGS_$(NAME))
+LOOP_ARGS ?= $(or $(LOOP_ARGS_$(NAME)),--rounds 1 --epochs 15 --iterations-per-epoch 50 --val-interval 5)
 
 .PHONY: demo test test-fast lint bench clean-venv
 
@@ -32,7 +40,7 @@ demo: $(VENV)/.installed
 	$(PY) -m samdsk_plan fingerprint $(DATA) -o dataset_fingerprints/$(NAME).json -j $(JOBS)
 	$(PY) -m samdsk_plan plan dataset_fingerprints/$(NAME).json -o runs/$(NAME)/plans.json
 	$(PY) -m samdsk_plan emit runs/$(NAME)/plans.json -o bundles/$(NAME)
-	$(PY) -m samdsk_plan split $(DATA) --labelled-fraction $(LABELLED) -o runs/$(NAME)/split.json
+	$(PY) -m samdsk_plan split $(DATA) --labelled-fraction $(LABELLED) $(SPLIT_ARGS) -o runs/$(NAME)/split.json
 	$(PY) -m samdsk_plan loop bundles/$(NAME) --data $(DATA) --datalist runs/$(NAME)/split.json \
 		-o runs/$(NAME)/samdsk --device $(DEVICE) -j $(JOBS) $(LOOP_ARGS)
 
