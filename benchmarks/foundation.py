@@ -38,6 +38,7 @@ from samdsk_plan.proposals.classical import ClassicalGenerator
 from samdsk_plan.proposals.embeddings import EmbeddingCache
 from samdsk_plan.proposals.foundation import LiteMedSamGenerator, UnionGenerator, embedding_cache_for
 from samdsk_plan.proposals.litemedsam import LiteMedSam
+from samdsk_plan.proposals.prompts import PromptRecipe
 from samdsk_plan.proposals.volume import window_to_unit
 
 SIZE_BINS = (0, 50, 200, 1000, 5000, 10**9)  # region area bins, px
@@ -150,7 +151,8 @@ def prompted_matching(model: LiteMedSam, cache: EmbeddingCache, setup: MatchSetu
     """Matched-label Dice per generator next to the prediction's, over ``cases`` = ``(name,
     image (H, W), label, probs (C, H, W), axis)`` slices."""
     p, settings = setup.prompts, MatchSettings(**setup.matching)
-    lite = LiteMedSamGenerator(model, cache, p.box_scales, p.box_shift, p.lower_cut, setup.connectivity)
+    recipe = PromptRecipe(tuple(p.box_scales), p.box_shift, p.lower_cut, p.max_regions, setup.connectivity)
+    lite = LiteMedSamGenerator(model, cache, recipe)
     rows = {name: [] for name in ("prediction", "classical", "litemedsam", "union")}
     times = {"classical": 0.0, "litemedsam": 0.0, "union": 0.0}
     for _, image, label, probs, axis in cases:

@@ -14,6 +14,7 @@ from samdsk_plan.proposals.cache import ProposalCache
 from samdsk_plan.proposals.embeddings import EmbeddingCache
 from samdsk_plan.proposals.foundation import LiteMedSamGenerator, LiteMedSamGridGenerator, UnionGenerator
 from samdsk_plan.proposals.pipeline import propose_case
+from samdsk_plan.proposals.prompts import PromptRecipe
 
 EMBEDDING = (2, 4, 4)
 
@@ -68,7 +69,7 @@ def _probs(shape: tuple[int, ...], regions: list[tuple[int, slice, slice]]) -> n
 
 def test_prompted_proposals_come_from_the_predicted_regions_with_their_origin(tmp_path):
     model = BoxModel()
-    gen = LiteMedSamGenerator(model, EmbeddingCache(tmp_path, {"m": 1}, 1.0, EMBEDDING), scales=(1.0, 2.0))
+    gen = LiteMedSamGenerator(model, EmbeddingCache(tmp_path, {"m": 1}, 1.0, EMBEDDING), PromptRecipe((1.0, 2.0)))
     probs = _probs((1, 40, 40), [(0, slice(2, 6), slice(2, 8)), (0, slice(20, 24), slice(32, 36))])[:, 0]
     image = np.random.default_rng(0).random((40, 40), dtype=np.float32)
     found = gen(image, probs)

@@ -13,7 +13,7 @@ from samdsk_plan.errors import SamdskError
 from samdsk_plan.io import read_image
 from samdsk_plan.proposals import litemedsam
 from samdsk_plan.proposals.litemedsam import Frame, LiteMedSam, boxes_to_input, masks_from_logits, preprocess
-from samdsk_plan.proposals.prompts import region_boxes
+from samdsk_plan.proposals.prompts import box_variants, region_boxes
 
 # 6 PSFHS images, 12 targets (one pubic symphysis and one fetal head each)
 PSFHS_IMAGES = ["03744", "03800", "04000", "04316", "04700", "05101"]
@@ -152,3 +152,17 @@ def test_a_cropped_slice_keeps_its_geometry(model, psfhs):
     masks, _ = model.decode(model.encode(image[:, crop]), image[:, crop].shape, np.array(region_boxes(head[:, crop])))
     assert masks.shape[1:] == image[:, crop].shape
     assert 2 * (masks[0] & head[:, crop]).sum() / (masks[0].sum() + head[:, crop].sum()) > 0.9
+
+
+@pytest.mark.slow
+def test_many_boxes_decode_in_chunks_as_in_one_call(model, psfhs, monkeypatch):
+    """Decoding holds one embedding copy per box, so boxes go through the decoder in chunks: the
+    masks and scores do not depend on the chunk size."""
+    image, label = _psfhs(psfhs, "03744")
+    embedding = model.encode(image)
+    boxes = np.array([b for c in (1, 2) for b in box_variants(region_boxes(label == c)[0], image.shape, (1.0, 0.8))])
+    whole = model.decode(embedding, image.shape, boxes)
+    monkeypatch.setattr(litemedsam, "DECODE_CHUNK", 3)
+    chunked = model.decode(embedding, image.shape, boxes)
+    assert len(boxes) == 4 and np.array_equal(whole[0], chunked[0])
+    np.testing.assert_allclose(whole[1], chunked[1], atol=1e-5)

@@ -106,3 +106,32 @@ def test_interior_point_is_the_deepest_pixel_of_the_region_in_the_box():
     assert interior_point(mask, (3.0, 2.0, 13.0, 8.0)) == (8.0, 5.0)
     assert interior_point(mask, (20.0, 15.0, 22.0, 17.0)) == (21.0, 16.0)
     assert interior_point(mask, (25.0, 0.0, 29.0, 4.0)) == (27.0, 2.0)  # no pixel in the box: its centre
+
+
+def test_max_regions_prompts_only_the_largest_regions():
+    label = np.zeros((40, 40), np.int64)
+    label[1:3, 1:3] = 1  # 4 px
+    label[10:20, 10:20] = 1  # 100 px
+    label[30:35, 2:7] = 1  # 25 px
+    label[30:31, 30:31] = 1  # 1 px
+    probs = _probs(label, 2)
+    found = prompts_from_prediction(probs, max_regions=2)
+    assert [p.box for p in found] == [(10.0, 10.0, 19.0, 19.0), (2.0, 30.0, 6.0, 34.0)]  # row-major order kept
+    assert len(prompts_from_prediction(probs, max_regions=9)) == len(prompts_from_prediction(probs)) == 4
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_max_regions_keeps_the_k_largest_against_brute_force(seed):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    mask = rng.random((24, 24)) > 0.8
+    k = int(rng.integers(1, 6))
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    sizes = sorted(((int((labels == i).sum()), i) for i in range(1, n + 1)), key=lambda t: (-t[0], t[1]))
+    expected = set()
+    for _, i in sizes[:k]:
+        rows, cols = np.nonzero(labels == i)
+        expected.add((float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max())))
+    assert set(region_boxes(mask, "full", k)) == expected
+    assert len(region_boxes(mask, "full", k)) == min(k, n)

@@ -18,6 +18,7 @@ import torch
 from samdsk_plan.errors import SamdskError
 from samdsk_plan.io import read_image
 from samdsk_plan.proposals import Proposals
+from samdsk_plan.proposals.prompts import PromptRecipe
 from samdsk_plan.proposals.sam import SamGenerator
 from samdsk_plan.proposals.sam_checkpoint import (
     CHECKPOINT_ENV,
@@ -251,7 +252,7 @@ def _two_regions(shape: tuple[int, int]) -> np.ndarray:
 def test_prompted_sam_answers_each_box_prompt(tiny_model, point, multimask, per_prompt):
     from samdsk_plan.proposals.sam import SamPromptedGenerator
 
-    gen = SamPromptedGenerator(tiny_model, "digest", scales=(1.0, 1.25), point=point, multimask=multimask)
+    gen = SamPromptedGenerator(tiny_model, "digest", PromptRecipe((1.0, 1.25)), point=point, multimask=multimask)
     image = np.random.default_rng(3).random((32, 48), dtype=np.float32)
     found = gen(image, _two_regions(image.shape))
     assert found.masks.shape[1:] == image.shape and found.origins.shape == (len(found), 2)

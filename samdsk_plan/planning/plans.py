@@ -118,11 +118,13 @@ class SamPlan:
 class PromptPlan:
     """Box prompts around the predicted regions (``samdsk.proposals.prompts``; LiteMedSAM and
     SAM's prompted mode): variants per region (``box_scales`` about the centre, ``box_shift`` of
-    the box size each way) and the extra regions of ``p > lower_cut`` (None: argmax only)."""
+    the box size each way), the extra regions of ``p > lower_cut`` (None: argmax only) and the
+    number of largest regions prompted per class and slice (None: all)."""
 
     box_scales: list[float]
     box_shift: float
     lower_cut: float | None
+    max_regions: int | None = None
 
 
 @dataclass(frozen=True)

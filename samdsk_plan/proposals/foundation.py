@@ -22,7 +22,7 @@ import numpy as np
 from samdsk_plan.proposals.base import PromptedGenerator, ProposalGenerator, Proposals, is_prompted
 from samdsk_plan.proposals.embeddings import EmbeddingCache
 from samdsk_plan.proposals.litemedsam import EMBEDDING_SHAPE, PREPROCESSING_VERSION, LiteMedSam
-from samdsk_plan.proposals.prompts import BoxPrompt, grid_prompts, prompts_from_prediction
+from samdsk_plan.proposals.prompts import DEFAULT_RECIPE, BoxPrompt, PromptRecipe, grid_prompts
 
 
 def embedding_cache_for(model: LiteMedSam, root, max_gb: float) -> EmbeddingCache:
@@ -63,9 +63,8 @@ class LiteMedSamGenerator(_LiteMedSamBase):
     Args:
         model: the network (:class:`~samdsk_plan.proposals.litemedsam.LiteMedSam`).
         cache: embedding cache (None: encode every call).
-        scales, shift: box variants per region (the plan's ``samdsk.proposals.prompts``).
-        lower_cut: also prompt with the regions of ``p_c > lower_cut``; None: argmax only.
-        connectivity: region connectivity of the predicted classes.
+        recipe: which regions are prompted and with which box variants (the plan's
+            ``samdsk.proposals.prompts`` and connectivity).
     """
 
     name = "litemedsam"
@@ -75,27 +74,16 @@ class LiteMedSamGenerator(_LiteMedSamBase):
         self,
         model: LiteMedSam,
         cache: EmbeddingCache | None = None,
-        scales: Sequence[float] = (1.0,),
-        shift: float = 0.0,
-        lower_cut: float | None = None,
-        connectivity: str = "full",
+        recipe: PromptRecipe = DEFAULT_RECIPE,
     ) -> None:
         super().__init__(model, cache)
-        self.scales, self.shift, self.lower_cut, self.connectivity = tuple(scales), shift, lower_cut, connectivity
+        self.recipe = recipe
 
     def settings(self) -> dict:
-        return {
-            "weights": self.model.digest,
-            "preprocessing": PREPROCESSING_VERSION,
-            "scales": list(self.scales),
-            "shift": self.shift,
-            "lower_cut": self.lower_cut,
-            "connectivity": self.connectivity,
-        }
+        return {"weights": self.model.digest, "preprocessing": PREPROCESSING_VERSION, **self.recipe.settings()}
 
     def __call__(self, image: np.ndarray, probs: np.ndarray) -> Proposals:
-        prompts = prompts_from_prediction(probs, self.scales, self.shift, self.lower_cut, self.connectivity)
-        return self._decode(image, prompts)
+        return self._decode(image, self.recipe.prompts(probs))
 
 
 class LiteMedSamGridGenerator(_LiteMedSamBase):

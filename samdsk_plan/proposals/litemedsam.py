@@ -45,6 +45,8 @@ INPUT_SIZE = 256
 EMBEDDING_SHAPE = (256, 64, 64)
 # bump when the preprocessing changes: cached embeddings of the old one are then not reused
 PREPROCESSING_VERSION = 2
+# boxes per decoder call (the decoder holds one copy of the 4 MiB embedding per box)
+DECODE_CHUNK = 32
 _VERIFIED: dict[tuple[str, int, int], str] = {}
 
 
@@ -188,6 +190,9 @@ class LiteMedSam:
 
         Returns:
             ``(N, I, J)`` bool masks and ``(N,)`` float32 predicted IoU in [0, 1].
+
+        The decoder repeats the embedding once per box (4 MiB each), so boxes are decoded
+        :data:`DECODE_CHUNK` at a time: memory stays bounded however many prompts a slice has.
         """
         if len(boxes) == 0:
             return np.zeros((0, *shape), dtype=bool), np.zeros(0, dtype=np.float32)
@@ -195,13 +200,17 @@ class LiteMedSam:
         boxes = np.asarray(boxes, dtype=np.float32)[:, [1, 0, 3, 2]]
         features = torch.as_tensor(embedding, dtype=torch.float32, device=self.device)[None]
         prompt, decoder = self.net.prompt_encoder, self.net.mask_decoder
-        sparse, dense = prompt(points=None, boxes=boxes_to_input(boxes, frame).to(self.device), masks=None)
-        logits, iou = decoder(
-            image_embeddings=features,
-            image_pe=prompt.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-        )
-        masks = np.ascontiguousarray(np.swapaxes(masks_from_logits(logits, frame), 1, 2))
-        return masks, iou[:, 0].clamp(0, 1).float().cpu().numpy()
+        masks, ious = [], []
+        for start in range(0, len(boxes), DECODE_CHUNK):
+            chunk = boxes_to_input(boxes[start : start + DECODE_CHUNK], frame).to(self.device)
+            sparse, dense = prompt(points=None, boxes=chunk, masks=None)
+            logits, iou = decoder(
+                image_embeddings=features,
+                image_pe=prompt.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=False,
+            )
+            masks.append(np.swapaxes(masks_from_logits(logits, frame), 1, 2))
+            ious.append(iou[:, 0].clamp(0, 1).float().cpu().numpy())
+        return np.ascontiguousarray(np.concatenate(masks)), np.concatenate(ious)

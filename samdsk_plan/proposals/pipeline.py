@@ -19,6 +19,7 @@ from samdsk_plan.io.parallel import parallel_map
 from samdsk_plan.planning.plans import Plans
 from samdsk_plan.proposals.base import PromptedGenerator, ProposalGenerator, Proposals, is_prompted
 from samdsk_plan.proposals.cache import ProposalCache, SliceKey, cache_key
+from samdsk_plan.proposals.prompts import PromptRecipe
 from samdsk_plan.proposals.volume import get_slice, slice_indices, window_to_unit
 
 logger = logging.getLogger(__name__)
@@ -70,16 +71,7 @@ def make_generators(
         model, digest = load_identified(
             checkpoint if checkpoint is not None else samdsk.sam.checkpoint, model_type or samdsk.sam.model_type, device
         )
-        p = samdsk.prompts
-        gen = SamPromptedGenerator(
-            model,
-            digest,
-            p.box_scales,
-            p.box_shift,
-            p.lower_cut,
-            samdsk.sam.point,
-            connectivity=samdsk.connectivity,
-        )
+        gen = SamPromptedGenerator(model, digest, prompt_recipe(plans), samdsk.sam.point)
         return {axis: gen for axis in samdsk.axes}
     if kind == "sam":
         from samdsk_plan.proposals.sam import SamGenerator
@@ -114,7 +106,7 @@ def make_generators(
     )
     from samdsk_plan.proposals.litemedsam import LiteMedSam
 
-    settings, prompts = samdsk.litemedsam, samdsk.prompts
+    settings = samdsk.litemedsam
     model = LiteMedSam(device)
     cache = embedding_cache_for(
         model,
@@ -128,12 +120,16 @@ def make_generators(
             )
             for axis in samdsk.axes
         }
-    gen = LiteMedSamGenerator(
-        model, cache, prompts.box_scales, prompts.box_shift, prompts.lower_cut, samdsk.connectivity
-    )
+    gen = LiteMedSamGenerator(model, cache, prompt_recipe(plans))
     if kind == "litemedsam":
         return {axis: gen for axis in samdsk.axes}
     return {axis: UnionGenerator(gen, classical[axis]) for axis in samdsk.axes}
+
+
+def prompt_recipe(plans: Plans) -> PromptRecipe:
+    """The plan's box-prompt recipe (``samdsk.proposals.prompts`` and connectivity)."""
+    p = plans.samdsk.prompts
+    return PromptRecipe(tuple(p.box_scales), p.box_shift, p.lower_cut, p.max_regions, plans.samdsk.connectivity)
 
 
 def case_key(volume: np.ndarray, generators: dict[int, ProposalGenerator], probs: np.ndarray | None = None) -> str:

@@ -34,13 +34,19 @@ class BoxPrompt:
     box: Box
 
 
-def region_boxes(mask: np.ndarray, connectivity: str = "full") -> list[Box]:
-    """The bounding box of each connected region of a ``(H, W)`` bool mask."""
-    labels, _ = ndimage.label(mask, structure=structuring_element(2, connectivity))
+def region_boxes(mask: np.ndarray, connectivity: str = "full", limit: int | None = None) -> list[Box]:
+    """The bounding box of each connected region of a ``(H, W)`` bool mask, in row-major order of
+    the regions' first pixels; only the ``limit`` largest regions (by pixel count, ties in that
+    order) when ``limit`` is given."""
+    labels, n = ndimage.label(mask, structure=structuring_element(2, connectivity))
+    slices = ndimage.find_objects(labels)
+    keep = range(n)
+    if limit is not None and n > limit:
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+        keep = sorted(sorted(range(n), key=lambda i: (-sizes[i], i))[:limit])
     return [
         (float(s[1].start), float(s[0].start), float(s[1].stop - 1), float(s[0].stop - 1))
-        for s in ndimage.find_objects(labels)
-        if s is not None
+        for s in map(slices.__getitem__, keep)
     ]
 
 
@@ -76,8 +82,9 @@ def prompts_from_prediction(
     shift: float = 0.0,
     lower_cut: float | None = None,
     connectivity: str = "full",
+    max_regions: int | None = None,
 ) -> list[BoxPrompt]:
-    """Box prompts for every predicted region of every foreground class of one slice.
+    """Box prompts for the predicted regions of every foreground class of one slice.
 
     Args:
         probs: ``(C, H, W)`` softmax probabilities (class 0 the background).
@@ -85,6 +92,8 @@ def prompts_from_prediction(
         lower_cut: also prompt with the regions of ``probs[c] > lower_cut`` (a looser reading
             of the prediction: regions the argmax misses or cuts short); None: argmax only.
         connectivity: region connectivity (``"full"`` or ``"face"``).
+        max_regions: prompt only the largest that many regions of each class (of the argmax,
+            and as many of ``probs[c] > lower_cut``); None: every region, however small.
 
     Returns:
         The prompts, class by class; none for a class the slice does not predict.
@@ -95,9 +104,10 @@ def prompts_from_prediction(
     argmax = np.argmax(probs, axis=0)
     out: list[BoxPrompt] = []
     for c in range(1, probs.shape[0]):
-        boxes = region_boxes(argmax == c, connectivity)
+        boxes = region_boxes(argmax == c, connectivity, max_regions)
         if lower_cut is not None:
-            boxes += [b for b in region_boxes(probs[c] > lower_cut, connectivity) if b not in boxes]
+            loose = region_boxes(probs[c] > lower_cut, connectivity, max_regions)
+            boxes += [b for b in loose if b not in boxes]
         seen: set[Box] = set()
         for region, box in enumerate(boxes):
             for variant in box_variants(box, shape, scales, shift):
@@ -105,6 +115,38 @@ def prompts_from_prediction(
                     seen.add(variant)
                     out.append(BoxPrompt(c, region, variant))
     return out
+
+
+@dataclass(frozen=True)
+class PromptRecipe:
+    """How a prompted generator turns a slice's prediction into box prompts (the plan's
+    ``samdsk.proposals.prompts`` and connectivity): see :func:`prompts_from_prediction`."""
+
+    scales: tuple[float, ...] = (1.0,)
+    shift: float = 0.0
+    lower_cut: float | None = None
+    max_regions: int | None = None
+    connectivity: str = "full"
+
+    def prompts(self, probs: np.ndarray) -> list[BoxPrompt]:
+        """The box prompts for ``probs`` ``(C, H, W)``."""
+        return prompts_from_prediction(
+            probs, self.scales, self.shift, self.lower_cut, self.connectivity, self.max_regions
+        )
+
+    def settings(self) -> dict:
+        """The recipe as plain data, for cache keys."""
+        return {
+            "scales": list(self.scales),
+            "shift": self.shift,
+            "lower_cut": self.lower_cut,
+            "max_regions": self.max_regions,
+            "connectivity": self.connectivity,
+        }
+
+
+# every region prompted, its box alone
+DEFAULT_RECIPE = PromptRecipe()
 
 
 def grid_prompts(

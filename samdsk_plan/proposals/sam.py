@@ -23,7 +23,7 @@ from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 from segment_anything.modeling import Sam
 
 from samdsk_plan.proposals.base import Proposals
-from samdsk_plan.proposals.prompts import interior_point, prompts_from_prediction
+from samdsk_plan.proposals.prompts import DEFAULT_RECIPE, PromptRecipe, interior_point
 from samdsk_plan.proposals.sam_checkpoint import load_identified, model_type_of
 
 
@@ -194,11 +194,10 @@ class SamPromptedGenerator:
     Args:
         model: a loaded SAM (:func:`~samdsk_plan.proposals.sam_checkpoint.load_sam`).
         checkpoint_id: the weights' digest, for :meth:`settings`.
-        scales, shift, lower_cut: the box prompts
-            (:func:`~samdsk_plan.proposals.prompts.prompts_from_prediction`).
+        recipe: which regions are prompted and with which box variants
+            (:class:`~samdsk_plan.proposals.prompts.PromptRecipe`).
         point: add a positive point inside each region (SAM); False for the box-only MedSAM.
         multimask: keep SAM's three masks per prompt (False: its single best).
-        connectivity: region connectivity of the predicted classes.
     """
 
     name = "sam_prompted"
@@ -208,35 +207,28 @@ class SamPromptedGenerator:
         self,
         model: Sam,
         checkpoint_id: str = "",
-        scales: Sequence[float] = (1.0,),
-        shift: float = 0.0,
-        lower_cut: float | None = None,
+        recipe: PromptRecipe = DEFAULT_RECIPE,
         point: bool = True,
         multimask: bool = True,
-        connectivity: str = "full",
     ) -> None:
-        self.model, self.checkpoint_id = model, checkpoint_id
-        self.scales, self.shift, self.lower_cut = tuple(scales), shift, lower_cut
-        self.point, self.multimask, self.connectivity = point, multimask, connectivity
+        self.model, self.checkpoint_id, self.recipe = model, checkpoint_id, recipe
+        self.point, self.multimask = point, multimask
         self._predictor = SamPredictor(model)
 
     def settings(self) -> dict:
         return {
             "checkpoint": self.checkpoint_id,
             "model_type": model_type_of(self.model),
-            "scales": list(self.scales),
-            "shift": self.shift,
-            "lower_cut": self.lower_cut,
+            **self.recipe.settings(),
             "point": self.point,
             "multimask": self.multimask,
-            "connectivity": self.connectivity,
             "view": "transposed",
         }
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray, probs: np.ndarray) -> Proposals:
         """Proposals for an ``(H, W)`` slice in [0, 1] prompted by ``probs`` ``(C, H, W)``."""
-        prompts = prompts_from_prediction(probs, self.scales, self.shift, self.lower_cut, self.connectivity)
+        prompts = self.recipe.prompts(probs)
         if not prompts:
             return Proposals.none_prompted(image.shape)
         rgb = _to_rgb(image)
