@@ -192,7 +192,7 @@ def test_one_loop_round_on_2d_images(tmp_path):
     args = ["loop", str(bundle), "--data", str(data), "--datalist", str(lists), "-o", str(run), "--rounds", "1"]
     args += ["--epochs", "2", "--iterations-per-epoch", "10", "--batch-size", "2", "--val-interval", "1"]
     args += ["--threshold", "0", "--max-accepted", "2", "--set", f"network_def#filters={_slim(bundle)}"]
-    args += ["--set", "num_workers=0", "--threads", "1", "-q"]
+    args += ["--set", "num_workers=0", "--threads", "1", "-q", "--generator", "classical"]
     assert main(args) == 0
     assert sorted((p, p.stat().st_mtime_ns) for p in data.rglob("*")) == before
 

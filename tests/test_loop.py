@@ -303,6 +303,20 @@ def test_calibration_without_validation_cases_is_refused_before_training(bundle,
     assert not (tmp_path / "run" / "round_0" / "models").exists()
 
 
+def test_choosing_the_generator_without_validation_cases_is_refused_before_training(
+    bundle, hippocampus, tmp_path, capsys
+):
+    split = json.loads(SPLIT.read_text())
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps({"training": split["training"][:1], "unlabelled": split["unlabelled"][:1]}))
+    args = ["loop", str(bundle), "--data", str(hippocampus), "--datalist", str(one), "-o", str(tmp_path / "run")]
+    assert main([*args, "--generator", "auto", "--threshold", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "no labelled validation case to choose the proposal generator on (--generator auto)" in err
+    assert "name one with --generator" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "round_0" / "models").exists()
+
+
 def _nnunet_hippocampus(hippocampus: Path, root: Path, n: int = 8) -> Path:
     """``n`` hippocampus cases as an nnU-Net v2 raw dataset (``CASE_0000.nii.gz`` images,
     ``CASE.nii.gz`` labels), linked to the shared files (read-only)."""

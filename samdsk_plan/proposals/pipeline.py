@@ -24,6 +24,20 @@ from samdsk_plan.proposals.volume import get_slice, slice_indices, window_to_uni
 
 logger = logging.getLogger(__name__)
 GENERATORS = ("classical", "sam", "litemedsam", "union")
+# the loop's choice by evidence: each round it matches the validation cases with every candidate
+# and keeps the one whose accepted labels are the most accurate (loop.selection.choose_generator)
+AUTO = "auto"
+AUTO_CANDIDATES = ("classical", "litemedsam", "union")
+GENERATOR_CHOICES = (*GENERATORS, AUTO)
+
+
+def single_pass_generator(kind: str, prompted: bool) -> str:
+    """The generator a pass outside the loop (``propose``, ``pseudolabel.json``) uses for ``kind``:
+    ``auto`` (which only the loop can calibrate) becomes ``union`` when the model's probabilities
+    prompt it (the superset of the candidates' proposals) and ``classical`` otherwise."""
+    if kind != AUTO:
+        return kind
+    return "union" if prompted else "classical"
 
 
 def make_generators(
@@ -41,7 +55,8 @@ def make_generators(
 
     Args:
         plans: the plan.
-        kind: one of :data:`GENERATORS`; None: the plan's ``samdsk.proposals.generator``.
+        kind: one of :data:`GENERATORS`, or ``auto`` (see :func:`single_pass_generator`); None:
+            the plan's ``samdsk.proposals.generator``.
         checkpoint: SAM checkpoint; None: the plan's ``samdsk.proposals.sam.checkpoint``, else
             ``$SAMDSK_SAM_CHECKPOINT``.
         model_type: SAM architecture; None: the plan's.
@@ -61,9 +76,9 @@ def make_generators(
     LiteMedSAM prompted plus the classical union.
     """
     samdsk = plans.samdsk
-    kind = kind if kind is not None else samdsk.generator
+    kind = single_pass_generator(kind if kind is not None else samdsk.generator, prompted)
     if kind not in GENERATORS:
-        raise SamdskError(f"unknown proposal generator {kind!r}; choose one of {', '.join(GENERATORS)}")
+        raise SamdskError(f"unknown proposal generator {kind!r}; choose one of {', '.join(GENERATOR_CHOICES)}")
     if kind == "sam" and samdsk.sam.mode == "prompted" and prompted:
         from samdsk_plan.proposals.sam import SamPromptedGenerator
         from samdsk_plan.proposals.sam_checkpoint import load_identified
