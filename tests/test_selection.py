@@ -73,3 +73,33 @@ def test_no_generator_qualifies_and_ties_go_to_the_cheaper():
     assert choice.generator is None and choice.threshold == float("inf") and not any(r["chosen"] for r in choice.table)
     tie = {"classical": (betas, [0.5, 0.95], prediction), "union": (betas, [0.5, 0.95], prediction)}
     assert choose_generator(tie).generator == "classical"
+
+
+def test_run_summary_states_what_the_rounds_did():
+    from samdsk_plan.loop.report import run_summary
+
+    def ev(a: float, b: float) -> dict:
+        return {"part": "test", "mean": {"a": {"dice": a}, "b": {"dice": b}}}
+
+    rounds = {
+        "0": {"evaluation": ev(0.70, 0.80)},
+        "1": {
+            "generator": "union",
+            "accepted": ["x", "y"],
+            "n_pool": 10,
+            "true_dice": {"accepted_pseudo_labels": {"mean": 0.9}, "accepted_predictions": {"mean": 0.85}},
+            "evaluation": ev(0.74, 0.82),
+        },
+        "2": {"generator": None, "accepted": [], "n_pool": 8},
+    }
+    text = run_summary(rounds, 5, "round 2 accepted no case").splitlines()
+    assert text[0] == "round 0: 5 labelled case(s); test Dice a 0.700, b 0.800 (mean 0.750)"
+    assert text[1] == (
+        "round 1: proposals from union; accepted 2 of 10 pool case(s); their pseudo-labels' true Dice 0.900, "
+        "the model's predictions on the same cases 0.850"
+    )
+    assert text[2] == "round 1 retrained: test Dice a 0.740, b 0.820 (mean 0.780, +0.030 over round 0)"
+    assert text[3].startswith("round 2: proposals from no generator (none beat the predictions")
+    assert text[4] == "SamDSK added 2 pseudo-labelled case(s): mean test Dice 0.750 -> 0.780 (+0.030)"
+    nothing = run_summary({"0": {"evaluation": ev(0.7, 0.8)}, "1": {"generator": "classical", "n_pool": 3}}, 5, "stop")
+    assert nothing.splitlines()[-1] == "SamDSK added no case, so the final model is round 0's (stop)"

@@ -455,15 +455,12 @@ def _cmd_loop(args: argparse.Namespace) -> int:
         embedding_cache_gb=args.embedding_cache_gb,
     )
     logging.basicConfig(level=logging.INFO, format="samdsk-plan loop: %(message)s")
-    state = Loop(
+    loop = Loop(
         args.bundle, args.data, args.output, args.datalist, settings, args.device, args.threads, progress=not args.quiet
-    ).run()
-    rounds = state["rounds"]
-    for r in sorted(rounds, key=int):
-        ev = rounds[r].get("evaluation", {}).get("mean", {})
-        dice = ", ".join(f"{name} {v['dice']:.4f}" for name, v in ev.items() if v.get("dice") is not None)
-        print(f"round {r}: accepted {len(rounds[r].get('accepted', []))}" + (f"; {dice}" if dice else ""))
-    print(f"run folder {args.output}: " + (state["stopped"] or "stopped after the requested rounds"))
+    )
+    state = loop.run()
+    print(loop.summary(), end="")
+    print(f"run folder {args.output}: " + (state["stopped"] or "stopped after the requested rounds") + "; summary.md")
     return 0
 
 

@@ -59,3 +59,46 @@ def report_markdown(summary: dict) -> str:
             for c in summary["calibration"]
         ]
     return "\n".join(lines) + "\n"
+
+
+def _mean_dice(evaluation: dict) -> tuple[str, float | None]:
+    """``"a 0.81, b 0.79"`` and the mean over classes of an evaluation's mean Dice."""
+    dice = {name: v["dice"] for name, v in evaluation.get("mean", {}).items() if v.get("dice") is not None}
+    text = ", ".join(f"{name} {d:.3f}" for name, d in dice.items())
+    return text, (sum(dice.values()) / len(dice) if dice else None)
+
+
+def run_summary(rounds: dict, n_labelled: int, stopped: str | None) -> str:
+    """A few plain lines of what the run did: round 0's Dice, per round the proposal source, the
+    cases accepted and (when the pool's labels are known) their true quality next to the model's
+    predictions, the retrained model's Dice, and the change over round 0."""
+    first = rounds.get("0", {}).get("evaluation", {})
+    text, base = _mean_dice(first)
+    part = first.get("part", "test")
+    lines = [f"round 0: {n_labelled} labelled case(s); {part} Dice {text}" + (f" (mean {base:.3f})" if text else "")]
+    final, added = base, 0
+    for r in sorted((k for k in rounds if k != "0"), key=int):
+        s = rounds[r]
+        accepted = len(s.get("accepted", []))
+        added += accepted
+        source = s.get("generator") or "no generator (none beat the predictions on the validation cases)"
+        line = f"round {r}: proposals from {source}; accepted {accepted} of {s.get('n_pool', 0)} pool case(s)"
+        truth = s.get("true_dice")
+        if truth:
+            line += (
+                f"; their pseudo-labels' true Dice {truth['accepted_pseudo_labels']['mean']:.3f}, the model's "
+                f"predictions on the same cases {truth['accepted_predictions']['mean']:.3f}"
+            )
+        lines.append(line)
+        if "evaluation" in s:
+            text, final = _mean_dice(s["evaluation"])
+            delta = f", {final - base:+.3f} over round 0" if final is not None and base is not None else ""
+            lines.append(f"round {r} retrained: {part} Dice {text} (mean {final:.3f}{delta})")
+    if added == 0:
+        lines.append("SamDSK added no case, so the final model is round 0's" + (f" ({stopped})" if stopped else ""))
+    elif final is not None and base is not None:
+        lines.append(
+            f"SamDSK added {added} pseudo-labelled case(s): mean {part} Dice {base:.3f} -> {final:.3f} "
+            f"({final - base:+.3f})"
+        )
+    return "\n".join(lines) + "\n"

@@ -44,7 +44,7 @@ from samdsk_plan.io.preflight import require_device, require_disjoint, require_r
 from samdsk_plan.loop.bundle_runner import BundleRunner
 from samdsk_plan.loop.lock import RunLock
 from samdsk_plan.loop.pseudolabel import MatchRecord, match_entries, with_accepted
-from samdsk_plan.loop.report import report_markdown
+from samdsk_plan.loop.report import report_markdown, run_summary
 from samdsk_plan.loop.selection import calibrate_threshold, choose_generator, histogram, select, top_n
 from samdsk_plan.loop.state import RunState, round0_trained
 from samdsk_plan.planning.plans import Plans
@@ -193,11 +193,19 @@ class Loop:
 
     # ------------------------------------------------------------------ steps
     def run(self) -> dict:
-        """Run (or continue) the loop; returns the state's data."""
+        """Run (or continue) the loop; returns the state's data. Ends by writing
+        ``RUN/summary.md`` (:func:`~samdsk_plan.loop.report.run_summary`)."""
         try:
-            return self._run()
+            state = self._run()
+            atomic_write_text(self.run_dir / "summary.md", self.summary())
+            return state
         finally:
             self._lock.release()
+
+    def summary(self) -> str:
+        """What the run did, in a few lines (see :func:`~samdsk_plan.loop.report.run_summary`)."""
+        n_labelled = len(self._datalist(0)["training"]) if (self._round_dir(0) / "datalist.json").is_file() else 0
+        return run_summary(self.state.data["rounds"], n_labelled, self.state.data["stopped"])
 
     def _run(self) -> dict:
         self._step(0, "prepare", self._prepare)
