@@ -93,7 +93,7 @@ def test_run_summary_states_what_the_rounds_did():
         "2": {"generator": None, "accepted": [], "n_pool": 8},
     }
     text = run_summary(rounds, 5, "round 2 accepted no case").splitlines()
-    assert text[0] == "round 0: 5 labelled case(s); test Dice a 0.700, b 0.800 (mean 0.750)"
+    assert text[0] == "round 0: 5 labelled training case(s); test Dice a 0.700, b 0.800 (mean 0.750)"
     assert text[1] == (
         "round 1: proposals from union; accepted 2 of 10 pool case(s); their pseudo-labels' true Dice 0.900, "
         "the model's predictions on the same cases 0.850"

@@ -75,7 +75,8 @@ def run_summary(rounds: dict, n_labelled: int, stopped: str | None) -> str:
     first = rounds.get("0", {}).get("evaluation", {})
     text, base = _mean_dice(first)
     part = first.get("part", "test")
-    lines = [f"round 0: {n_labelled} labelled case(s); {part} Dice {text}" + (f" (mean {base:.3f})" if text else "")]
+    mean = f" (mean {base:.3f})" if text else ""
+    lines = [f"round 0: {n_labelled} labelled training case(s); {part} Dice {text}{mean}"]
     final, added = base, 0
     for r in sorted((k for k in rounds if k != "0"), key=int):
         s = rounds[r]
