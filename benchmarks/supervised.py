@@ -202,11 +202,12 @@ def main() -> None:
     parser.add_argument("--filters", default=None, help="DynUNet filters (default: a slim network per dataset)")
     parser.add_argument("--val-interval", type=int, default=5, help="validate every N epochs of 50 iterations")
     parser.add_argument("--settings", default="few,all", help="comma-separated: few (the split's labels), all")
+    parser.add_argument("--split", type=Path, default=None, help="split file (default: benchmarks/splits/DATASET.json)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads")
     args = parser.parse_args()
     args.data = (args.data or REPO / ".." / "shared" / "data" / args.dataset).resolve()
     args.filters = args.filters or FILTERS[args.dataset]
-    split = json.loads((REPO / "benchmarks" / "splits" / f"{args.dataset}.json").read_text())
+    split = json.loads((args.split or REPO / "benchmarks" / "splits" / f"{args.dataset}.json").read_text())
     labels = {int(k): v for k, v in split["labels"].items() if int(k)}
     print(
         f"{args.dataset}: data {args.data}; {args.iterations} iterations of batch {args.batch_size}; filters "
