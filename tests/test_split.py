@@ -158,3 +158,14 @@ def test_committed_psfhs_split_reproduces_and_keeps_its_duplicate_frames_togethe
     side = {e["case_id"]: part for part in ("training", "unlabelled", "testing") for e in split[part]}
     assert all(side[f"psfhs_{a}"] == side[f"psfhs_{b}"] for a, b in pairs)
     assert len(side) == 1358
+
+
+def test_committed_few_label_hippocampus_split_reproduces_with_the_same_test_cases(hippocampus, tmp_path):
+    out = tmp_path / "split.json"
+    args = ["split", str(hippocampus), "--labelled-fraction", "0.03", "--test-fraction", "0.2", "--seed", "0"]
+    assert main([*args, "-o", str(out)]) == 0
+    assert out.read_text() == (REPO / "benchmarks" / "splits" / "hippocampus_8.json").read_text()
+    few = json.loads(out.read_text())
+    ten = json.loads((REPO / "benchmarks" / "splits" / "hippocampus.json").read_text())
+    assert few["testing"] == ten["testing"] and len(few["training"]) == 8
+    assert {e["case_id"] for e in few["training"]} < {e["case_id"] for e in ten["training"]}
