@@ -160,12 +160,13 @@ def test_committed_psfhs_split_reproduces_and_keeps_its_duplicate_frames_togethe
     assert len(side) == 1358
 
 
-def test_committed_few_label_hippocampus_split_reproduces_with_the_same_test_cases(hippocampus, tmp_path):
+@pytest.mark.parametrize(("fraction", "n"), [("0.03", 8), ("0.015", 4)])
+def test_committed_few_label_hippocampus_split_reproduces_with_the_same_test_cases(hippocampus, tmp_path, fraction, n):
     out = tmp_path / "split.json"
-    args = ["split", str(hippocampus), "--labelled-fraction", "0.03", "--test-fraction", "0.2", "--seed", "0"]
+    args = ["split", str(hippocampus), "--labelled-fraction", fraction, "--test-fraction", "0.2", "--seed", "0"]
     assert main([*args, "-o", str(out)]) == 0
-    assert out.read_text() == (REPO / "benchmarks" / "splits" / "hippocampus_8.json").read_text()
+    assert out.read_text() == (REPO / "benchmarks" / "splits" / f"hippocampus_{n}.json").read_text()
     few = json.loads(out.read_text())
     ten = json.loads((REPO / "benchmarks" / "splits" / "hippocampus.json").read_text())
-    assert few["testing"] == ten["testing"] and len(few["training"]) == 8
+    assert few["testing"] == ten["testing"] and len(few["training"]) == n
     assert {e["case_id"] for e in few["training"]} < {e["case_id"] for e in ten["training"]}
