@@ -440,6 +440,9 @@ class Loop:
                 "generator": choice.generator,
                 "threshold": choice.threshold if choice.generator else None,
                 "candidates": choice.table,
+                "calibration": choice.calibrations[choice.generator].curve
+                if choice.generator in choice.calibrations
+                else None,
             },
         )
         if choice.generator is None:
@@ -464,6 +467,9 @@ class Loop:
         threshold, source = self.threshold, "fixed"
         if kind is None:
             threshold, source = math.inf, "no proposal generator beat the predictions on the validation cases"
+        elif self.auto and self.calibrate:  # calibrated while choosing the generator (matches/generator.json)
+            threshold, source = selection["threshold"], "calibrated on validation cases"
+            summary["calibration"] = selection["calibration"]
         elif self.calibrate:
             cal = calibrate_threshold(*self._validation_evidence(r, kind))
             threshold, source = cal.threshold, "calibrated on validation cases"
