@@ -212,3 +212,21 @@ def write_scenes(root: Path, n: int, n_unlabelled: int = 0, rgb: bool = False, f
     }
     (root / "dataset.json").write_text(json.dumps(meta))
     return root
+
+
+def nifti_twin(png_root: Path, root: Path, spacing: tuple[float, float] = (1.0, 1.0)) -> Path:
+    """The labelled part of an MSD-layout PNG dataset with every PNG stored as a 2D NIfTI
+    ``X x Y`` of ``spacing`` mm (identity affine otherwise); no unlabelled images."""
+    import nibabel as nib
+    from PIL import Image
+
+    meta = json.loads((png_root / "dataset.json").read_text())
+    for entry in meta["training"]:
+        for key in ("image", "label"):
+            plane = np.asarray(Image.open(png_root / entry[key])).T  # [row, column] -> [x, y]
+            entry[key] = entry[key].replace(".png", ".nii.gz")
+            (root / entry[key]).parent.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(plane, np.diag([*spacing, 1.0, 1.0])), root / entry[key])
+    meta["test"], meta["numTest"] = [], 0
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root

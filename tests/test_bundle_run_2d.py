@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from samdsk_plan.cli.main import main
-from tests.conftest import SCENE_HW, scene, write_scenes
+from tests.conftest import SCENE_HW, nifti_twin, scene, write_scenes
 from tests.test_bundle_run import hd95, run_bundle
 
 pytestmark = pytest.mark.slow  # bundle runs: left out of `make test-fast`
@@ -35,20 +35,6 @@ def _bundle(data: Path, work: Path, *emit: str) -> Path:
     assert main(["plan", str(fp), "-o", str(plans)]) == 0
     assert main(["emit", str(plans), "-o", str(bundle), *emit]) == 0
     return bundle
-
-
-def _nifti_scenes(png_root: Path, root: Path, spacing: tuple[float, float]) -> Path:
-    """The scenes dataset with every PNG stored as a 2D NIfTI ``X x Y`` of ``spacing`` mm."""
-    meta = json.loads((png_root / "dataset.json").read_text())
-    for entry in meta["training"]:
-        for key in ("image", "label"):
-            plane = np.asarray(Image.open(png_root / entry[key])).T  # [row, column] -> [x, y]
-            entry[key] = entry[key].replace(".png", ".nii.gz")
-            (root / entry[key]).parent.mkdir(parents=True, exist_ok=True)
-            nib.save(nib.Nifti1Image(plane, np.diag([*spacing, 1.0, 1.0])), root / entry[key])
-    meta["test"], meta["numTest"] = [], 0
-    (root / "dataset.json").write_text(json.dumps(meta))
-    return root
 
 
 def _datalist(path: Path, suffix: str) -> Path:
@@ -78,7 +64,7 @@ def _read_plane(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
 @pytest.mark.parametrize("fmt", ["png", "nifti"])
 def test_2d_bundle_trains_infers_and_evaluates(tmp_path, fmt):
     png = write_scenes(tmp_path / "png", 10)
-    data = png if fmt == "png" else _nifti_scenes(png, tmp_path / "nifti", (0.5, 0.25))
+    data = png if fmt == "png" else nifti_twin(png, tmp_path / "nifti", (0.5, 0.25))
     suffix = ".png" if fmt == "png" else ".nii.gz"
     bundle = _bundle(data, tmp_path)
     lists = _datalist(tmp_path / "list.json", suffix)

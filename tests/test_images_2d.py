@@ -14,7 +14,7 @@ from PIL import Image
 
 from samdsk_plan.io import load_dataset, read_image, verify_dataset, write_image
 from samdsk_plan.io.images import label_plane
-from tests.conftest import affine_for, case_arrays
+from tests.conftest import affine_for, case_arrays, nifti_twin
 
 
 def _gray(seed: int = 0) -> np.ndarray:
@@ -145,27 +145,13 @@ def test_verify_refuses_a_dataset_mixing_2d_and_3d(tmp_path):
     ]
 
 
-def _nifti_twin(png_root: Path, root: Path) -> Path:
-    """The same 2D dataset with every PNG stored as a 2D NIfTI (spacing 1, identity affine)."""
-    meta = json.loads((png_root / "dataset.json").read_text())
-    for entry in meta["training"]:
-        for key in ("image", "label"):
-            plane = np.asarray(Image.open(png_root / entry[key])).T  # [row, column] -> [x, y]
-            target = root / entry[key].replace(".png", ".nii.gz")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            nib.save(nib.Nifti1Image(plane, np.eye(4)), target)
-            entry[key] = entry[key].replace(".png", ".nii.gz")
-    (root / "dataset.json").write_text(json.dumps(meta))
-    return root
-
-
 def test_png_and_2d_nifti_give_the_same_fingerprint(tmp_path):
     from scipy import ndimage
 
     from samdsk_plan.fingerprint import compute_fingerprint
 
     png = _png_dataset(tmp_path / "png")
-    nifti = _nifti_twin(png, tmp_path / "nifti")
+    nifti = nifti_twin(png, tmp_path / "nifti")
     fps = [compute_fingerprint(load_dataset(root), progress=False) for root in (png, nifti)]
     for fp in fps:
         fp.pop("provenance")
