@@ -122,6 +122,27 @@ def test_two_rounds_add_every_pool_case_with_provenance(finished, hippocampus):
         assert state["rounds"][r]["evaluation"]["mean"]["Anterior"]["n"] == 2
 
 
+def test_steps_and_cases_keep_their_wall_times(finished):
+    """Every done step has its seconds in the state; every match record its proposal and
+    matching seconds, and a case matched again in round 2 takes its classical proposals from
+    the run's cache (reading them back is faster than making them in round 1)."""
+    state = _state(finished)
+    assert list(state["seconds"]) == state["done"]
+    assert all(t >= 0 for t in state["seconds"].values())
+    assert state["seconds"]["0/train"] > state["seconds"]["0/prepare"]
+    records = {
+        r: {p.stem: json.loads(p.read_text()) for p in (finished / f"round_{r}" / "matches" / "pool").glob("*.json")}
+        for r in (1, 2)
+    }
+    for per_round in records.values():
+        for rec in per_round.values():
+            assert set(rec["seconds"]) == {"proposals", "matching"} and min(rec["seconds"].values()) >= 0
+    again = set(records[1]) & set(records[2])
+    assert len(again) == 2
+    for case in again:
+        assert records[2][case]["seconds"]["proposals"] < records[1][case]["seconds"]["proposals"]
+
+
 def test_round_report_measures_accepted_labels_against_hidden_labels(finished, hippocampus):
     report = json.loads((finished / "round_1" / "report.json").read_text())
     split = json.loads(SPLIT.read_text())

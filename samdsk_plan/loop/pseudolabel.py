@@ -15,8 +15,9 @@ finished cases are skipped when the pass is run again.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -53,6 +54,8 @@ class MatchRecord:
             (0 when it predicts none), the usual self-training selection score.
         generator: proposal generator name.
         chosen: per slice ``"axis:index"``, per class, the chosen proposal indices.
+        seconds: wall time of this case's ``proposals`` (0 when all came from the caches) and
+            ``matching``, in seconds (empty in records written before it was kept).
     """
 
     case_id: str
@@ -64,6 +67,7 @@ class MatchRecord:
     confidence: float
     generator: str
     chosen: dict[str, dict[str, list[int]]]
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def confidence(probs: np.ndarray) -> float:
@@ -71,6 +75,42 @@ def confidence(probs: np.ndarray) -> float:
     top = probs.max(axis=0)
     fg = np.argmax(probs, axis=0) > 0
     return float(top[fg].mean()) if fg.any() else 0.0
+
+
+def case_proposals(
+    case_id: str,
+    volume: np.ndarray,
+    probs: np.ndarray,
+    plans: Plans,
+    generators: dict[int, ProposalGenerator | PromptedGenerator],
+    cache_dir: str | Path | None,
+    round_cache_dir: str | Path | None = None,
+) -> dict[tuple[int, int], np.ndarray]:
+    """Proposal masks ``(N, H, W)`` per ``(axis, index)`` on the slices near the predicted
+    foreground of ``probs`` ``(C, I, J, K)`` (plan's ``samdsk.slice_margin``), for a ``volume``
+    ``(I, J, K)`` windowed to [0, 1]. Image-only proposals are cached in ``cache_dir``, prompted
+    ones (they depend on ``probs``) in ``round_cache_dir``."""
+    roi = np.argmax(probs, axis=0) > 0
+    slices = {axis: slice_indices(volume.shape, axis, roi, plans.samdsk.slice_margin) for axis in generators}
+    cache = ProposalCache(cache_dir) if cache_dir is not None else None
+    round_cache = ProposalCache(round_cache_dir) if round_cache_dir is not None else None
+    found = propose_case(case_id, volume, generators, slices, cache, probs, round_cache)
+    return {key: p.masks for key, p in found.items()}
+
+
+def match_proposals(probs: np.ndarray, proposals: dict[tuple[int, int], np.ndarray], plans: Plans) -> VolumeMatch:
+    """:func:`~samdsk_plan.matching.match_volume` of ``probs`` ``(C, I, J, K)`` and the slices'
+    ``proposals`` with the plan's ROI-count bounds, fusion and matching settings."""
+    samdsk = plans.samdsk
+    return match_volume(
+        probs,
+        proposals,
+        samdsk.bounds,
+        samdsk.max_components,
+        fusion=samdsk.fusion,
+        connectivity=samdsk.connectivity,
+        settings=MatchSettings(**samdsk.matching),
+    )
 
 
 def match_case(
@@ -82,26 +122,9 @@ def match_case(
     cache_dir: str | Path | None,
     round_cache_dir: str | Path | None = None,
 ) -> VolumeMatch:
-    """Match one case: ``volume`` ``(I, J, K)`` windowed to [0, 1] (:func:`windowed_volume`),
-    ``probs`` ``(C, I, J, K)`` the model's softmax maps on the same grid; bounds, fusion and
-    matching settings are the plan's ``samdsk`` section. Image-only proposals are cached in
-    ``cache_dir``, prompted ones (they depend on ``probs``) in ``round_cache_dir``."""
-    samdsk = plans.samdsk
-    roi = np.argmax(probs, axis=0) > 0
-    slices = {axis: slice_indices(volume.shape, axis, roi, samdsk.slice_margin) for axis in generators}
-    cache = ProposalCache(cache_dir) if cache_dir is not None else None
-    round_cache = ProposalCache(round_cache_dir) if round_cache_dir is not None else None
-    found = propose_case(case_id, volume, generators, slices, cache, probs, round_cache)
-    proposals = {key: p.masks for key, p in found.items()}
-    return match_volume(
-        probs,
-        proposals,
-        samdsk.bounds,
-        samdsk.max_components,
-        fusion=samdsk.fusion,
-        connectivity=samdsk.connectivity,
-        settings=MatchSettings(**samdsk.matching),
-    )
+    """Match one case: :func:`case_proposals` then :func:`match_proposals`."""
+    proposals = case_proposals(case_id, volume, probs, plans, generators, cache_dir, round_cache_dir)
+    return match_proposals(probs, proposals, plans)
 
 
 def _match_entry(
@@ -119,7 +142,11 @@ def _match_entry(
         return MatchRecord(**read_json_object(record_path))
     volume, affine = windowed_volume(image, plans)
     probs = read_probabilities(prediction_file(pred_dir, entry, "prob"), volume.shape, plans.n_classes)
-    result = match_case(case_id, volume, probs, plans, generators, cache_dir, round_cache_dir)
+    start = time.perf_counter()
+    proposals = case_proposals(case_id, volume, probs, plans, generators, cache_dir, round_cache_dir)
+    proposed = time.perf_counter()
+    result = match_proposals(probs, proposals, plans)
+    seconds = {"proposals": round(proposed - start, 3), "matching": round(time.perf_counter() - proposed, 3)}
     label_path = write_image(out_dir / f"{case_id}{label_suffix(image)}", result.label.astype(np.uint8), affine)
     record = MatchRecord(
         case_id=case_id,
@@ -131,6 +158,7 @@ def _match_entry(
         confidence=confidence(probs),
         generator=next(iter(generators.values())).name,
         chosen={k: {str(c): ids for c, ids in v.items()} for k, v in result.chosen.items()},
+        seconds=seconds,
     )
     atomic_write_json(record_path, asdict(record))
     return record

@@ -2,7 +2,7 @@
 
 Run folder::
 
-    RUN/state.json                 steps done, settings, per-round summaries (:mod:`.state`)
+    RUN/state.json                 steps done and their seconds, settings, per-round summaries (:mod:`.state`)
     RUN/hidden_labels.json         the pool's hidden labels (case id -> path), if the datalist names them
     RUN/proposals/CASE.npz         image-only proposals (classical, SAM grid), shared by all rounds
     RUN/round_R/proposals/CASE.npz prompted proposals (LiteMedSAM), prompted by round R-1's model
@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -120,6 +121,20 @@ def _hidden_labels(datalist: Path | None, data: Path) -> dict[str, str]:
             if isinstance(entry, dict) and entry.get("hidden_label") and entry.get("image"):
                 out[entry_case_id(entry)] = str((data / entry["hidden_label"]).resolve())
     return out
+
+
+def validation_evidence(
+    matches: Path, predictions: Path, entries: list[dict], classes: list[int]
+) -> tuple[list[float], list[float], list[float]]:
+    """Per validation case of ``entries`` (in id order): beta of its match record in
+    ``matches``, true Dice (mean over ``classes``) of the matched label and of the prediction in
+    ``predictions`` against the entry's label; what calibration and ``--generator auto`` weigh."""
+    by_id = {entry_case_id(e): e for e in entries}
+    cases = sorted(by_id)
+    records = {c: MatchRecord(**read_json_object(matches / f"{c}.json")) for c in cases}
+    label_dice = [mean_case_dice(records[c].label, by_id[c]["label"], classes) for c in cases]
+    pred_dice = [mean_case_dice(prediction_file(predictions, by_id[c]), by_id[c]["label"], classes) for c in cases]
+    return [records[c].beta for c in cases], label_dice, pred_dice
 
 
 class Loop:
@@ -237,8 +252,9 @@ class Loop:
         if self.state.done(key):
             return
         self.log(f"round {r}: {name}")
+        start = time.perf_counter()
         fn()
-        self.state.mark(key)
+        self.state.mark(key, time.perf_counter() - start)
 
     def _stop(self, reason: str) -> None:
         self.log(f"stopping: {reason}")
@@ -415,17 +431,12 @@ class Loop:
             self._match_part(r, "pool", previous["unlabelled"], kind, self._round_dir(r) / "matches" / "pool")
 
     def _validation_evidence(self, r: int, kind: str) -> tuple[list[float], list[float], list[float]]:
-        """Per validation case (in id order): beta, true Dice of the matched label and of the prediction."""
-        previous = self._datalist(r - 1)
-        val = self._records_in(self._val_folder(r, kind), previous["validation"])
-        entries = {entry_case_id(e): e for e in previous["validation"]}
-        preds = self._round_dir(r) / "predictions" / "val"
-        cases = sorted(val)
-        label_dice = [mean_case_dice(val[c].label, entries[c]["label"], self.classes) for c in cases]
-        pred_dice = [
-            mean_case_dice(prediction_file(preds, entries[c]), entries[c]["label"], self.classes) for c in cases
-        ]
-        return [val[c].beta for c in cases], label_dice, pred_dice
+        return validation_evidence(
+            self._val_folder(r, kind),
+            self._round_dir(r) / "predictions" / "val",
+            self._datalist(r - 1)["validation"],
+            self.classes,
+        )
 
     def _choose_generator(self, r: int) -> str | None:
         """``--generator auto``: the candidate whose accepted validation labels are the most

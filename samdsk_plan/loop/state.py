@@ -23,7 +23,7 @@ def round0_trained(path: Path) -> bool:
 
 
 class RunState:
-    """Done steps (``"R/name"``) and per-round summaries of a run folder.
+    """Done steps (``"R/name"``), their wall times and per-round summaries of a run folder.
 
     A run folder is tied to its settings (``header``) once round 0 has trained; before that (a
     run that failed its checks or its first training) a command with other settings starts it
@@ -61,8 +61,11 @@ class RunState:
     def done(self, step: str) -> bool:
         return step in self.data["done"]
 
-    def mark(self, step: str) -> None:
+    def mark(self, step: str, seconds: float | None = None) -> None:
+        """Record ``step`` as done, with its wall time in ``seconds`` (under ``"seconds"``)."""
         self.data["done"].append(step)
+        if seconds is not None:
+            self.data.setdefault("seconds", {})[step] = round(seconds, 3)
         self.save()
 
     def round(self, r: int) -> dict:
