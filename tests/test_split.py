@@ -170,3 +170,23 @@ def test_committed_few_label_hippocampus_split_reproduces_with_the_same_test_cas
     ten = json.loads((REPO / "benchmarks" / "splits" / "hippocampus.json").read_text())
     assert few["testing"] == ten["testing"] and len(few["training"]) == n
     assert {e["case_id"] for e in few["training"]} < {e["case_id"] for e in ten["training"]}
+
+
+@pytest.mark.parametrize(
+    ("dataset", "fraction", "name"),
+    [("psfhs", "0.05", "psfhs"), ("hippocampus", "0.015", "hippocampus_4")],
+)
+def test_committed_seed_splits_reproduce_and_draw_other_cases(dataset, fraction, name, request, tmp_path):
+    """The benchmark's seeds 1 and 2: each file is what `split --seed S` makes, and each seed
+    labels and tests other cases than seed 0 (the seeds vary the split, not only the training)."""
+    data = request.getfixturevalue(dataset)
+    seed0 = json.loads((REPO / "benchmarks" / "splits" / f"{name}.json").read_text())
+    for seed in (1, 2):
+        out = tmp_path / f"{name}_seed{seed}.json"
+        args = ["split", str(data), "--labelled-fraction", fraction, "--test-fraction", "0.2", "--seed", str(seed)]
+        assert main([*args, "-o", str(out)]) == 0
+        assert out.read_text() == (REPO / "benchmarks" / "splits" / f"{name}_seed{seed}.json").read_text()
+        split = json.loads(out.read_text())
+        for part in ("training", "testing"):
+            assert {e["case_id"] for e in split[part]} != {e["case_id"] for e in seed0[part]}
+        assert split["split"]["identical_images"] == seed0["split"]["identical_images"]
