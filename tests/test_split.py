@@ -172,21 +172,30 @@ def test_committed_few_label_hippocampus_split_reproduces_with_the_same_test_cas
     assert {e["case_id"] for e in few["training"]} < {e["case_id"] for e in ten["training"]}
 
 
-@pytest.mark.parametrize(
-    ("dataset", "fraction", "name"),
-    [("psfhs", "0.05", "psfhs"), ("hippocampus", "0.015", "hippocampus_4")],
-)
-def test_committed_seed_splits_reproduce_and_draw_other_cases(dataset, fraction, name, request, tmp_path):
-    """The benchmark's seeds 1 and 2: each file is what `split --seed S` makes, and each seed
-    labels and tests other cases than seed 0 (the seeds vary the split, not only the training)."""
+SEED_SPLITS = [  # (dataset, labelled fraction, file, seed) of the benchmark splits not tested above
+    *[("psfhs", "0.05", f"psfhs_seed{s}", s) for s in (1, 2)],
+    *[("psfhs", "0.01", f"psfhs_1pct{'_seed' + str(s) if s else ''}", s) for s in (0, 1, 2)],
+    ("psfhs", "0.02", "psfhs_2pct", 0),
+    *[("hippocampus", "0.015", f"hippocampus_4_seed{s}", s) for s in (1, 2)],
+]
+
+
+@pytest.mark.parametrize(("dataset", "fraction", "name", "seed"), SEED_SPLITS)
+def test_committed_benchmark_splits_reproduce(dataset, fraction, name, seed, request, tmp_path):
+    """Each file is what `split --seed S` makes; seeds label and test other cases than seed 0,
+    and a smaller fraction of one seed labels a subset of the larger's cases, same test cases."""
     data = request.getfixturevalue(dataset)
-    seed0 = json.loads((REPO / "benchmarks" / "splits" / f"{name}.json").read_text())
-    for seed in (1, 2):
-        out = tmp_path / f"{name}_seed{seed}.json"
-        args = ["split", str(data), "--labelled-fraction", fraction, "--test-fraction", "0.2", "--seed", str(seed)]
-        assert main([*args, "-o", str(out)]) == 0
-        assert out.read_text() == (REPO / "benchmarks" / "splits" / f"{name}_seed{seed}.json").read_text()
-        split = json.loads(out.read_text())
-        for part in ("training", "testing"):
-            assert {e["case_id"] for e in split[part]} != {e["case_id"] for e in seed0[part]}
-        assert split["split"]["identical_images"] == seed0["split"]["identical_images"]
+    out = tmp_path / f"{name}.json"
+    args = ["split", str(data), "--labelled-fraction", fraction, "--test-fraction", "0.2", "--seed", str(seed)]
+    assert main([*args, "-o", str(out)]) == 0
+    assert out.read_text() == (REPO / "benchmarks" / "splits" / f"{name}.json").read_text()
+    split = json.loads(out.read_text())
+    cases = lambda part, s=split: {e["case_id"] for e in s[part]}  # noqa: E731
+    seed0 = json.loads(
+        (REPO / "benchmarks" / "splits" / f"{dataset}{'_4' if dataset == 'hippocampus' else ''}.json").read_text()
+    )
+    if seed:
+        assert cases("training") != cases("training", seed0) and cases("testing") != cases("testing", seed0)
+    else:
+        assert cases("testing") == cases("testing", seed0) and cases("training") < cases("training", seed0)
+    assert split["split"]["identical_images"] == seed0["split"]["identical_images"]
