@@ -1,355 +1,638 @@
-"""SamDSK on hippocampus with 10 % of the labels, against supervised and self-training peers.
+"""SamDSK against supervised and self-training peers, over seeds: does the loop turn unlabelled
+images into a better model, and with which proposal source?
 
-All arms train with the same budget through the emitted bundle (``bundles/hippocampus``, slim
-DynUNet, one torch thread each, two jobs side by side on a 2-core machine) on the committed
-split ``benchmarks/splits/hippocampus.json`` and are evaluated on its 52 test cases:
+One committed split per seed (``--splits``; by default ``benchmarks/splits/psfhs_1pct.json``,
+``psfhs_1pct_seed1.json``, ``psfhs_1pct_seed2.json``: 1 % labelled, where the few-label model
+falls 0.10 Dice short of the pool's true labels at this budget; 5 % and 2 % leave gaps under
+0.03; hippocampus: ``hippocampus_4*.json``). The pool is the first ``--pool`` cases of the split's
+hidden-label pool in its seeded order (the rule of ``samdsk-plan split --pool-size``, re-derived
+with :func:`~samdsk_plan.io.splits.make_split` and checked against the committed file); the
+loop keeps 20 % of the labelled cases for validation (model selection, the threshold's
+calibration, the reference arm below). Every training has the same budget (``--iterations`` of
+``--batch-size``, the slim network, from scratch, one torch thread) and every arm starts from the
+same round-0 model:
 
-- **supervised 10 %**: the labelled training cases (round 0 of the SamDSK run);
-- **supervised 100 %**: those plus the 182 hidden-label pool cases with their true labels;
-- **SamDSK as planned**: ``samdsk-plan loop`` with classical proposals, three-axis vote, the
-  threshold calibrated on the validation cases, ``--rounds`` rounds;
-- from the same round-0 model and round-1 probabilities: **SamDSK, top N by beta** (fixed
-  size, matched labels) against **self-training, top N by confidence** (the model's own
-  thresholded predictions, no proposals), and **SamDSK with the prediction as a fourth
-  voter** (``fusion: vote_with_prediction``, calibrated).
+- ``few``: supervised on the labelled cases (round 0 of the classical arm);
+- ``pool-truth``: supervised on those plus the pool with its hidden labels: the ceiling of any
+  pseudo-labelling of this pool; ``all``: plus every hidden label of the split (off by default);
+- ``classical``, ``litemedsam``, ``union``: :class:`~samdsk_plan.loop.Loop` with that generator,
+  the threshold calibrated on the validation cases, rounds until one accepts nothing (at most
+  ``--rounds``); the union arm takes round 1's proposals from the other two arms' caches (same
+  model, same probabilities, so the same proposals);
+- ``self-training``: each round, the previous model's own predictions of the most confident pool
+  cases (:func:`~samdsk_plan.loop.pseudolabel.confidence`) join the training set, as many as the
+  reference SamDSK arm accepted that round; the reference is the arm ``--generator auto`` would
+  have chosen on round 1's validation evidence (:func:`~samdsk_plan.loop.selection.choose_generator`).
 
-Also printed: per round the cases accepted, the threshold and the true Dice of the accepted
-pseudo-labels against the hidden labels, of the raw predictions of the same cases and of as
-many confidence-selected predictions; on the whole round-1 pool, label and prediction Dice
-of the top cases by beta and by confidence; and the solver's time per slice (median, p95) on
-``--solver-timing`` cases, with brute force on slices cut to ``--brute-n`` proposals.
+Printed: per arm the test Dice and HD95 per class (mean and sd over seeds), the share of the
+few -> pool-truth gap it closes, cases accepted per round, the true Dice of the accepted labels
+next to the model's predictions of the same cases, the Spearman rank correlation of beta with the
+true Dice of round 1's pool labels (of confidence with the predictions' for self-training), and
+the wall time split into training, prediction, proposals, matching and test evaluation.
+Everything is kept in ``--out`` (rerun to resume; ``results.json`` holds the numbers).
 
-    .venv/bin/python benchmarks/samdsk.py --out /tmp/samdsk-bench [--rounds 2] [--epochs 15] [--top-n 46]
+    .venv/bin/python benchmarks/samdsk.py --out /tmp/samdsk-psfhs1 --pool 60 --rounds 1 --iterations 400 --batch-size 4
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
+import multiprocessing
+import os
 import shutil
 import sys
-import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import spearmanr
 
-from samdsk_plan.io import read_image
+from samdsk_plan.bundle import ids
+from samdsk_plan.evaluation import case_dice
+from samdsk_plan.io import load_dataset
 from samdsk_plan.io.atomic import atomic_write_json
-from samdsk_plan.io.datalists import prediction_file
+from samdsk_plan.io.datalists import PART_UNLABELLED, prediction_file, read_probabilities
+from samdsk_plan.io.layouts import entry_case_id, read_json_object
+from samdsk_plan.io.splits import make_split
 from samdsk_plan.loop import Loop, LoopSettings
 from samdsk_plan.loop.bundle_runner import BundleRunner
-from samdsk_plan.loop.pseudolabel import read_probabilities
-from samdsk_plan.matching import MatchSettings, match_slice, union_score
-from samdsk_plan.matching.assign import class_targets
-from samdsk_plan.matching.volume import slice_bounds
+from samdsk_plan.loop.pseudolabel import confidence
+from samdsk_plan.loop.rounds import validation_evidence
+from samdsk_plan.loop.selection import choose_generator, top_n
 from samdsk_plan.planning.plans import Plans
-from samdsk_plan.proposals.cache import ProposalCache
-from samdsk_plan.proposals.pipeline import case_key, make_generators, windowed_volume
+from samdsk_plan.proposals.pipeline import windowed_volume
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from supervised import FILTERS, ITERATIONS_PER_EPOCH, prepare_bundle
 
 REPO = Path(__file__).resolve().parent.parent
-BUNDLE = REPO / "bundles" / "hippocampus"
-SPLIT = REPO / "benchmarks" / "splits" / "hippocampus.json"
-DATA = REPO.parent / "shared" / "data" / "hippocampus"
-CLASSES = ("Anterior", "Posterior")
-N_HIDDEN = 182
+SAMDSK_ARMS = ("classical", "litemedsam", "union")
+ARMS = ("few", "pool-truth", "all", *SAMDSK_ARMS, "self-training")
+DEFAULT_ARMS = ("few", "pool-truth", *SAMDSK_ARMS, "self-training")
+DEFAULT_SPLITS = {
+    "psfhs": ("psfhs_1pct.json", "psfhs_1pct_seed1.json", "psfhs_1pct_seed2.json"),
+    "hippocampus": ("hippocampus_4.json", "hippocampus_4_seed1.json", "hippocampus_4_seed2.json"),
+}
 
 
-def train_and_evaluate(runner: BundleRunner, folder: Path, datalist: dict, train_args: dict) -> dict:
-    """Train on ``datalist`` in ``folder`` and evaluate on its test cases; returns the mean metrics."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "datalist.json"
-    atomic_write_json(path, datalist)
-    start = time.perf_counter()
-    if not (folder / "eval" / "metrics.json").is_file():
-        runner.run(["train.json"], folder / "train.log", datalist=path, ckpt_dir=folder / "models", **train_args)
-        runner.run(
-            ["train.json", "evaluate.json"],
-            folder / "evaluate.log",
-            datalist=path,
-            ckpt_dir=folder / "models",
-            output_dir=folder / "eval",
-            data_part="test",
+@dataclass(frozen=True)
+class Setup:
+    """What every job of the run shares (pickled into the worker processes)."""
+
+    data: Path
+    bundle: Path
+    out: Path
+    rounds: int
+    epochs: int
+    batch_size: int
+    val_interval: int
+    filters: str
+
+    def overrides(self) -> dict[str, str]:
+        return {"network_def#filters": f"[{self.filters}]", "num_workers": "0"}
+
+    def settings(self, generator: str, rounds: int) -> LoopSettings:
+        return LoopSettings(
+            rounds=rounds,
+            epochs=self.epochs,
+            iterations_per_epoch=ITERATIONS_PER_EPOCH,
+            batch_size=self.batch_size,
+            val_interval=self.val_interval,
+            generator=generator,
+            overrides=self.overrides(),
+            embedding_cache=str(self.out / "embeddings"),
         )
-    mean = json.loads((folder / "eval" / "metrics.json").read_text())["mean"]
-    return {"n_train": len(datalist["training"]), "mean": mean, "seconds": time.perf_counter() - start}
+
+    def runner(self) -> BundleRunner:
+        return BundleRunner(self.bundle, self.data, "cpu", self.overrides(), threads=1)
+
+    def train_args(self) -> dict[str, object]:
+        return {
+            ids.EPOCHS: self.epochs,
+            ids.ITERATIONS_PER_EPOCH: ITERATIONS_PER_EPOCH,
+            ids.BATCH_SIZE: self.batch_size,
+            ids.VAL_INTERVAL: self.val_interval,
+        }
 
 
-def supervised_100(out: Path, runner: BundleRunner, train_args: dict, results: dict) -> None:
-    split = json.loads(SPLIT.read_text())
-    full = {
-        "training": split["training"]
-        + [{"image": e["image"], "label": e["hidden_label"]} for e in split["unlabelled"][:N_HIDDEN]],
-        "testing": split["testing"],
-    }
-    results["supervised 100 %"] = train_and_evaluate(runner, out / "supervised_100", full, train_args)
+def say(seed_dir: Path, arm: str) -> Callable[[str], None]:
+    """A log function: one progress line per step on stdout, prefixed with the seed and arm."""
+    return lambda message: print(f"[{time.strftime('%H:%M:%S')}] {seed_dir.name} {arm}: {message}", flush=True)
 
 
-def self_training(out: Path, runner: BundleRunner, train_args: dict, n: int, results: dict) -> None:
-    """Round 0's predictions of the ``n`` most confident pool cases join the training set."""
-    run = out / "samdsk"
-    records = [json.loads(p.read_text()) for p in (run / "round_1" / "matches" / "pool").glob("*.json")]
-    chosen = sorted(records, key=lambda r: (-r["confidence"], r["case_id"]))[:n]
-    preds = run / "round_1" / "predictions" / "pool"
-    r0 = json.loads((run / "round_0" / "datalist.json").read_text())
-    added = [{"image": r["image"], "label": str(preds / f"{r['case_id']}_seg.nii.gz")} for r in chosen]
-    datalist = {"training": r0["training"] + added, "validation": r0["validation"], "testing": r0["testing"]}
-    results[f"self-training, top {n} by confidence"] = train_and_evaluate(
-        runner, out / f"self_training_{n}", datalist, train_args
+# ---------------------------------------------------------------------------------- the jobs
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # LiteMedSAM runs in the job's process; bundle runs get one thread too
+
+
+def loop_job(setup: Setup, seed_dir: Path, arm: str, rounds: int) -> None:
+    """Run (or continue) the SamDSK arm ``arm`` to ``rounds`` rounds. An arm other than
+    classical starts from the classical arm's round 0 (copied); the union arm also from the
+    litemedsam arm's round-1 predictions and the proposals of both arms' caches."""
+    run = seed_dir / arm
+    loop = Loop(
+        setup.bundle,
+        setup.data,
+        run,
+        seed_dir / "datalist.json",
+        setup.settings(arm, rounds),
+        threads=1,
+        progress=False,
+        log=say(seed_dir, arm),
     )
-
-
-def seeded_loop(source: Path, run_dir: Path, bundle: Path, settings: LoopSettings, with_matches: bool) -> Loop:
-    """A loop that starts from ``source``'s round 0 and round-1 predictions (and matches): the
-    same model and probabilities, so arms differ only in what they match or accept."""
-    loop = Loop(bundle, DATA, run_dir, SPLIT, settings, "cpu", threads=1, progress=False, log=print)
-    if not loop.state.done("0/prepare"):
-        shutil.copy(source / "hidden_labels.json", run_dir / "hidden_labels.json")
-        shutil.copytree(source / "round_0", run_dir / "round_0")
-        shutil.copytree(source / "round_1" / "predictions", run_dir / "round_1" / "predictions")
-        steps = ["0/prepare", "0/train", "0/evaluate", "1/predict"]
-        if with_matches:
-            shutil.copytree(source / "round_1" / "matches", run_dir / "round_1" / "matches")
-            steps.append("1/match")
-        loop.state.data["rounds"]["0"] = json.loads((source / "state.json").read_text())["rounds"]["0"]
+    if arm != "classical" and not loop.state.done("0/prepare"):
+        base = seed_dir / "classical"
+        shutil.copy(base / "hidden_labels.json", run / "hidden_labels.json")
+        shutil.copytree(base / "round_0", run / "round_0")
+        steps = ["0/prepare", "0/train", "0/evaluate"]
+        if arm == "union":
+            lite = seed_dir / "litemedsam"
+            shutil.copytree(lite / "round_1" / "predictions", run / "round_1" / "predictions")
+            shutil.copytree(lite / "round_1" / "proposals", run / "round_1" / "proposals")
+            shutil.copytree(base / "proposals", run / "proposals")
+            steps.append("1/predict")
+        loop.state.data["rounds"]["0"] = read_json_object(base / "state.json")["rounds"]["0"]
         for step in steps:
             loop.state.mark(step)
-    return loop
+    loop.run()
 
 
-def pool_analysis(run: Path) -> None:
-    """True Dice of round 1's matched labels and of the predictions on the whole pool, for the
-    top fractions of cases ranked by beta and by the model's confidence."""
-    split = json.loads(SPLIT.read_text())
-    hidden = {
-        Path(e["image"]).name.removesuffix(".nii.gz"): DATA / e["hidden_label"]
-        for e in split["unlabelled"]
-        if "hidden_label" in e
-    }
-    rows = []
-    for path in sorted((run / "round_1" / "matches" / "pool").glob("*.json")):
-        rec = json.loads(path.read_text())
-        if rec["case_id"] not in hidden:
-            continue
-        truth = np.asarray(read_image(hidden[rec["case_id"]]).array)
-        label = np.asarray(read_image(rec["label"]).array)
-        pred = np.asarray(read_image(run / "round_1" / "predictions" / "pool" / f"{rec['case_id']}_seg.nii.gz").array)
-        dice = [
-            np.mean(
-                [union_score((x == c).reshape(1, -1), (truth == c).ravel().astype(float), [0], "dice") for c in (1, 2)]
+def train_and_evaluate(setup: Setup, folder: Path, datalist: dict, log: Callable[[str], None]) -> dict:
+    """Train the bundle on ``datalist`` in ``folder`` and evaluate it on the test cases;
+    returns the seconds of both (kept in ``folder/seconds.json``, so a rerun skips the work)."""
+    done = folder / "seconds.json"
+    if done.is_file():
+        return read_json_object(done)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = atomic_write_json(folder / "datalist.json", datalist)
+    runner, models = setup.runner(), folder / "models"
+    start = time.perf_counter()
+    log(f"train on {len(datalist['training'])} cases")
+    runner.run(
+        ["train.json"],
+        folder / "logs" / "train.log",
+        **{ids.DATALIST: path, ids.CKPT_DIR: models},
+        **setup.train_args(),
+    )
+    trained = time.perf_counter()
+    runner.run(
+        ["train.json", "evaluate.json"],
+        folder / "logs" / "evaluate.log",
+        **{ids.DATALIST: path, ids.CKPT_DIR: models, ids.OUTPUT_DIR: folder / "eval", ids.DATA_PART: "test"},
+    )
+    seconds = {"train": trained - start, "evaluate": time.perf_counter() - trained}
+    atomic_write_json(done, seconds)
+    return seconds
+
+
+def supervised_job(setup: Setup, seed_dir: Path, arm: str) -> None:
+    """``pool-truth`` or ``all``: the labelled cases plus hidden labels, same validation cases
+    as the loop arms (taken from the classical arm's round 0)."""
+    r0 = read_json_object(seed_dir / "classical" / "round_0" / "datalist.json")
+    split = read_json_object(seed_dir / "split.json")
+    pool = read_json_object(seed_dir / "datalist.json")["unlabelled"] if arm == "pool-truth" else split["unlabelled"]
+    truth = [
+        {"case_id": entry_case_id(e), "image": e["image"], "label": str(setup.data / e["hidden_label"])}
+        for e in pool
+        if e.get("hidden_label")
+    ]
+    datalist = {"training": r0["training"] + truth, "validation": r0["validation"], "testing": r0["testing"]}
+    train_and_evaluate(setup, seed_dir / arm, datalist, say(seed_dir, arm))
+
+
+def self_training_job(setup: Setup, seed_dir: Path, counts: list[int]) -> None:
+    """Round r adds the ``counts[r-1]`` most confident remaining pool cases with the previous
+    model's predicted labels (round 1: the shared round-0 model, the classical arm's). Each
+    round writes ``round_R/summary.json``."""
+    run, log = seed_dir / "self-training", say(seed_dir, "self-training")
+    plans = Plans.load(setup.bundle / "configs" / "plans.json")
+    weight = plans.samdsk.pseudo_label_weight
+    previous, models = (
+        seed_dir / "classical" / "round_0" / "datalist.json",
+        seed_dir / "classical" / "round_0" / "models",
+    )
+    for r, n in enumerate(counts, 1):
+        rdir = run / f"round_{r}"
+        if not (rdir / "summary.json").is_file():
+            start = time.perf_counter()
+            preds = rdir / "predictions" / "pool"
+            log(f"round {r}: predict")
+            setup.runner().run(
+                ["inference.json"],
+                rdir / "logs" / "predict.log",
+                **{
+                    ids.DATALIST: previous,
+                    ids.CKPT_DIR: models,
+                    ids.DATA_PART: PART_UNLABELLED,
+                    ids.OUTPUT_DIR: preds,
+                    ids.SAVE_PROBABILITIES: True,
+                },
             )
-            for x in (label, pred)
-        ]
-        rows.append((rec["beta"], rec["confidence"], *dice))
-    a = np.asarray(rows)
-    print(
-        f"\nround-1 pool ({len(a)} cases with hidden labels): matched labels beat the prediction in "
-        f"{100 * np.mean(a[:, 2] > a[:, 3]):.0f} % of cases; "
-        f"corr(beta, label Dice) {np.corrcoef(a[:, 0], a[:, 2])[0, 1]:.2f}, "
-        f"corr(confidence, prediction Dice) {np.corrcoef(a[:, 1], a[:, 3])[0, 1]:.2f}"
+            predicted = time.perf_counter() - start
+            datalist = read_json_object(previous)
+            pool = {entry_case_id(e): e for e in datalist["unlabelled"]}
+            scores = {}
+            for cid, e in pool.items():
+                shape = windowed_volume(e["image"], plans)[0].shape
+                scores[cid] = confidence(read_probabilities(prediction_file(preds, e, "prob"), shape, plans.n_classes))
+            chosen = top_n(scores, n)
+            added = [
+                {
+                    "case_id": c,
+                    "image": pool[c]["image"],
+                    "label": str(prediction_file(preds, pool[c])),
+                    "weight": weight,
+                    "self_training": {"round": r, "confidence": scores[c]},
+                }
+                for c in chosen
+            ]
+            datalist = {
+                **datalist,
+                "training": datalist["training"] + added,
+                "unlabelled": [e for c, e in pool.items() if c not in set(chosen)],
+            }
+            seconds = train_and_evaluate(setup, rdir, datalist, log)
+            atomic_write_json(
+                rdir / "summary.json",
+                {
+                    "accepted": chosen,
+                    "confidence": scores,
+                    "labels": {c: str(prediction_file(preds, e)) for c, e in pool.items()},
+                    "seconds": {**seconds, "predict": predicted},
+                },
+            )
+        previous, models = rdir / "datalist.json", rdir / "models"
+
+
+@dataclass
+class Job:
+    """One unit of work: ``fn(*args)`` in a worker process once the jobs named in ``after`` are done."""
+
+    name: str
+    fn: Callable
+    args: tuple
+    after: tuple[str, ...] = ()
+    late_args: Callable[[], tuple] | None = field(default=None, repr=False)
+
+
+def run_jobs(jobs: list[Job], workers: int) -> None:
+    """Run ``jobs`` in dependency order, ``workers`` at a time, earliest listed first; a failed job
+    stops the run with its error."""
+    pending, done, running = list(jobs), set(), {}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+        while pending or running:
+            for job in [j for j in pending if set(j.after) <= done][: workers - len(running)]:
+                pending.remove(job)
+                args = job.args + (job.late_args() if job.late_args else ())
+                running[pool.submit(job.fn, *args)] = job
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = running.pop(future)
+                future.result()
+                done.add(job.name)
+
+
+# ---------------------------------------------------------------------------- the evidence
+def prepare_seed(setup: Setup, split_path: Path, pool_size: int) -> Path:
+    """``OUT/seedS/{split,datalist}.json``: the committed split and the loop's datalist with its
+    first ``pool_size`` pool cases (checked against a fresh :func:`make_split`)."""
+    split = read_json_object(split_path)
+    meta = split["split"]
+    seed_dir = setup.out / f"seed{meta['seed']}"
+    if (seed_dir / "datalist.json").is_file():
+        return seed_dir
+    fresh = make_split(
+        load_dataset(setup.data), meta["labelled_fraction"], meta["test_fraction"], meta["seed"], pool_size
     )
-    print("top share  n    by beta: label | prediction    by confidence: label | prediction")
-    for share in (0.1, 0.25, 0.5, 1.0):
-        n = max(1, round(share * len(a)))
-        b, c = np.argsort(-a[:, 0], kind="stable")[:n], np.argsort(-a[:, 1], kind="stable")[:n]
-        print(
-            f"{share:8.0%} {n:3d}   {a[b, 2].mean():13.4f} | {a[b, 3].mean():.4f}   "
-            f"{a[c, 2].mean():19.4f} | {a[c, 3].mean():.4f}"
+    for part in ("training", "testing"):
+        if [e["image"] for e in fresh[part]] != [e["image"] for e in split[part]]:
+            sys.exit(f"{split_path}: its {part} cases are not what 'samdsk-plan split' makes of {setup.data} now")
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(seed_dir / "split.json", split)
+    datalist = {"training": split["training"], "testing": split["testing"], "unlabelled": fresh["unlabelled"]}
+    atomic_write_json(seed_dir / "datalist.json", datalist)
+    return seed_dir
+
+
+def reference_arm(seed_dir: Path, classes: list[int]) -> str | None:
+    """The SamDSK arm ``--generator auto`` would choose on round 1's validation cases."""
+    val = read_json_object(seed_dir / "classical" / "round_0" / "datalist.json")["validation"]
+    evidence = {
+        kind: validation_evidence(
+            seed_dir / kind / "round_1" / "matches" / "val",
+            seed_dir / kind / "round_1" / "predictions" / "val",
+            val,
+            classes,
         )
+        for kind in SAMDSK_ARMS
+        if (seed_dir / kind / "round_1" / "matches" / "val").is_dir()
+    }
+    return choose_generator(evidence).generator
 
 
-def brute_force(masks: np.ndarray, probs: np.ndarray, bounds, settings) -> float:
-    targets = class_targets(probs, settings.target, settings.prob_floor)
-    best = -1.0
-    for owners in itertools.product(range(len(bounds) + 1), repeat=len(masks)):
-        sets = [[k for k, o in enumerate(owners) if o == c + 1] for c in range(len(bounds))]
-        if all(lo <= len(s) <= hi for s, (lo, hi) in zip(sets, bounds, strict=True)):
-            best = max(best, sum(union_score(masks, targets[c], s, settings.metric) for c, s in enumerate(sets)))
-    return best
+def accepted_counts(seed_dir: Path, arm: str | None) -> list[int]:
+    """Cases ``arm`` accepted per round (rounds that accepted at least one)."""
+    if arm is None:
+        return []
+    rounds = read_json_object(seed_dir / arm / "state.json")["rounds"]
+    return [n for r in sorted(rounds, key=int)[1:] if (n := len(rounds[r].get("accepted", [])))]
 
 
-def solver_timing(run: Path, plans: Plans, n_cases: int, brute_n: int, fast: bool, brute_slices: int = 100) -> None:
-    """Per-slice solver time on round 1's pool (proposals from the cache, probabilities of round 0)."""
-    bounds, settings = plans.samdsk.bounds, MatchSettings(**plans.samdsk.matching)
-    generators = make_generators(plans, "classical", fast=fast)
-    cache = ProposalCache(run / "proposals")
-    times, brute_times, gaps, sizes = [], [], [], []
-    records = sorted((run / "round_1" / "matches" / "pool").glob("*.json"))[:n_cases]
-    for rec_path in records:
-        rec = json.loads(rec_path.read_text())
-        volume, _ = windowed_volume(rec["image"], plans)
-        probs = read_probabilities(
-            prediction_file(run / "round_1" / "predictions" / "pool", rec, "prob"), volume.shape, plans.n_classes
-        )
-        pred = np.argmax(probs, axis=0)
-        for (axis, index), props in cache.load(rec["case_id"], case_key(volume, generators)).items():
-            local = slice_bounds(np.take(pred, index, axis=axis), bounds[axis])
-            if not any(hi for _, hi in local) or not len(props):
-                continue
-            p = np.take(probs, index, axis=axis + 1)
-            start = time.perf_counter()
-            match_slice(props.masks, p, local, settings)
-            times.append(time.perf_counter() - start)
-            sizes.append(len(props))
-            if len(brute_times) >= brute_slices:
-                continue
-            # brute force on the brute_n proposals that overlap the foreground most
-            fg = class_targets(p, settings.target, settings.prob_floor).sum(axis=0)
-            keep = np.argsort(-(props.masks.reshape(len(props), -1) @ fg.ravel()))[:brute_n]
-            small = props.masks[np.sort(keep)]
-            start = time.perf_counter()
-            fast = match_slice(small, p, local, settings)
-            solver_small = time.perf_counter() - start
-            start = time.perf_counter()
-            exact = brute_force(small, p, local, settings)
-            brute_times.append((solver_small, time.perf_counter() - start))
-            gaps.append(exact - fast.objective)
-    t = np.asarray(times) * 1000
-    bt = np.asarray(brute_times) * 1000
-    print(
-        f"\nsolver on {len(t)} slices of {len(records)} cases ({np.median(sizes):.0f} proposals per slice, median):"
-        f" median {np.median(t):.1f} ms, p95 {np.percentile(t, 95):.1f} ms"
-    )
-    print(
-        f"on {len(bt)} of those slices cut to {brute_n} proposals: solver median {np.median(bt[:, 0]):.2f} ms, "
-        f"brute force median {np.median(bt[:, 1]):.1f} ms (p95 {np.percentile(bt[:, 1], 95):.1f} ms); "
-        f"largest objective gap brute - solver {max(gaps):.2e}"
-    )
+def self_training_counts(seed_dir: Path, classes: list[int]) -> tuple[list[int]]:
+    """The self-training job's late argument: the reference arm's counts (kept in ``self-training.json``)."""
+    reference = reference_arm(seed_dir, classes)
+    counts = accepted_counts(seed_dir, reference)
+    atomic_write_json(seed_dir / "self-training.json", {"reference": reference, "counts": counts})
+    return (counts,)
 
 
-def print_arms(state_rows: list[tuple[str, dict]], results: dict, filters: str, epochs: int) -> None:
-    print(
-        f"\nhippocampus, 10 % labelled ({epochs * 50} iterations of batch 2 per training, filters [{filters}], "
-        "CPU); Dice on the 52 test cases"
-    )
-    print(f"{'arm':44s} {'n train':>7s} {'Dice Ant':>9s} {'Dice Post':>9s} {'mean':>7s}")
-    for name, summary in state_rows:
-        mean = summary["evaluation"]["mean"]
-        d = [mean[c]["dice"] for c in CLASSES]
-        print(f"{name:44s} {'':>7s} {d[0]:9.4f} {d[1]:9.4f} {np.mean(d):7.4f}")
-    for name, res in results.items():
-        d = [res["mean"][c]["dice"] for c in CLASSES]
-        print(f"{name:44s} {res['n_train']:7d} {d[0]:9.4f} {d[1]:9.4f} {np.mean(d):7.4f}")
+def mean_metrics(metrics_file: Path) -> dict:
+    return read_json_object(metrics_file)["mean"]
 
 
-def print_rounds(name: str, state: dict) -> None:
-    print(
-        f"\n{name}: round  threshold  accepted/pool  exact  true Dice: accepted labels | their predictions | "
-        "confidence-selected predictions"
-    )
-    for r in sorted(state["rounds"], key=int)[1:]:
-        s = state["rounds"][r]
+def spearman(x: list[float], y: list[float]) -> float | None:
+    return float(spearmanr(x, y).statistic) if len(x) > 2 and np.ptp(x) > 0 and np.ptp(y) > 0 else None
+
+
+def loop_arm_result(seed_dir: Path, arm: str, classes: list[int], hidden: dict[str, str]) -> dict:
+    """Final test metrics, per-round acceptance and label quality, rank correlation and wall
+    time of a SamDSK arm (its own rounds: round 0 is the ``few`` arm's)."""
+    run = seed_dir / arm
+    state = read_json_object(run / "state.json")
+    rounds = state["rounds"]
+    last = max((int(r) for r in rounds if "evaluation" in rounds[r]), default=0)
+    per_round = []
+    for r in sorted(rounds, key=int)[1:]:
+        s = rounds[r]
         td = s.get("true_dice", {})
-        cells = [
-            f"{td[k]['mean']:.4f}" if k in td else "n/a"
-            for k in ("accepted_pseudo_labels", "accepted_predictions", "confidence_selected_predictions")
-        ]
-        thr = "none" if s.get("threshold") is None else f"{s['threshold']:.4f}"
-        print(
-            f"{r:>5s}  {thr:>9s}  {len(s['accepted']):>4d}/{s['n_pool']:<4d}  {s['exact_fraction']:5.2f}  "
-            + " | ".join(cells)
+        per_round.append(
+            {
+                "accepted": len(s.get("accepted", [])),
+                "threshold": s.get("threshold"),
+                "label_dice": td.get("accepted_pseudo_labels", {}).get("mean"),
+                "prediction_dice": td.get("accepted_predictions", {}).get("mean"),
+            }
         )
-    print(f"stop: {state['stopped'] or 'rounds done'}")
+    betas, dices = [], []
+    for path in sorted((run / "round_1" / "matches" / "pool").glob("*.json")):
+        rec = read_json_object(path)
+        if rec["case_id"] in hidden:
+            betas.append(rec["beta"])
+            dices.append(float(np.mean(list(case_dice(rec["label"], hidden[rec["case_id"]], classes).values()))))
+    seconds = {"train": 0.0, "predict": 0.0, "proposals": 0.0, "matching": 0.0, "evaluate": 0.0}
+    for step, t in state.get("seconds", {}).items():
+        r, name = step.split("/")
+        if int(r) > 0 and name in seconds:
+            seconds[name] += t
+    for path in run.glob("round_*/matches/**/*.json"):
+        rec = read_json_object(path)
+        for key in ("proposals", "matching"):
+            seconds[key] += rec.get("seconds", {}).get(key, 0.0)
+    return {
+        "metrics": rounds[str(last)]["evaluation"]["mean"],
+        "n_train": len(read_json_object(run / f"round_{last}" / "datalist.json")["training"]),
+        "rounds": per_round,
+        "spearman": spearman(betas, dices),
+        "seconds": seconds,
+        "stopped": state["stopped"],
+    }
+
+
+def self_training_result(seed_dir: Path, classes: list[int], hidden: dict[str, str]) -> dict | None:
+    run = seed_dir / "self-training"
+    rounds = sorted(run.glob("round_*/summary.json"), key=lambda p: int(p.parent.name.split("_")[1]))
+    if not rounds:
+        return None
+    seconds = {"train": 0.0, "predict": 0.0, "evaluate": 0.0}
+    per_round, rho = [], None
+    for i, path in enumerate(rounds):
+        s = read_json_object(path)
+        for key in seconds:
+            seconds[key] += s["seconds"][key]
+        dice = {
+            c: float(np.mean(list(case_dice(path, hidden[c], classes).values())))
+            for c, path in s["labels"].items()
+            if c in hidden
+        }
+        chosen = [c for c in s["accepted"] if c in dice]
+        per_round.append(
+            {
+                "accepted": len(s["accepted"]),
+                "label_dice": float(np.mean([dice[c] for c in chosen])) if chosen else None,
+            }
+        )
+        if i == 0:
+            cases = sorted(dice)
+            rho = spearman([s["confidence"][c] for c in cases], [dice[c] for c in cases])
+    last = rounds[-1].parent
+    return {
+        "metrics": mean_metrics(last / "eval" / "metrics.json"),
+        "n_train": len(read_json_object(last / "datalist.json")["training"]),
+        "rounds": per_round,
+        "spearman": rho,
+        "seconds": seconds,
+    }
+
+
+def collect(seed_dir: Path, arms: list[str], classes: list[int]) -> dict:
+    """Per arm of one seed its results (see :func:`loop_arm_result`)."""
+    hidden = read_json_object(seed_dir / "classical" / "hidden_labels.json")
+    base = read_json_object(seed_dir / "classical" / "state.json")
+    out = {
+        "few": {
+            "metrics": base["rounds"]["0"]["evaluation"]["mean"],
+            "n_train": len(read_json_object(seed_dir / "classical" / "round_0" / "datalist.json")["training"]),
+            "seconds": {k: base["seconds"].get(f"0/{k}", 0.0) for k in ("train", "evaluate")},
+        }
+    }
+    for arm in arms:
+        if arm in ("pool-truth", "all"):
+            out[arm] = {
+                "metrics": mean_metrics(seed_dir / arm / "eval" / "metrics.json"),
+                "n_train": len(read_json_object(seed_dir / arm / "datalist.json")["training"]),
+                "seconds": read_json_object(seed_dir / arm / "seconds.json"),
+            }
+        elif arm in SAMDSK_ARMS:
+            out[arm] = loop_arm_result(seed_dir, arm, classes, hidden)
+        elif arm == "self-training" and (seed_dir / "self-training.json").is_file():
+            # with nothing to add (the reference accepted no case) self-training is the round-0 model
+            result = self_training_result(seed_dir, classes, hidden) or {**out["few"], "rounds": [], "spearman": None}
+            out[arm] = {**result, "reference": read_json_object(seed_dir / "self-training.json")["reference"]}
+    return out
+
+
+# ------------------------------------------------------------------------------- the tables
+def _ms(values: list[float], digits: int = 3) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    return f"{np.mean(values):.{digits}f}" + (f" ± {np.std(values, ddof=1):.{digits}f}" if len(values) > 1 else "")
+
+
+def print_tables(results: dict[str, dict], names: dict[int, str], arms: list[str]) -> None:
+    seeds = sorted(results)
+    classes = list(names.values())
+    order = [a for a in ARMS if a in arms or a == "few"]
+
+    def dice(arm: str, seed: str) -> float | None:
+        r = results[seed].get(arm)
+        return None if r is None else float(np.mean([r["metrics"][c]["dice"] for c in classes]))
+
+    head = "".join(f" {'Dice ' + c[:12]:>21}" for c in classes) + f" {'mean Dice':>17}"
+    head += "".join(f" {'HD95 ' + c[:12]:>19}" for c in classes)
+    print(f"\nTest metrics over {len(seeds)} seed(s) ({', '.join(seeds)}); mean ± sd over seeds\n")
+    print(f"{'arm':<14} {'n train':>8}{head} {'gap closed':>10}")
+    few = [dice("few", s) for s in seeds]
+    ceiling = [dice("pool-truth", s) for s in seeds]
+    for arm in order:
+        have = [s for s in seeds if arm in results[s]]
+        if not have:
+            continue
+        rows = [results[s][arm] for s in have]
+        cells = "".join(f" {_ms([r['metrics'][c]['dice'] for r in rows]):>21}" for c in classes)
+        cells += f" {_ms([dice(arm, s) for s in have]):>17}"
+        cells += "".join(f" {_ms([r['metrics'][c]['hd95'] for r in rows], 2):>19}" for c in classes)
+        gap = "-"
+        if arm != "few" and None not in ceiling and len(have) == len(seeds) and np.mean(ceiling) > np.mean(few):
+            closed = (np.mean([dice(arm, s) for s in seeds]) - np.mean(few)) / (np.mean(ceiling) - np.mean(few))
+            gap = f"{100 * closed:.0f} %"
+        print(f"{arm:<14} {np.mean([r['n_train'] for r in rows]):8.0f}{cells} {gap:>10}")
+
+    print("\nPer seed and round: cases accepted, true Dice of the accepted labels | the model's predictions of them")
+    for arm in [a for a in order if a in (*SAMDSK_ARMS, "self-training")]:
+        for s in seeds:
+            r = results[s].get(arm)
+            if r is None:
+                continue
+            cells = []
+            for i, rd in enumerate(r["rounds"], 1):
+                q = "" if rd.get("label_dice") is None else f" {rd['label_dice']:.3f}"
+                q += "" if rd.get("prediction_dice") is None else f" | {rd['prediction_dice']:.3f}"
+                cells.append(f"r{i}: {rd['accepted']}{q}")
+            extra = f" (as many as {r['reference'] or 'no arm: none accepted'})" if arm == "self-training" else ""
+            print(f"  {arm:<14} {s}: " + "; ".join(cells) + extra)
+
+    print("\nSpearman rank correlation with the true Dice of round 1's pool labels (mean over seeds)")
+    for arm in [a for a in order if a in (*SAMDSK_ARMS, "self-training")]:
+        rho = [results[s][arm]["spearman"] for s in seeds if arm in results[s]]
+        what = "confidence vs prediction Dice" if arm == "self-training" else "beta vs label Dice"
+        print(f"  {arm:<14} {what:<30} {_ms(rho, 2)}")
+
+    print("\nWall time per arm, minutes (sum over seeds; SamDSK arms: their own rounds, round 0 is few's)")
+    keys = ("train", "predict", "proposals", "matching", "evaluate")
+    print(f"  {'arm':<14}" + "".join(f" {k:>10}" for k in keys))
+    for arm in order:
+        rows = [results[s][arm]["seconds"] for s in seeds if arm in results[s]]
+        if rows:
+            print(f"  {arm:<14}" + "".join(f" {sum(r.get(k, 0.0) for r in rows) / 60:10.1f}" for k in keys))
+
+    samdsk = [a for a in SAMDSK_ARMS if all(a in results[s] for s in seeds)]
+    if samdsk and None not in ceiling and all("self-training" in results[s] for s in seeds):
+        best = max(samdsk, key=lambda a: np.mean([dice(a, s) for s in seeds]))
+        b = np.array([dice(best, s) for s in seeds])
+        st = np.array([dice("self-training", s) for s in seeds])
+        gap = np.mean(ceiling) - np.mean(few)
+        closed = (
+            f"closes {100 * np.mean(b - np.array(few)) / gap:.0f} % of the few -> pool-truth gap of {gap:+.4f} "
+            "mean Dice (target >= 50 %)"
+            if gap > 0
+            else f"no few -> pool-truth gap to close ({gap:+.4f} mean Dice)"
+        )
+        sd = np.std(st, ddof=1) if len(seeds) > 1 else float("nan")
+        print(
+            f"\nbest SamDSK arm: {best}; {closed}; beats self-training by {np.mean(b - st):+.4f} mean Dice "
+            f"(target > one seed-sd of self-training, {sd:.4f})"
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", default="psfhs", choices=tuple(DEFAULT_SPLITS))
+    ap.add_argument("--data", type=Path, default=None, help="dataset folder (default: ../shared/data/DATASET)")
+    ap.add_argument(
+        "--splits", default=None, help="comma-separated split files, one per seed (default: the committed ones)"
+    )
     ap.add_argument("--out", type=Path, required=True, help="work folder (reused: finished parts are kept)")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=15, help="epochs of 50 iterations of batch 2")
-    ap.add_argument("--val-interval", type=int, default=5)
-    ap.add_argument("--filters", default="8,16,32,64")
-    ap.add_argument("--fast", action="store_true", help="classical generator's fast mode")
-    ap.add_argument("--top-n", type=int, default=46, help="cases added by the fixed-size arms (0: skip them)")
-    ap.add_argument("--solver-timing", type=int, default=10, help="cases for the solver timing (0: skip)")
-    ap.add_argument("--brute-n", type=int, default=7)
+    ap.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
+    ap.add_argument("--pool", type=int, default=60, help="pool cases per seed (the first of the split's seeded order)")
+    ap.add_argument("--rounds", type=int, default=3, help="most SamDSK rounds (a round accepting nothing stops)")
+    ap.add_argument("--iterations", type=int, default=400, help="training iterations per training")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--val-interval", type=int, default=4, help="validate every N epochs of 50 iterations")
+    ap.add_argument("--filters", default=None, help="DynUNet filters (default: the slim network of the dataset)")
+    ap.add_argument("-j", "--jobs", type=int, default=2, help="jobs side by side (one torch thread each)")
     args = ap.parse_args()
-    overrides = {"network_def#filters": f"[{args.filters}]", "num_workers": "0"}
-    train_args = {"epochs": args.epochs, "iterations_per_epoch": 50, "batch_size": 2, "val_interval": args.val_interval}
-    args.out.mkdir(parents=True, exist_ok=True)
-    common = dict(
-        epochs=args.epochs,
-        iterations_per_epoch=50,
-        batch_size=2,
-        val_interval=args.val_interval,
-        fast_proposals=args.fast,
-        overrides=overrides,
+    arms = [a.strip() for a in args.arms.split(",") if a.strip() and a.strip() != "few"]
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown:
+        sys.exit(f"unknown arm(s) {', '.join(unknown)}: choose from {', '.join(ARMS)}")
+    if "union" in arms and not {"litemedsam", "classical"} <= set(arms):
+        sys.exit("the union arm reuses the litemedsam and classical arms' round-1 proposals: add both to --arms")
+    data = (args.data or REPO.parent / "shared" / "data" / args.dataset).resolve()
+    splits = (
+        [Path(p) for p in args.splits.split(",")]
+        if args.splits
+        else [REPO / "benchmarks" / "splits" / name for name in DEFAULT_SPLITS[args.dataset]]
     )
-    runner = BundleRunner(BUNDLE, DATA, "cpu", overrides, threads=1)
-    results: dict = {}
-
-    # 1. SamDSK as planned (threshold calibrated) beside supervised 100 %
-    run = args.out / "samdsk"
-    loop = Loop(
-        BUNDLE,
-        DATA,
-        run,
-        SPLIT,
-        LoopSettings(rounds=args.rounds, **common),
-        "cpu",
-        threads=1,
-        progress=False,
-        log=print,
-    )
-    jobs = [
-        threading.Thread(target=loop.run),
-        threading.Thread(target=supervised_100, args=(args.out, runner, train_args, results)),
-    ]
-    for job in jobs:
-        job.start()
-    for job in jobs:
-        job.join()
-    states = {"SamDSK (paper vote, calibrated)": json.loads((run / "state.json").read_text())}
-    n_accepted = len(states["SamDSK (paper vote, calibrated)"]["rounds"]["1"]["accepted"])
-
-    # 2. fixed-size arms from the same round-0 model: top-N by beta (matched labels) vs top-N by
-    #    confidence (predicted labels); then the prediction as fourth voter, calibrated
-    if args.top_n:
-        top = seeded_loop(
-            run,
-            args.out / f"samdsk_top{args.top_n}",
-            BUNDLE,
-            LoopSettings(rounds=1, threshold=0.0, max_accepted=args.top_n, **common),
-            True,
-        )
-        jobs = [
-            threading.Thread(target=top.run),
-            threading.Thread(target=self_training, args=(args.out, runner, train_args, args.top_n, results)),
-        ]
-        for job in jobs:
-            job.start()
-        for job in jobs:
-            job.join()
-        states[f"SamDSK, top {args.top_n} by beta"] = json.loads((top.run_dir / "state.json").read_text())
-    elif n_accepted:
-        self_training(args.out, runner, train_args, n_accepted, results)
-    bundle = args.out / "bundle_vote_with_prediction"
+    missing = [str(p) for p in splits if not p.is_file()]
+    if missing:
+        sys.exit(f"split file(s) not found: {', '.join(missing)}")
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    epochs = max(1, args.iterations // ITERATIONS_PER_EPOCH)
+    bundle = out / "bundle"
     if not bundle.is_dir():
-        shutil.copytree(BUNDLE, bundle)
-        plans = json.loads((bundle / "configs" / "plans.json").read_text())
-        plans["samdsk"]["fusion"] = "vote_with_prediction"
-        (bundle / "configs" / "plans.json").write_text(json.dumps(plans, indent=1))
-    refined = seeded_loop(
-        run, args.out / "samdsk_vote_with_prediction", bundle, LoopSettings(rounds=1, workers=2, **common), False
+        prepare_bundle(args.dataset, data, out)
+    setup = Setup(
+        data, bundle, out, args.rounds, epochs, args.batch_size, min(args.val_interval, epochs),
+        args.filters or FILTERS[args.dataset],
+    )  # fmt: skip
+    plans = Plans.load(bundle / "configs" / "plans.json")
+    print(
+        f"{args.dataset}: {len(splits)} seed(s), pool {args.pool}, at most {args.rounds} round(s), "
+        f"{epochs * ITERATIONS_PER_EPOCH} iterations of batch {args.batch_size} per training, filters "
+        f"[{setup.filters}], {args.jobs} job(s) of one thread, CPU; work folder {out}",
+        flush=True,
     )
-    refined.run()
-    states["SamDSK, prediction as 4th voter, calibrated"] = json.loads((refined.run_dir / "state.json").read_text())
-
-    rows = [("supervised 10 % (round 0)", states["SamDSK (paper vote, calibrated)"]["rounds"]["0"])]
-    for name, state in states.items():
-        rows += [
-            (f"{name}, round {r}", state["rounds"][r])
-            for r in sorted(state["rounds"], key=int)[1:]
-            if "evaluation" in state["rounds"][r]
+    jobs, seed_dirs = [], []
+    for split in splits:
+        d = prepare_seed(setup, split, args.pool)
+        seed_dirs.append(d)
+        s = d.name
+        jobs.append(Job(f"{s}/few", loop_job, (setup, d, "classical", 0)))
+        jobs += [
+            Job(f"{s}/{a}", supervised_job, (setup, d, a), (f"{s}/few",)) for a in ("pool-truth", "all") if a in arms
         ]
-    print_arms(rows, results, args.filters, args.epochs)
-    for name, state in states.items():
-        print_rounds(name, state)
-    pool_analysis(run)
-    if args.solver_timing:
-        solver_timing(run, loop.plans, args.solver_timing, args.brute_n, args.fast)
+        for arm in [a for a in SAMDSK_ARMS if a in arms]:
+            first = (f"{s}/few",) + ((f"{s}/litemedsam/1", f"{s}/classical/1") if arm == "union" else ())
+            jobs.append(Job(f"{s}/{arm}/1", loop_job, (setup, d, arm, 1), first))
+            if args.rounds > 1:
+                jobs.append(Job(f"{s}/{arm}", loop_job, (setup, d, arm, args.rounds), (f"{s}/{arm}/1",)))
+        if "self-training" in arms:
+            last = tuple(f"{s}/{a}" + ("" if args.rounds > 1 else "/1") for a in SAMDSK_ARMS if a in arms)
+            jobs.append(
+                Job(
+                    f"{s}/self-training",
+                    self_training_job,
+                    (setup, d),
+                    last,
+                    late_args=lambda d=d: self_training_counts(d, plans.samdsk.class_values),
+                )
+            )
+    start = time.perf_counter()
+    run_jobs(jobs, args.jobs)
+    print(f"all jobs done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+    results = {d.name: collect(d, arms, plans.samdsk.class_values) for d in seed_dirs}
+    atomic_write_json(out / "results.json", results)
+    print_tables(results, {v: n for v, n in plans.labels.items() if v}, arms)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main()

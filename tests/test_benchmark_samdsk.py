@@ -1,0 +1,116 @@
+"""benchmarks/samdsk.py end to end on a tiny configuration (so it does not rot), and its
+comparison arithmetic on numbers with known answers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from samdsk_plan.cli.main import main
+from tests.conftest import write_scenes
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "samdsk.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("samdsk_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _result(dice: tuple[float, float], n_train: int, accepted: list[int] | None = None) -> dict:
+    out = {
+        "metrics": {name: {"dice": d, "hd95": 1.0, "n": 4} for name, d in zip(("disc", "bar"), dice, strict=True)},
+        "n_train": n_train,
+        "seconds": {"train": 60.0},
+    }
+    if accepted is not None:
+        out.update(rounds=[{"accepted": n} for n in accepted], spearman=0.5, reference="litemedsam")
+    return out
+
+
+def test_comparison_reports_the_share_of_the_gap_closed_and_the_margin_over_self_training(capsys):
+    """few 0.60, ceiling 0.80 (mean over classes and seeds): an arm at 0.70 closes 50 %, one
+    at 0.65 closes 25 %; the best arm beats self-training (0.62, 0.64: sd 0.0141) by 0.07."""
+    results = {
+        "seed0": {
+            "few": _result((0.6, 0.6), 10),
+            "pool-truth": _result((0.8, 0.8), 20),
+            "classical": _result((0.65, 0.65), 10, [0]),
+            "litemedsam": _result((0.7, 0.7), 18, [8]),
+            "self-training": _result((0.62, 0.62), 18, [8]),
+        },
+        "seed1": {
+            "few": _result((0.6, 0.6), 10),
+            "pool-truth": _result((0.8, 0.8), 20),
+            "classical": _result((0.65, 0.65), 10, [0]),
+            "litemedsam": _result((0.72, 0.68), 16, [6]),
+            "self-training": _result((0.64, 0.64), 16, [6]),
+        },
+    }
+    _module().print_tables(results, {1: "disc", 2: "bar"}, ["pool-truth", "classical", "litemedsam", "self-training"])
+    out = capsys.readouterr().out
+    rows = {}  # the first line of each arm: its row of the metrics table
+    for line in out.splitlines():
+        if line.split() and line.split()[0] in results["seed0"]:
+            rows.setdefault(line.split()[0], line)
+    assert rows["litemedsam"].rstrip().endswith("50 %") and rows["classical"].rstrip().endswith("25 %")
+    assert rows["pool-truth"].rstrip().endswith("100 %") and rows["few"].rstrip().endswith("-")
+    assert "0.700 ± 0.000" in rows["litemedsam"]  # mean Dice: (0.7 + 0.7) / 2 per seed
+    assert "0.630 ± 0.014" in rows["self-training"]
+    assert "best SamDSK arm: litemedsam; closes 50 % of the few -> pool-truth gap of +0.2000" in out
+    assert "beats self-training by +0.0700 mean Dice (target > one seed-sd of self-training, 0.0141)" in out
+    assert "seed1: r1: 6" in out
+
+
+@pytest.mark.slow
+def test_benchmark_runs_every_arm_on_a_tiny_configuration(tmp_path):
+    """One seed of synthetic scenes (the arithmetic over seeds is tested above), a pool of 3,
+    one round of one 50-iteration epoch: every arm trains and is evaluated, the arms share
+    round 0, and the counts agree with the runs."""
+    data = write_scenes(tmp_path / "data", 20)
+    split = tmp_path / "split.json"
+    assert main(["split", str(data), "--labelled-fraction", "0.3", "--seed", "0", "-o", str(split)]) == 0
+    out = tmp_path / "out"
+    arms = "pool-truth,classical,litemedsam,union,self-training"
+    cmd = [sys.executable, str(SCRIPT), "--data", str(data), "--splits", str(split)]
+    cmd += ["--out", str(out), "--pool", "3", "--rounds", "1", "--iterations", "50", "--batch-size", "2"]
+    cmd += ["--val-interval", "1", "--filters", "8,16,32,64", "--arms", arms]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(results) == ["seed0"]
+    for seed, arms_of in results.items():
+        assert set(arms_of) == {"few", *arms.split(",")}
+        labelled = len(json.loads((out / seed / "classical" / "round_0" / "datalist.json").read_text())["training"])
+        assert arms_of["few"]["n_train"] == labelled == 5  # 6 labelled, one kept for validation
+        assert arms_of["pool-truth"]["n_train"] == labelled + 3
+        for arm in ("classical", "litemedsam", "union"):
+            state = json.loads((out / seed / arm / "state.json").read_text())
+            assert (
+                state["rounds"]["0"] == json.loads((out / seed / "classical" / "state.json").read_text())["rounds"]["0"]
+            )
+            accepted = len(state["rounds"]["1"]["accepted"])
+            assert arms_of[arm]["n_train"] == labelled + accepted
+            if not accepted:  # nothing added: the arm is its round-0 model
+                assert arms_of[arm]["metrics"] == arms_of["few"]["metrics"]
+        for record in (out / seed / "union" / "round_1" / "matches" / "pool").glob("*.json"):
+            assert json.loads(record.read_text())["generator"] == "union"
+        chosen = json.loads((out / seed / "self-training.json").read_text())
+        counts = []
+        if chosen["reference"] is not None:
+            state = json.loads((out / seed / chosen["reference"] / "state.json").read_text())
+            counts = [n] if (n := len(state["rounds"]["1"]["accepted"])) else []
+        assert chosen["counts"] == counts
+        assert arms_of["self-training"]["n_train"] == labelled + sum(counts)
+    for arm in ("few", *arms.split(",")):
+        assert any(line.startswith(arm) for line in done.stdout.splitlines()), arm
+    assert "Wall time per arm" in done.stdout and "Spearman" in done.stdout
