@@ -54,8 +54,9 @@ class MatchRecord:
             (0 when it predicts none), the usual self-training selection score.
         generator: proposal generator name.
         chosen: per slice ``"axis:index"``, per class, the chosen proposal indices.
-        seconds: wall time of this case's ``proposals`` (0 when all came from the caches) and
-            ``matching``, in seconds (empty in records written before it was kept).
+        seconds: wall time in seconds of this case's ``proposals`` (making them, or reading
+            them back from the caches) and ``matching`` (empty in records written before it
+            was kept).
     """
 
     case_id: str
