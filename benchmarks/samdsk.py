@@ -51,6 +51,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from samdsk_plan.bundle import ids
+from samdsk_plan.errors import SamdskError
 from samdsk_plan.evaluation import case_dice
 from samdsk_plan.io import load_dataset
 from samdsk_plan.io.atomic import atomic_write_json
@@ -85,7 +86,6 @@ class Setup:
     data: Path
     bundle: Path
     out: Path
-    rounds: int
     epochs: int
     batch_size: int
     val_interval: int
@@ -150,8 +150,8 @@ def loop_job(setup: Setup, seed_dir: Path, arm: str, rounds: int) -> None:
         shutil.copy(base / "hidden_labels.json", run / "hidden_labels.json")
         shutil.copytree(base / "round_0", run / "round_0")
         steps = ["0/prepare", "0/train", "0/evaluate"]
-        if arm == "union":
-            lite = seed_dir / "litemedsam"
+        lite = seed_dir / "litemedsam"
+        if arm == "union" and (lite / "round_1" / "predictions").is_dir():  # absent: litemedsam was refused
             shutil.copytree(lite / "round_1" / "predictions", run / "round_1" / "predictions")
             shutil.copytree(lite / "round_1" / "proposals", run / "round_1" / "proposals")
             shutil.copytree(base / "proposals", run / "proposals")
@@ -159,7 +159,12 @@ def loop_job(setup: Setup, seed_dir: Path, arm: str, rounds: int) -> None:
         loop.state.data["rounds"]["0"] = read_json_object(base / "state.json")["rounds"]["0"]
         for step in steps:
             loop.state.mark(step)
-    loop.run()
+    try:
+        loop.run()
+    except SamdskError as error:  # refused before its first round (too few validation cases): stays at round 0
+        say(seed_dir, arm)(f"refused: {error}")
+        loop.state.data["stopped"] = f"refused: {error}"
+        loop.state.save()
 
 
 def train_and_evaluate(setup: Setup, folder: Path, datalist: dict, log: Callable[[str], None]) -> dict:
@@ -516,6 +521,8 @@ def print_tables(results: dict[str, dict], names: dict[int, str], arms: list[str
                 q += "" if rd.get("prediction_dice") is None else f" | {rd['prediction_dice']:.3f}"
                 cells.append(f"r{i}: {rd['accepted']}{q}")
             extra = f" (as many as {r['reference'] or 'no arm: none accepted'})" if arm == "self-training" else ""
+            if str(r.get("stopped") or "").startswith("refused"):
+                extra += f" ({r['stopped']})"
             print(f"  {arm:<14} {s}: " + "; ".join(cells) + extra)
 
     print("\nSpearman rank correlation with the true Dice of round 1's pool labels (mean over seeds)")
@@ -590,7 +597,7 @@ def main() -> None:
     if not bundle.is_dir():
         prepare_bundle(args.dataset, data, out)
     setup = Setup(
-        data, bundle, out, args.rounds, epochs, args.batch_size, min(args.val_interval, epochs),
+        data, bundle, out, epochs, args.batch_size, min(args.val_interval, epochs),
         args.filters or FILTERS[args.dataset],
     )  # fmt: skip
     plans = Plans.load(bundle / "configs" / "plans.json")

@@ -222,8 +222,8 @@ def test_killed_run_resumes_to_the_same_state(finished, bundle, hippocampus, dat
 
 def test_calibrated_round_reports_its_curve(finished, bundle, hippocampus, datalist, tmp_path):
     """One round from the finished run's round 0 with the threshold calibrated on the two
-    validation cases: the chosen threshold is the lowest curve point whose labels beat the
-    predictions, and exactly the pool cases at or above it are accepted."""
+    validation cases: the chosen threshold is the lowest curve point that passes both and whose
+    labels beat the predictions, and exactly the pool cases at or above it are accepted."""
     run = tmp_path / "run"
     run.mkdir()
     shutil.copytree(finished / "round_0", run / "round_0")
@@ -238,10 +238,17 @@ def test_calibrated_round_reports_its_curve(finished, bundle, hippocampus, datal
     args[args.index("--rounds") + 1] = "1"
     assert main(args) == 0
     report = json.loads((run / "round_1" / "report.json").read_text())
-    assert report["threshold_source"] == "calibrated on validation cases"
     curve = report["calibration"]
     assert 1 <= len(curve) <= 2 and curve[0]["n_accepted"] == 2
-    passing = [row["threshold"] for row in curve if row["label_dice"] >= row["prediction_dice"]]
+    # a threshold must pass both validation cases (calibration_min_cases 2): the curve's first point
+    passing = [
+        row["threshold"] for row in curve if row["label_dice"] >= row["prediction_dice"] and row["n_accepted"] >= 2
+    ]
+    assert report["threshold_source"] == (
+        "calibrated on validation cases"
+        if passing
+        else "no threshold passes 2 or more validation cases whose labels are as accurate as the predictions"
+    )
     assert report["threshold"] == (min(passing) if passing else None)
     betas = {
         p.name.removesuffix(".json"): json.loads(p.read_text())["beta"]
@@ -335,6 +342,26 @@ def test_choosing_the_generator_without_validation_cases_is_refused_before_train
     err = capsys.readouterr().err
     assert "no labelled validation case to choose the proposal generator on (--generator auto)" in err
     assert "name one with --generator" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "round_0" / "models").exists()
+
+
+def test_calibration_on_a_single_validation_case_is_refused_before_training(bundle, hippocampus, tmp_path, capsys):
+    split = json.loads(SPLIT.read_text())
+    few = tmp_path / "few.json"
+    few.write_text(
+        json.dumps(
+            {
+                "training": split["training"][:2],
+                "validation": split["training"][2:3],
+                "unlabelled": split["unlabelled"][:1],
+            }
+        )
+    )
+    args = ["loop", str(bundle), "--data", str(hippocampus), "--datalist", str(few), "-o", str(tmp_path / "run")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "1 labelled validation case(s) to calibrate the acceptance threshold on" in err
+    assert "at least 2 validation cases" in err and "--threshold" in err and "Traceback" not in err
     assert not (tmp_path / "run" / "round_0" / "models").exists()
 
 

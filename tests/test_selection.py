@@ -75,6 +75,24 @@ def test_no_generator_qualifies_and_ties_go_to_the_cheaper():
     assert choose_generator(tie).generator == "classical"
 
 
+def test_a_generator_winning_on_a_single_validation_case_is_not_trusted():
+    prediction = [0.8] * 3
+    candidates = {
+        # its labels beat the predictions only on the highest-beta case (0.95); from two cases on, never
+        "classical": ([0.9, 0.2, 0.1], [0.95, 0.5, 0.5], prediction),
+        # from beta 0.8 its two accepted labels average 0.875
+        "litemedsam": ([0.9, 0.8, 0.1], [0.9, 0.85, 0.3], prediction),
+    }
+    one = choose_generator(candidates)
+    assert (one.generator, one.threshold) == ("classical", 0.9)
+    two = choose_generator(candidates, min_accepted=2)
+    assert (two.generator, two.threshold) == ("litemedsam", 0.8)
+    assert two.table[0]["threshold"] is None and two.table[1]["label_dice"] == pytest.approx(0.875)
+    # a fixed threshold of 0.85 passes one case of each: neither is trusted
+    assert choose_generator(candidates, threshold=0.85, min_accepted=2).generator is None
+    assert choose_generator({"litemedsam": ([0.9], [0.99], [0.8])}, min_accepted=2).generator is None
+
+
 def test_run_summary_states_what_the_rounds_did():
     from samdsk_plan.loop.report import run_summary
 

@@ -184,6 +184,7 @@ class Loop:
             raise SamdskError(f"retrain must be one of {', '.join(RETRAIN_MODES)}, got {self.retrain!r}")
         self.weight = samdsk.pseudo_label_weight if s.pseudo_label_weight is None else s.pseudo_label_weight
         self.calibrate = s.threshold is None and samdsk.calibrate_threshold
+        self.min_cases = samdsk.calibration_min_cases
         self.threshold = s.threshold if s.threshold is not None else samdsk.acceptance_threshold
         self.max_accepted = s.max_accepted if s.max_accepted is not None else samdsk.max_accepted_per_round
         self.classes = samdsk.class_values
@@ -224,6 +225,8 @@ class Loop:
 
     def _run(self) -> dict:
         self._step(0, "prepare", self._prepare)
+        if self.settings.rounds != 0 and not self.state.done("1/predict"):
+            self._require_validation()
         if not self.state.done("0/train"):
             self._check_inputs()
         self._step(0, "train", lambda: self._train(0))
@@ -278,16 +281,6 @@ class Loop:
             raise SamdskError(f"{source}: no labelled training case")
         if not parts[PART_UNLABELLED]:
             raise SamdskError(f"{source}: no unlabelled case to pseudo-label")
-        if self.auto and not parts[PART_VAL]:
-            raise SamdskError(
-                f"{source}: no labelled validation case to choose the proposal generator on (--generator auto); "
-                "name one with --generator"
-            )
-        if self.calibrate and not parts[PART_VAL]:
-            raise SamdskError(
-                f"{source}: no labelled validation case to calibrate the acceptance threshold on; "
-                "give a fixed one with --threshold"
-            )
         atomic_write_json(self.run_dir / "hidden_labels.json", _hidden_labels(self.datalist, self.data))
         atomic_write_json(
             self._round_dir(0) / "datalist.json",
@@ -297,6 +290,29 @@ class Loop:
                 "testing": parts[PART_TEST],
                 "unlabelled": parts[PART_UNLABELLED],
             },
+        )
+
+    def _require_validation(self) -> None:
+        """Before the first round (and before round 0 trains): enough labelled validation cases
+        to calibrate the threshold on (``samdsk.calibration_min_cases``) or, with
+        ``--generator auto``, to choose the generator on (one at least)."""
+        source = self.datalist if self.datalist is not None else self.data
+        n = len(self._datalist(0)["validation"])
+        need = self.min_cases if self.calibrate or self.auto else 0
+        if n >= need:
+            return
+        what = (
+            "calibrate the acceptance threshold on"
+            if self.calibrate
+            else "choose the proposal generator on (--generator auto)"
+        )
+        if n == 0:
+            fix = "give a fixed one with --threshold" if self.calibrate else "name one with --generator"
+            raise SamdskError(f"{source}: no labelled validation case to {what}; {fix}")
+        raise SamdskError(
+            f"{source}: {n} labelled validation case(s) to {what}; a threshold is trusted only when at least "
+            f"{need} validation cases pass it (plans samdsk.calibration_min_cases: one case's comparison decides "
+            "by chance): label more cases, raise training.val_fraction in the plans, or give a fixed --threshold"
         )
 
     def _check_inputs(self) -> None:
@@ -444,6 +460,7 @@ class Loop:
         choice = choose_generator(
             {kind: self._validation_evidence(r, kind) for kind in self._kinds()},
             None if self.calibrate else self.threshold,
+            self.min_cases,
         )
         atomic_write_json(
             self._round_dir(r) / "matches" / "generator.json",
@@ -482,8 +499,13 @@ class Loop:
             threshold, source = selection["threshold"], "calibrated on validation cases"
             summary["calibration"] = selection["calibration"]
         elif self.calibrate:
-            cal = calibrate_threshold(*self._validation_evidence(r, kind))
+            cal = calibrate_threshold(*self._validation_evidence(r, kind), min_accepted=self.min_cases)
             threshold, source = cal.threshold, "calibrated on validation cases"
+            if math.isinf(threshold):
+                source = (
+                    f"no threshold passes {self.min_cases} or more validation cases whose labels are as accurate "
+                    "as the predictions"
+                )
             summary["calibration"] = cal.curve
         accepted = select({c: rec.beta for c, rec in pool.items()}, threshold, self.max_accepted)
         summary.update(

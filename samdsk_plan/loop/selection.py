@@ -5,8 +5,11 @@ depends on the proposals (classical ones cap it well below SAM's), so the thresh
 calibrated per round on labelled validation cases, where the truth is known: each candidate
 threshold ``b`` accepts the validation cases with ``beta >= b``; the chosen threshold is the
 lowest ``b`` at which the accepted cases' pseudo-labels are, on average, at least as accurate
-(mean Dice against the truth) as the model's own predictions on those same cases. When no
-threshold qualifies nothing is accepted.
+(mean Dice against the truth) as the model's own predictions on those same cases, and that
+accepts at least ``min_accepted`` validation cases (the plan's ``calibration_min_cases``, 2: on
+one case the comparison decides by chance: with 4 labelled hippocampus volumes and so one
+validation case, it let through 23 pool labels worse than the predictions). When no threshold
+qualifies nothing is accepted.
 """
 
 from __future__ import annotations
@@ -105,6 +108,7 @@ class SourceChoice:
 def choose_generator(
     candidates: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
     threshold: float | None = None,
+    min_accepted: int = 1,
 ) -> SourceChoice:
     """The proposal generator whose accepted validation labels are the most accurate, among those
     whose accepted labels are at least as accurate as the model's own predictions.
@@ -115,12 +119,14 @@ def choose_generator(
             preference (cheaper first: a tie goes to the earlier one).
         threshold: a fixed beta threshold for every generator; None: each calibrates its own
             (:func:`calibrate_threshold`).
+        min_accepted: a generator qualifies only when its threshold accepts at least this many
+            validation cases (with one case, which generator wins is chance).
     """
     table, calibrations, best = [], {}, None
     for name, (betas, label_dice, prediction_dice) in candidates.items():
         betas, label_dice, prediction_dice = (np.asarray(x, dtype=float) for x in (betas, label_dice, prediction_dice))
         if threshold is None:
-            calibrations[name] = calibrate_threshold(betas, label_dice, prediction_dice)
+            calibrations[name] = calibrate_threshold(betas, label_dice, prediction_dice, min_accepted)
             chosen = calibrations[name].threshold
         else:
             chosen = threshold
@@ -134,7 +140,7 @@ def choose_generator(
             "chosen": False,
         }
         table.append(row)
-        qualifies = accepted.any() and row["label_dice"] >= row["prediction_dice"]
+        qualifies = row["n_accepted"] >= max(min_accepted, 1) and row["label_dice"] >= row["prediction_dice"]
         if qualifies and (best is None or row["label_dice"] > best["label_dice"]):
             best = row
     if best is None:

@@ -40,6 +40,7 @@ PAPER_SAM_SETTINGS = {
     "points_per_side": 32,
 }
 PAPER_ACCEPTANCE_THRESHOLD = 0.9
+CALIBRATION_MIN_CASES = 2  # validation cases a calibrated threshold must pass (one decides by chance)
 # box prompts around the predicted regions (LiteMedSAM, SAM prompted): variants per region
 PROMPT_SETTINGS = {"box_scales": [1.0, 0.9, 1.1, 1.25], "box_shift": 0.1, "lower_cut": None}
 # LiteMedSAM: the grid of its automatic mode and the embedding cache
@@ -303,6 +304,7 @@ def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
         },
         "acceptance_threshold": PAPER_ACCEPTANCE_THRESHOLD,
         "calibrate_threshold": True,
+        "calibration_min_cases": CALIBRATION_MIN_CASES,
         "max_accepted_per_round": None,
         "pseudo_label_weight": 1.0,
         "retrain": "scratch",
@@ -337,6 +339,8 @@ def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
             "classical proposals few cases reach it even for a perfect prediction",
             "calibrate_threshold": "each round, the lowest beta whose accepted validation labels are at least as "
             "accurate as the model's own predictions on those cases",
+            "calibration_min_cases": f"a threshold (or, with --generator auto, a generator) is trusted only when at "
+            f"least {CALIBRATION_MIN_CASES} validation cases pass it: on one case the comparison decides by chance",
             "matching": "the paper's IoU against the softmax maps (soft Jaccard); probabilities below 0.05 count "
             "as 0 so that proposals away from the prediction drop out of the search",
             "pseudo_label_weight": "the paper's lambda = 1: machine labels are sampled as often as human ones",

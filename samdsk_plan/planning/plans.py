@@ -170,7 +170,7 @@ class SamdskPlan:
         generator: the proposal generator used when the user names none.
         sam: SAM settings; ``prompts``: the box prompts of the prompted generators;
             ``litemedsam``: LiteMedSAM settings.
-        acceptance_threshold, calibrate_threshold, max_accepted_per_round,
+        acceptance_threshold, calibrate_threshold, calibration_min_cases, max_accepted_per_round,
         pseudo_label_weight, retrain: the loop's acceptance and retraining settings.
     """
 
@@ -187,6 +187,7 @@ class SamdskPlan:
     litemedsam: LiteMedSamPlan
     acceptance_threshold: float
     calibrate_threshold: bool
+    calibration_min_cases: int
     max_accepted_per_round: int | None
     pseudo_label_weight: float
     retrain: str
@@ -356,6 +357,7 @@ class Plans:
             litemedsam=LiteMedSamPlan(**copy.deepcopy(s["proposals"]["litemedsam"])),
             acceptance_threshold=float(s["acceptance_threshold"]),
             calibrate_threshold=bool(s["calibrate_threshold"]),
+            calibration_min_cases=int(s["calibration_min_cases"]),
             max_accepted_per_round=s["max_accepted_per_round"],
             pseudo_label_weight=float(s["pseudo_label_weight"]),
             retrain=s["retrain"],
