@@ -325,8 +325,9 @@ def prepare_seed(setup: Setup, split_path: Path, pool_size: int) -> Path:
     return seed_dir
 
 
-def reference_arm(seed_dir: Path, classes: list[int]) -> str | None:
-    """The SamDSK arm ``--generator auto`` would choose on round 1's validation cases."""
+def reference_arm(seed_dir: Path, classes: list[int], min_cases: int) -> str | None:
+    """The SamDSK arm ``--generator auto`` would choose on round 1's validation cases (a
+    threshold passing at least ``min_cases`` of them, the plan's ``calibration_min_cases``)."""
     val = read_json_object(seed_dir / "classical" / "round_0" / "datalist.json")["validation"]
     evidence = {
         kind: validation_evidence(
@@ -338,7 +339,7 @@ def reference_arm(seed_dir: Path, classes: list[int]) -> str | None:
         for kind in SAMDSK_ARMS
         if (seed_dir / kind / "round_1" / "matches" / "val").is_dir()
     }
-    return choose_generator(evidence).generator
+    return choose_generator(evidence, min_accepted=min_cases).generator
 
 
 def accepted_counts(seed_dir: Path, arm: str | None) -> list[int]:
@@ -349,9 +350,9 @@ def accepted_counts(seed_dir: Path, arm: str | None) -> list[int]:
     return [n for r in sorted(rounds, key=int)[1:] if (n := len(rounds[r].get("accepted", [])))]
 
 
-def self_training_counts(seed_dir: Path, classes: list[int]) -> tuple[list[int]]:
+def self_training_counts(seed_dir: Path, classes: list[int], min_cases: int) -> tuple[list[int]]:
     """The self-training job's late argument: the reference arm's counts (kept in ``self-training.json``)."""
-    reference = reference_arm(seed_dir, classes)
+    reference = reference_arm(seed_dir, classes, min_cases)
     counts = accepted_counts(seed_dir, reference)
     atomic_write_json(seed_dir / "self-training.json", {"reference": reference, "counts": counts})
     return (counts,)
@@ -629,7 +630,9 @@ def main() -> None:
                     self_training_job,
                     (setup, d),
                     last,
-                    late_args=lambda d=d: self_training_counts(d, plans.samdsk.class_values),
+                    late_args=lambda d=d: self_training_counts(
+                        d, plans.samdsk.class_values, plans.samdsk.calibration_min_cases
+                    ),
                 )
             )
     start = time.perf_counter()
