@@ -1,6 +1,7 @@
 """2D bundles run through ``monai.bundle run`` on the CPU: synthetic PNG and 2D NIfTI scenes with
 known answers (shapes, Dice, HD95 in pixels and in mm), slice-wise training of 3D hippocampus
-volumes, a short training on real PSFHS ultrasound, and one SamDSK loop round on 2D images."""
+volumes, a short training on real PSFHS ultrasound, and SamDSK loop rounds on 2D images (a fixed
+generator and threshold; ``--generator auto`` calibrated)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import pytest
 from PIL import Image
 
 from samdsk_plan.cli.main import main
+from samdsk_plan.loop.rounds import validation_evidence
+from samdsk_plan.loop.selection import choose_generator
+from samdsk_plan.proposals.pipeline import AUTO_CANDIDATES
 from tests.conftest import SCENE_HW, nifti_twin, scene, write_scenes
 from tests.test_bundle_run import hd95, run_bundle
 
@@ -202,3 +206,52 @@ def test_one_loop_round_on_2d_images(tmp_path):
     state = json.loads((run / "state.json").read_text())
     assert state["rounds"]["1"]["evaluation"]["mean"]["disc"]["n"] == 2
     shutil.rmtree(run)
+
+
+def test_loop_round_with_generator_auto_matches_the_pool_with_the_validation_winner(tmp_path):
+    """``--generator auto`` with a calibrated threshold: round 1 matches the two validation images
+    with every candidate, keeps the one :func:`choose_generator` picks from their evidence
+    (recomputed here from the records), matches the pool with that one only and accepts exactly
+    the pool images at or above its threshold (or, with no winner, matches no pool image)."""
+    data = write_scenes(tmp_path / "data", 12)
+    bundle = _bundle(data, tmp_path)
+    entry = lambda i, key: {"case_id": f"s_{i:03d}", "image": f"imagesTr/s_{i:03d}.png", key: f"labelsTr/s_{i:03d}.png"}  # noqa: E731
+    lists = {
+        "training": [entry(i, "label") for i in range(6)],
+        "validation": [entry(i, "label") for i in (6, 7)],
+        "testing": [entry(i, "label") for i in (8,)],
+        "unlabelled": [entry(i, "hidden_label") for i in range(9, 12)],
+    }
+    (tmp_path / "list.json").write_text(json.dumps(lists))
+    run = tmp_path / "run"
+    args = ["loop", str(bundle), "--data", str(data), "--datalist", str(tmp_path / "list.json"), "-o", str(run)]
+    args += ["--rounds", "1", "--epochs", "2", "--iterations-per-epoch", "10", "--batch-size", "2"]
+    args += ["--val-interval", "1", "--set", f"network_def#filters={_slim(bundle)}", "--set", "num_workers=0"]
+    args += ["--threads", "1", "-q", "--generator", "auto"]
+    assert main(args) == 0
+
+    r1 = run / "round_1"
+    selection = json.loads((r1 / "matches" / "generator.json").read_text())
+    assert [c["generator"] for c in selection["candidates"]] == list(AUTO_CANDIDATES)
+    validation = json.loads((run / "round_0" / "datalist.json").read_text())["validation"]  # paths resolved
+    assert len(validation) == 2
+    evidence = {
+        kind: validation_evidence(r1 / "matches" / "val" / kind, r1 / "predictions" / "val", validation, [1, 2])
+        for kind in AUTO_CANDIDATES
+    }
+    expected = choose_generator(evidence, min_accepted=2)
+    assert selection["generator"] == expected.generator
+    report = json.loads((r1 / "report.json").read_text())
+    assert report["generator"] == expected.generator
+    assert [c["generator"] for c in report["generator_selection"]] == list(AUTO_CANDIDATES)
+    if expected.generator is None:
+        assert not (r1 / "matches" / "pool").exists() and report["accepted"] == []
+        return
+    assert selection["threshold"] == pytest.approx(expected.threshold)
+    records = {p.stem: json.loads(p.read_text()) for p in (r1 / "matches" / "pool").glob("*.json")}
+    assert sorted(records) == [f"s_{i:03d}" for i in range(9, 12)]
+    assert {r["generator"] for r in records.values()} == {expected.generator}
+    passed = sorted(
+        (c for c, r in records.items() if r["beta"] >= expected.threshold), key=lambda c: (-records[c]["beta"], c)
+    )
+    assert report["accepted"] == passed
