@@ -557,13 +557,15 @@ def evaluate_config(plans: Plans, configuration: str | None = None) -> dict:
 def multi_gpu_train_config() -> dict:
     """``configs/multi_gpu_train.json``: torchrun overlay (one process per GPU, NCCL). The device
     comes from ``LOCAL_RANK``; the training logger and the validation's saving and logging run on
-    rank 0 only (the engines take ``*::rank_handlers``)."""
+    rank 0 only (the engines take ``*::rank_handlers``). ``--device cpu --dist_backend gloo`` runs
+    the same on CPU processes (DDP without ``device_ids``)."""
     return {
-        "device": "$torch.device('cuda:' + os.environ['LOCAL_RANK'])",
+        ids.DEVICE: "$torch.device('cuda:' + os.environ['LOCAL_RANK'])",
+        ids.DIST_BACKEND: "nccl",
         "network": {
             "_target_": "torch.nn.parallel.DistributedDataParallel",
             "module": "$samdsk_components.initialised(@network_def.to(@device), @init_checkpoint)",
-            "device_ids": ["@device"],
+            "device_ids": "$[@device] if torch.device(@device).type == 'cuda' else None",
         },
         "train::sampler": {
             "_target_": "DistributedWeightedRandomSampler",
@@ -584,8 +586,8 @@ def multi_gpu_train_config() -> dict:
         "validate::evaluator::val_handlers": "@validate::rank_handlers",
         "initialize": [
             "$import torch.distributed as dist",
-            "$dist.is_initialized() or dist.init_process_group(backend='nccl')",
-            "$torch.cuda.set_device(@device)",
+            f"$dist.is_initialized() or dist.init_process_group(backend=@{ids.DIST_BACKEND})",
+            "$torch.device(@device).type != 'cuda' or torch.cuda.set_device(@device)",
             "$monai.utils.set_determinism(seed=0)",
         ],
         "run": ["$@train::trainer.run()"],

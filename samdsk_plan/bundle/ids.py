@@ -15,6 +15,7 @@ DATASET_DIR = "dataset_dir"
 CKPT_DIR = "ckpt_dir"
 OUTPUT_DIR = "output_dir"
 DEVICE = "device"
+DIST_BACKEND = "dist_backend"  # multi_gpu_train.json: "nccl" (GPUs) or "gloo" (CPU processes)
 # the case list: a dataset folder, a MONAI datalist or a ``samdsk-plan split`` file, and which part of it
 DATALIST = "datalist"
 DATA_PART = "data_part"
@@ -48,6 +49,18 @@ LOOP_OVERRIDES: dict[tuple[str, ...], tuple[str, ...]] = {
         VAL_INTERVAL,
         INIT_CHECKPOINT,
         DEVICE,
+    ),
+    ("train.json", "multi_gpu_train.json"): (
+        DATASET_DIR,
+        DATALIST,
+        CKPT_DIR,
+        EPOCHS,
+        ITERATIONS_PER_EPOCH,
+        BATCH_SIZE,
+        VAL_INTERVAL,
+        INIT_CHECKPOINT,
+        DEVICE,
+        DIST_BACKEND,
     ),
     ("train.json", "evaluate.json"): (DATASET_DIR, DATALIST, CKPT_DIR, OUTPUT_DIR, DATA_PART, DEVICE),
     ("inference.json",): (DATASET_DIR, DATALIST, CKPT_DIR, OUTPUT_DIR, DATA_PART, SAVE_PROBABILITIES, DEVICE),

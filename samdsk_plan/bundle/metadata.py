@@ -170,7 +170,8 @@ From this folder (`pip install samdsk-plan` provides the components the configs 
 # train (set --epochs / --iterations_per_epoch for short runs; --device cpu to force the CPU)
 python -m monai.bundle run --config_file configs/train.json --dataset_dir DATA [--datalist SPLIT.json] \\
     [--epochs 1000] [--device cpu]
-# multi-GPU training
+# multi-GPU training (one process per GPU, NCCL; --batch_size is per process); on N CPU
+# processes add --device cpu --dist_backend gloo
 torchrun --standalone --nnodes=1 --nproc_per_node=N -m monai.bundle run \\
     --config_file "['configs/train.json','configs/multi_gpu_train.json']" --dataset_dir DATA
 # predict the unlabelled cases (one *_seg{seg} per image in its own geometry; add

@@ -4,6 +4,9 @@ MONAI's ``CheckpointSaver`` writes ``model.pt`` in place (ignite's non-atomic ``
 so a failure mid-write leaves a file that neither this run nor the next can load. This handler
 saves the same thing (the network's ``state_dict``, what ``CheckpointLoader`` and
 :func:`samdsk_plan.bundle.runtime.components.load_weights` read) through the project's atomic writer.
+A network wrapped for ``torchrun`` training (``DistributedDataParallel``, as
+``multi_gpu_train.json`` wraps it) is saved as the module it wraps, so that one-process inference
+and evaluation load the checkpoint.
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ class BestModelSaver:
 
     Args:
         save_dir: folder of the checkpoint (created).
-        network: the module whose ``state_dict`` is saved.
+        network: the module whose ``state_dict`` is saved (a ``DataParallel`` /
+            ``DistributedDataParallel`` wrapper: its ``module``'s).
         filename: checkpoint file name (default ``model.pt``).
     """
 
     def __init__(self, save_dir: str | Path, network: torch.nn.Module, filename: str = "model.pt") -> None:
         self.path = Path(save_dir) / filename
-        self.network = network
+        wrapped = isinstance(network, torch.nn.DataParallel | torch.nn.parallel.DistributedDataParallel)
+        self.network = network.module if wrapped else network
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
