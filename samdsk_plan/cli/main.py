@@ -243,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain", default=None, choices=("scratch", "finetune"))
     _add_set(p, "bundle config override for every run, e.g. 'network_def#filters=[8,16,32,64]'")
     p.add_argument("--threads", type=int, default=None, help="torch threads of the bundle runs")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="training processes (torchrun and the bundle's multi_gpu_train.json: one per GPU with "
+        "--device cuda, gloo on the CPU; --batch-size is per process)",
+    )
     _add_workers(p, " for matching")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_loop)
@@ -429,7 +436,16 @@ def _cmd_loop(args: argparse.Namespace) -> int:
     from samdsk_plan.loop import Loop, LoopSettings
 
     overrides = dict(args.overrides)
-    for name in ("rounds", "epochs", "iterations_per_epoch", "batch_size", "val_interval", "max_accepted", "threads"):
+    for name in (
+        "rounds",
+        "epochs",
+        "iterations_per_epoch",
+        "batch_size",
+        "val_interval",
+        "max_accepted",
+        "threads",
+        "nproc",
+    ):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "rounds" else 1):
             raise SamdskError(
@@ -456,7 +472,15 @@ def _cmd_loop(args: argparse.Namespace) -> int:
     )
     logging.basicConfig(level=logging.INFO, format="samdsk-plan loop: %(message)s")
     loop = Loop(
-        args.bundle, args.data, args.output, args.datalist, settings, args.device, args.threads, progress=not args.quiet
+        args.bundle,
+        args.data,
+        args.output,
+        args.datalist,
+        settings,
+        args.device,
+        args.threads,
+        progress=not args.quiet,
+        nproc=args.nproc,
     )
     state = loop.run()
     print(loop.summary(), end="")

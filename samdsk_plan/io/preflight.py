@@ -64,8 +64,9 @@ def require_readable(paths: Iterable[str], progress: bool = True) -> None:
     _fail(f"{len(problems)} input file(s) cannot be read:", problems)
 
 
-def require_device(device: str) -> None:
-    """Refuse a torch device string this machine does not have (``cuda`` without a GPU, say)."""
+def require_device(device: str, nproc: int = 1) -> None:
+    """Refuse a torch device string this machine does not have (``cuda`` without a GPU, say), and
+    ``nproc`` training processes on CUDA with fewer GPUs."""
     import torch
 
     try:
@@ -80,3 +81,5 @@ def require_device(device: str) -> None:
         raise SamdskError(f"--device {device!r}: this machine has no usable CUDA GPU")
     if dev.index is not None and dev.index >= torch.cuda.device_count():
         raise SamdskError(f"--device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if nproc > torch.cuda.device_count():
+        raise SamdskError(f"--nproc {nproc}: one process per GPU, and only {torch.cuda.device_count()} here")

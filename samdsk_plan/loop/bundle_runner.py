@@ -1,4 +1,6 @@
-"""Run an emitted bundle's configs with ``python -m monai.bundle run`` in a child process."""
+"""Run an emitted bundle's configs with ``python -m monai.bundle run`` in a child process, and
+training in ``N`` processes through ``torchrun`` (``torch.distributed.run``) and the bundle's
+``multi_gpu_train.json``: one process per GPU (NCCL) or, on the CPU, ``N`` gloo processes."""
 
 from __future__ import annotations
 
@@ -35,7 +37,12 @@ class BundleRunner:
         dataset_dir: data root the datalists' relative paths start from.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         overrides: extra ``--KEY VALUE`` pairs for every run (e.g. ``network_def#filters``).
-        threads: torch / OpenMP threads of the child (None: the library default).
+        threads: torch / OpenMP threads of the child, of each process with ``nproc > 1`` (None:
+            the library default).
+        nproc: processes that train (``train.json`` runs): above 1, ``torchrun`` starts them on
+            this machine with ``multi_gpu_train.json`` (DDP; ``batch_size`` is per process, so
+            each iteration sees ``nproc * batch_size`` patches). With ``device="cuda"`` each
+            takes the GPU of its ``LOCAL_RANK``; on the CPU they talk over gloo.
     """
 
     def __init__(
@@ -45,6 +52,7 @@ class BundleRunner:
         device: str = "cpu",
         overrides: Mapping[str, str] | None = None,
         threads: int | None = None,
+        nproc: int = 1,
     ) -> None:
         self.bundle_dir = Path(bundle_dir).resolve()
         if not (self.bundle_dir / "configs" / "train.json").is_file():
@@ -53,12 +61,22 @@ class BundleRunner:
         self.device = device
         self.overrides = dict(overrides or {})
         self.threads = threads
+        if nproc < 1:
+            raise SamdskError(f"--nproc must be positive, got {nproc}")
+        self.nproc = nproc
 
     def command(self, configs: Sequence[str], args: Mapping[str, object]) -> list[str]:
-        """The ``monai.bundle run`` command line for ``configs`` with ``args`` as overrides."""
-        return bundle_command(
-            configs, {ids.DEVICE: self.device, ids.DATASET_DIR: self.dataset_dir, **self.overrides, **args}
-        )
+        """The ``monai.bundle run`` command line for ``configs`` with ``args`` as overrides; a
+        ``train.json`` run with ``nproc > 1`` goes through ``torchrun`` (see the class)."""
+        common = {ids.DATASET_DIR: self.dataset_dir, **self.overrides, **args}
+        if self.nproc == 1 or tuple(configs) != ("train.json",):
+            return bundle_command(configs, {ids.DEVICE: self.device, **common})
+        on_gpu = self.device.startswith("cuda")
+        # on GPUs the overlay's device is the process's LOCAL_RANK one
+        placement = {ids.DIST_BACKEND: "nccl"} if on_gpu else {ids.DEVICE: "cpu", ids.DIST_BACKEND: "gloo"}
+        cmd = bundle_command(["train.json", "multi_gpu_train.json"], {**placement, **common})
+        launcher = ["-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={self.nproc}"]
+        return [cmd[0], *launcher, *cmd[1:]]
 
     def run(self, configs: Sequence[str], log_file: str | Path, **args: object) -> None:
         """Run and write the child's output to ``log_file``; a failure raises

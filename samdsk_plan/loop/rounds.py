@@ -151,6 +151,7 @@ class Loop:
         threads: int | None = None,
         progress: bool = True,
         log: Callable[[str], None] = logger.info,
+        nproc: int = 1,
     ) -> None:
         self.settings = settings or LoopSettings()
         self.bundle = Path(bundle).resolve()
@@ -188,13 +189,13 @@ class Loop:
         self.threshold = s.threshold if s.threshold is not None else samdsk.acceptance_threshold
         self.max_accepted = s.max_accepted if s.max_accepted is not None else samdsk.max_accepted_per_round
         self.classes = samdsk.class_values
-        self.runner = BundleRunner(self.bundle, self.data, device, s.overrides, threads)
+        self.runner = BundleRunner(self.bundle, self.data, device, s.overrides, threads, nproc)
         self.device = device
         self.auto = self._generator_kind() == AUTO
         self._generators: dict[str, dict] = {}
         _check_settings(s)
         if not round0_trained(self.run_dir / "state.json"):  # checked before the run folder is created
-            require_device(device)
+            require_device(device, nproc)
             for kind in self._kinds():  # a SAM checkpoint or LiteMedSAM loads now, not after round 0
                 self._generators_of(kind)
         self.run_dir.mkdir(parents=True, exist_ok=True)
