@@ -57,6 +57,20 @@ def _datalist(path: Path, suffix: str) -> Path:
     return path
 
 
+def short_loop(bundle: Path, data: Path, lists: dict, work: Path, rounds: int, iterations: int, *extra: str) -> Path:
+    """``samdsk-plan loop`` on the datalist ``lists`` (written to ``work/list.json``): ``rounds``
+    rounds of two epochs of ``iterations`` batches of 2, slim network, one thread, plus ``extra``
+    arguments; returns the run folder ``work/run``."""
+    (work / "list.json").write_text(json.dumps(lists))
+    run = work / "run"
+    args = ["loop", str(bundle), "--data", str(data), "--datalist", str(work / "list.json"), "-o", str(run)]
+    args += ["--rounds", str(rounds), "--epochs", "2", "--iterations-per-epoch", str(iterations)]
+    args += ["--batch-size", "2", "--val-interval", "1", "--set", f"network_def#filters={_slim(bundle)}"]
+    args += ["--set", "num_workers=0", "--threads", "1", "-q", *extra]
+    assert main(args) == 0
+    return run
+
+
 def _read_plane(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
     """A 2D file as ``[x, y]`` and its spacing."""
     if path.suffix == ".png":
@@ -222,13 +236,7 @@ def test_loop_round_with_generator_auto_matches_the_pool_with_the_validation_win
         "testing": [entry(i, "label") for i in (8,)],
         "unlabelled": [entry(i, "hidden_label") for i in range(9, 12)],
     }
-    (tmp_path / "list.json").write_text(json.dumps(lists))
-    run = tmp_path / "run"
-    args = ["loop", str(bundle), "--data", str(data), "--datalist", str(tmp_path / "list.json"), "-o", str(run)]
-    args += ["--rounds", "1", "--epochs", "2", "--iterations-per-epoch", "10", "--batch-size", "2"]
-    args += ["--val-interval", "1", "--set", f"network_def#filters={_slim(bundle)}", "--set", "num_workers=0"]
-    args += ["--threads", "1", "-q", "--generator", "auto"]
-    assert main(args) == 0
+    run = short_loop(bundle, data, lists, tmp_path, 1, 10, "--generator", "auto")
 
     r1 = run / "round_1"
     selection = json.loads((r1 / "matches" / "generator.json").read_text())

@@ -14,7 +14,7 @@ import pytest
 from samdsk_plan.cli.main import main
 from samdsk_plan.loop.bundle_runner import BundleRunner
 from tests.conftest import write_scenes
-from tests.test_bundle_run_2d import _bundle, _slim
+from tests.test_bundle_run_2d import _bundle, short_loop
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "hippocampus"
@@ -66,13 +66,7 @@ def test_loop_trains_round_0_in_two_gloo_processes(tmp_path):
         "testing": [entry(8), entry(9)],
         "unlabelled": [{"image": "imagesTr/s_010.png"}],
     }
-    (tmp_path / "list.json").write_text(json.dumps(lists))
-    run = tmp_path / "run"
-    args = ["loop", str(bundle), "--data", str(data), "--datalist", str(tmp_path / "list.json"), "-o", str(run)]
-    args += ["--rounds", "0", "--epochs", "2", "--iterations-per-epoch", "5", "--batch-size", "2"]
-    args += ["--val-interval", "1", "--set", f"network_def#filters={_slim(bundle)}", "--set", "num_workers=0"]
-    args += ["--threads", "1", "-q", "--nproc", "2"]
-    assert main(args) == 0
+    run = short_loop(bundle, data, lists, tmp_path, 0, 5, "--nproc", "2")
 
     log = (run / "round_0" / "logs" / "train.log").read_text()
     steps = re.findall(r"Epoch: (\d)/2, Iter: (\d)/5", log)

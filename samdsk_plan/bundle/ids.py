@@ -38,30 +38,20 @@ MODEL_TYPE = "model_type"
 ACCEPTANCE_THRESHOLD = "acceptance_threshold"
 
 # the IDs the loop overrides, per config it runs (first file of the list)
+_TRAINING = (
+    DATASET_DIR,
+    DATALIST,
+    CKPT_DIR,
+    EPOCHS,
+    ITERATIONS_PER_EPOCH,
+    BATCH_SIZE,
+    VAL_INTERVAL,
+    INIT_CHECKPOINT,
+    DEVICE,
+)
 LOOP_OVERRIDES: dict[tuple[str, ...], tuple[str, ...]] = {
-    ("train.json",): (
-        DATASET_DIR,
-        DATALIST,
-        CKPT_DIR,
-        EPOCHS,
-        ITERATIONS_PER_EPOCH,
-        BATCH_SIZE,
-        VAL_INTERVAL,
-        INIT_CHECKPOINT,
-        DEVICE,
-    ),
-    ("train.json", "multi_gpu_train.json"): (
-        DATASET_DIR,
-        DATALIST,
-        CKPT_DIR,
-        EPOCHS,
-        ITERATIONS_PER_EPOCH,
-        BATCH_SIZE,
-        VAL_INTERVAL,
-        INIT_CHECKPOINT,
-        DEVICE,
-        DIST_BACKEND,
-    ),
+    ("train.json",): _TRAINING,
+    ("train.json", "multi_gpu_train.json"): (*_TRAINING, DIST_BACKEND),
     ("train.json", "evaluate.json"): (DATASET_DIR, DATALIST, CKPT_DIR, OUTPUT_DIR, DATA_PART, DEVICE),
     ("inference.json",): (DATASET_DIR, DATALIST, CKPT_DIR, OUTPUT_DIR, DATA_PART, SAVE_PROBABILITIES, DEVICE),
 }
