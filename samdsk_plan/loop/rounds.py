@@ -294,9 +294,9 @@ class Loop:
         )
 
     def _require_validation(self) -> None:
-        """Before the first round (and before round 0 trains): enough labelled validation cases
-        to calibrate the threshold on (``samdsk.calibration_min_cases``) or, with
-        ``--generator auto``, to choose the generator on (one at least)."""
+        """Before the first round (and before round 0 trains): at least
+        ``samdsk.calibration_min_cases`` labelled validation cases to calibrate the threshold on
+        or, with ``--generator auto``, to choose the generator on."""
         source = self.datalist if self.datalist is not None else self.data
         n = len(self._datalist(0)["validation"])
         need = self.min_cases if self.calibrate or self.auto else 0
@@ -307,13 +307,13 @@ class Loop:
             if self.calibrate
             else "choose the proposal generator on (--generator auto)"
         )
+        fix = "give a fixed one with --threshold" if self.calibrate else "name one with --generator"
         if n == 0:
-            fix = "give a fixed one with --threshold" if self.calibrate else "name one with --generator"
             raise SamdskError(f"{source}: no labelled validation case to {what}; {fix}")
         raise SamdskError(
             f"{source}: {n} labelled validation case(s) to {what}; a threshold is trusted only when at least "
             f"{need} validation cases pass it (plans samdsk.calibration_min_cases: one case's comparison decides "
-            "by chance): label more cases, raise training.val_fraction in the plans, or give a fixed --threshold"
+            f"by chance): label more cases, raise training.val_fraction in the plans, or {fix}"
         )
 
     def _check_inputs(self) -> None:
