@@ -58,6 +58,8 @@ def test_vote_of_three_axes_recovers_the_truth_from_pieces_and_distractors():
     result = match_volume(probs, _proposals(truth), BOUNDS, max_components=[1, 1])
     np.testing.assert_array_equal(result.label, truth)
     assert result.exact
+    # every slice with foreground along each axis is matched, exactly
+    assert result.n_slices == result.n_exact == sum(truth.any(axis=tuple({0, 1, 2} - {a})).sum() for a in range(3))
     # the score is the soft IoU sum(min(p, L)) / sum(max(p, L)) of the label with the floored p
     for c in (1, 2):
         p = np.where(probs[c] < 0.05, 0.0, probs[c])
@@ -78,6 +80,8 @@ def test_one_axis_matching_and_class_absent_slices_stay_empty():
     expected = truth.copy()
     expected[:, :, 0:2] = 0
     np.testing.assert_array_equal(result.label, expected)
+    # slices where the model predicts no class are not matched
+    assert result.n_slices == truth[:, :, 2:].any(axis=(0, 1)).sum()
 
 
 def test_the_prediction_as_fourth_voter_keeps_it_unless_two_axes_agree_against_it():

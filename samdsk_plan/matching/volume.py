@@ -35,13 +35,20 @@ class VolumeMatch:
             prediction.
         chosen: per slice ``"axis:index"``, the chosen proposal indices per class (only slices
             where a class took a proposal).
-        exact: True if every slice's matching was exact.
+        n_slices: slices matched (those with proposals and a class the model predicts).
+        n_exact: how many of them were solved exactly.
     """
 
     label: np.ndarray
     scores: dict[int, float]
     chosen: dict[str, dict[int, list[int]]]
-    exact: bool
+    n_slices: int
+    n_exact: int
+
+    @property
+    def exact(self) -> bool:
+        """True if every slice's matching was exact."""
+        return self.n_exact == self.n_slices
 
     @property
     def beta(self) -> float:
@@ -62,7 +69,7 @@ def match_axis(
     axis: int,
     bounds: Sequence[tuple[int, int]],
     settings: MatchSettings | None = None,
-) -> tuple[np.ndarray, dict[str, dict[int, list[int]]], bool]:
+) -> tuple[np.ndarray, dict[str, dict[int, list[int]]], int, int]:
     """Match every slice across ``axis`` that has proposals and stack the labels.
 
     Args:
@@ -72,12 +79,13 @@ def match_axis(
         bounds: per foreground class the plan's ``(lower, upper)`` for this axis.
 
     Returns:
-        ``(I, J, K)`` int16 label, chosen indices per slice (``"axis:index"``), exactness.
+        ``(I, J, K)`` int16 label, chosen indices per slice (``"axis:index"``), the number of
+        slices matched and of those solved exactly.
     """
     prediction = np.argmax(probs, axis=0)
     label = np.zeros(probs.shape[1:], dtype=np.int16)
     chosen: dict[str, dict[int, list[int]]] = {}
-    exact = True
+    n_slices = n_exact = 0
     for index, masks in sorted(proposals.items()):
         pred_slice = np.take(prediction, index, axis=axis)
         local = slice_bounds(pred_slice, bounds)
@@ -85,14 +93,15 @@ def match_axis(
             continue
         prob_slice = np.take(probs, index, axis=axis + 1)
         result = match_slice(masks, prob_slice, local, settings)
-        exact &= result.exact
+        n_slices += 1
+        n_exact += result.exact
         taken = {c: list(s) for c, s in result.chosen.items() if s}
         if taken:
             chosen[f"{axis}:{index}"] = taken
         view = [slice(None)] * 3
         view[axis] = index
         label[tuple(view)] = result.label
-    return label, chosen, exact
+    return label, chosen, n_slices, n_exact
 
 
 def vote(labels: Sequence[np.ndarray], probs: np.ndarray) -> np.ndarray:
@@ -168,15 +177,15 @@ def match_volume(
         raise ValueError(f"fusion 'single' matches along one axis, got axes {axes}")
     if fusion != "single" and len(axes) != 3:
         raise ValueError(f"fusion {fusion!r} needs the three axes, got {axes}")
-    labels, chosen, exact = [], {}, True
+    labels, chosen, n_slices, n_exact = [], {}, 0, 0
     for axis in axes:
         per_axis = {index: masks for (a, index), masks in proposals.items() if a == axis}
-        lab, ch, ex = match_axis(probs, per_axis, axis, bounds[axis], settings)
+        lab, ch, n, n_ex = match_axis(probs, per_axis, axis, bounds[axis], settings)
         labels.append(lab)
         chosen.update(ch)
-        exact &= ex
+        n_slices, n_exact = n_slices + n, n_exact + n_ex
     if fusion == "vote_with_prediction":
         labels.append(np.argmax(probs, axis=0))
     label = labels[0] if fusion == "single" else vote(labels, probs)
     label = keep_largest_components(label, max_components, connectivity)
-    return VolumeMatch(label, volume_scores(label, probs, settings), chosen, exact)
+    return VolumeMatch(label, volume_scores(label, probs, settings), chosen, n_slices, n_exact)
