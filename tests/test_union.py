@@ -10,6 +10,7 @@ from hypothesis.extra.numpy import arrays
 
 import samdsk_plan.matching.union as union_module
 from samdsk_plan.matching import best_union, union_score
+from samdsk_plan.matching.union import atoms
 
 SLICE = (35, 50)
 
@@ -228,6 +229,92 @@ def test_too_many_survivors_falls_back(monkeypatch):
     assert not result.exact
     assert 1 <= len(result.indices) <= 3
     assert result.score == pytest.approx(union_score(masks, target, result.indices))
+
+
+# -- weighted pixels (atoms) -------------------------------------------------------------------
+
+
+def test_atoms_group_the_pixels_every_mask_covers_alike():
+    masks = np.array([[1, 1, 0, 0, 1, 0], [0, 1, 1, 0, 1, 0]], dtype=bool)
+    columns, inverse, weights = atoms(masks)
+    # four signatures: (1,0) pixel 0; (1,1) pixels 1 and 4; (0,1) pixel 2; (0,0) pixels 3 and 5
+    assert columns.shape == (2, 4) and weights.sum() == 6
+    np.testing.assert_array_equal(columns[:, inverse], masks)  # each pixel's signature
+    signature = {tuple(columns[:, q]): weights[q] for q in range(4)}
+    assert signature == {(True, False): 1, (True, True): 2, (False, True): 1, (False, False): 2}
+    # no masks: one atom of every pixel
+    columns, inverse, weights = atoms(np.zeros((0, 2, 3), bool))
+    assert columns.shape == (0, 1) and weights.tolist() == [6.0] and not inverse.any()
+
+
+def weighted_brute_force(masks, mass, weights, k_max, k_min) -> float:
+    """Best Dice ``2 A / (V + T)`` over subsets, with areas the sums of ``weights``."""
+    total, best = mass.sum(), -1.0
+    for k in range(k_min, min(k_max, len(masks)) + 1):
+        for s in combinations(range(len(masks)), k):
+            u = masks[list(s)].any(axis=0) if s else np.zeros(len(mass), bool)
+            v = weights[u].sum()
+            best = max(best, 1.0 if v + total == 0 else 2 * mass[u].sum() / (v + total))
+    return best
+
+
+def test_weighted_search_equals_brute_force_and_the_pixel_problem():
+    """On atoms (random weights and masses up to them) the search is exact; a pixel problem
+    compressed to its atoms has the pixel problem's optimum."""
+    rng = np.random.default_rng(7)
+    for _trial in range(200):
+        masks, target = random_instance(rng)
+        flat, t = masks.reshape(len(masks), -1), target.reshape(-1)
+        k_max = int(rng.integers(1, 6))
+        k_min = int(rng.integers(0, min(3, k_max, len(masks)) + 1))
+        columns, inverse, weights = atoms(flat)
+        mass = np.minimum(np.bincount(inverse, t, len(weights)), weights)
+        compressed = best_union(columns, mass, k_max, k_min, weights=weights)
+        assert compressed.exact
+        assert compressed.score == pytest.approx(brute_force(flat, t, k_max, k_min, "dice"), abs=1e-9)
+        # an arbitrary weighted problem: weights 1-5, masses anywhere in [0, weight]
+        w = rng.integers(1, 6, flat.shape[1]).astype(float)
+        m = w * rng.random(flat.shape[1]) * (rng.random(flat.shape[1]) < 0.7)
+        result = best_union(flat, m, k_max, k_min, weights=w)
+        assert result.exact and k_min <= len(result.indices) <= k_max
+        assert result.score == pytest.approx(weighted_brute_force(flat, m, w, k_max, k_min), abs=1e-9)
+        assert result.score == pytest.approx(union_score(flat, m, result.indices, weights=w), abs=1e-12)
+
+
+def test_completion_bound_is_the_fractional_knapsack_optimum():
+    """B1's completion ``max t(N) - lam w(N)`` over fractional atom sets with ``t(N) <= cap``,
+    against a linear program; and a case by hand."""
+    from scipy.optimize import linprog
+
+    # by hand: densities 1.0 and 0.25 at lam = 0.5: only the first atom is worth taking
+    values, weights = np.array([2.0, 1.0]), np.array([2.0, 4.0])
+    got = union_module._completion(values, weights, np.ones((1, 2), bool), np.array([[3.0, 1.0]]), 0.5)
+    np.testing.assert_allclose(got, [[2 - 0.5 * 2, 1 - 0.5 * 1]])
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        q = int(rng.integers(1, 12))
+        w = rng.integers(1, 8, q).astype(float)
+        t = w * rng.random(q)
+        order = np.argsort(-(t / w), kind="stable")
+        t, w = t[order], w[order]
+        available = rng.random((3, q)) < 0.7
+        cap, lam = rng.uniform(0, t.sum(), (3, 2)), rng.uniform(0.05, 0.9)
+        got = union_module._completion(t, w, available, cap, lam)
+        for r in range(3):
+            for c in range(2):
+                lp = linprog(
+                    -(t - lam * w) * available[r], A_ub=[t], b_ub=[cap[r, c]], bounds=[(0, 1)] * q, method="highs"
+                )
+                assert got[r, c] == pytest.approx(max(0.0, -lp.fun), abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "weights, target",
+    [(np.array([1.0, 0.0, 2.0]), np.zeros(3)), (np.ones(2), np.zeros(3)), (np.ones(3), np.array([0.5, 1.5, 0.0]))],
+)
+def test_rejects_bad_weights(weights, target):
+    with pytest.raises(ValueError):
+        best_union(np.ones((2, 3), bool), target, 2, weights=weights)
 
 
 @pytest.mark.parametrize(

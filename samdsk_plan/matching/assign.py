@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from samdsk_plan.matching.union import DEFAULT_MAX_EXACT, METRICS, best_union, union_score
+from samdsk_plan.matching.union import DEFAULT_MAX_EXACT, METRICS, atoms, best_union, union_score
 
 TARGETS = ("soft", "hard")
 SOLVERS = ("auto", "assignment", "search")
@@ -126,12 +126,15 @@ def class_targets(probs: np.ndarray, target: str = "soft", floor: float = 0.0) -
     raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
 
 
-def single_scores(masks: np.ndarray, target: np.ndarray, metric: str = "iou") -> np.ndarray:
-    """``(N,)`` overlap of each mask ``(N, H, W)`` with a target map ``(H, W)`` in [0, 1]."""
-    flat = np.asarray(masks, dtype=bool).reshape(len(masks), -1)
+def single_scores(
+    masks: np.ndarray, target: np.ndarray, metric: str = "iou", weights: np.ndarray | None = None
+) -> np.ndarray:
+    """``(N,)`` overlap of each mask ``(N, H, W)`` with a target map ``(H, W)`` in [0, 1]; or of
+    ``(N, Q)`` atom masks with the atoms' target masses and ``weights`` (pixels per atom)."""
+    flat = np.asarray(masks, dtype=bool).reshape(len(masks), -1).astype(np.float64)
     t = np.asarray(target, dtype=np.float64).ravel()
-    mass = flat.astype(np.float64) @ t
-    area = np.count_nonzero(flat, axis=1).astype(np.float64)
+    mass = flat @ t
+    area = flat @ (np.ones_like(t) if weights is None else np.asarray(weights, dtype=np.float64))
     total = float(t.sum())
     with np.errstate(divide="ignore", invalid="ignore"):
         dice = np.where(area + total > 0, 2 * mass / np.maximum(area + total, 1e-300), 1.0)
@@ -165,16 +168,24 @@ def match_slice(
         )
     bounds = _check_bounds(bounds, probs.shape[0] - 1)
     metric, solver = settings.metric, settings.solver
-    targets = class_targets(probs, settings.target, settings.prob_floor)
+    # the slice as atoms (pixels every proposal covers alike): same optimum, fewer columns
+    atom_masks, inverse, weights = atoms(masks)
+    pixel_targets = class_targets(probs, settings.target, settings.prob_floor).reshape(probs.shape[0] - 1, -1)
+    targets = np.stack([np.bincount(inverse, t, len(weights)) for t in pixel_targets])
+    targets = np.clip(targets, 0.0, weights)  # sums of values <= 1 may round above the count
     single = all(hi <= 1 for _, hi in bounds)
     if solver == "assignment" and not single:
         raise ValueError("the assignment solver needs every upper bound <= 1")
     if solver == "assignment" or (solver == "auto" and single):
-        chosen, exact = _assignment(masks, targets, bounds, metric), True
+        chosen, exact = _assignment(atom_masks, targets, weights, bounds, metric), True
     else:
-        chosen, exact = _Conflicts(masks, targets, bounds, metric, settings.max_exact, settings.max_nodes).solve()
+        chosen, exact = _Conflicts(
+            atom_masks, targets, weights, bounds, metric, settings.max_exact, settings.max_nodes
+        ).solve()
     scores = {
-        c + 1: union_score(masks, targets[c], chosen[c], metric) if len(masks) else _empty_score(targets[c])
+        c + 1: union_score(atom_masks, targets[c], chosen[c], metric, weights)
+        if len(masks)
+        else _empty_score(targets[c])
         for c in range(len(bounds))
     }
     label = resolve_overlaps(masks, probs, chosen)
@@ -214,9 +225,10 @@ def _empty_score(target: np.ndarray) -> float:
 
 
 def _assignment(
-    masks: np.ndarray, targets: np.ndarray, bounds: list[tuple[int, int]], metric: str
+    masks: np.ndarray, targets: np.ndarray, weights: np.ndarray, bounds: list[tuple[int, int]], metric: str
 ) -> list[tuple[int, ...]]:
-    """Exact solution when every class takes at most one proposal."""
+    """Exact solution when every class takes at most one proposal (``(N, Q)`` atom masks, per
+    class the atoms' target masses ``(C-1, Q)``, their pixel counts ``(Q,)``)."""
     chosen: list[tuple[int, ...]] = [() for _ in bounds]
     rows = [c for c, (_, hi) in enumerate(bounds) if hi >= 1]
     if not rows:
@@ -224,12 +236,12 @@ def _assignment(
     n = len(masks)
     # a relaxed lower bound costs more than any gain in the objective (at most one per class)
     penalty = len(bounds) + 1.0
-    weights = np.full((len(rows), n + len(rows)), -2 * penalty)
+    gains = np.full((len(rows), n + len(rows)), -2 * penalty)
     for r, c in enumerate(rows):
         if n:
-            weights[r, :n] = single_scores(masks, targets[c], metric)
-        weights[r, n + r] = _empty_score(targets[c]) - (penalty if bounds[c][0] >= 1 else 0.0)
-    row_ind, col_ind = linear_sum_assignment(weights, maximize=True)
+            gains[r, :n] = single_scores(masks, targets[c], metric, weights)
+        gains[r, n + r] = _empty_score(targets[c]) - (penalty if bounds[c][0] >= 1 else 0.0)
+    row_ind, col_ind = linear_sum_assignment(gains, maximize=True)
     for r, k in zip(row_ind, col_ind, strict=True):
         if k < n:
             chosen[rows[r]] = (int(k),)
@@ -237,18 +249,20 @@ def _assignment(
 
 
 class _Conflicts:
-    """Branch and bound over proposals claimed by several classes' independent optima."""
+    """Branch and bound over proposals claimed by several classes' independent optima, on
+    ``(N, Q)`` atom masks with per class the atoms' target masses and their pixel counts."""
 
     def __init__(
         self,
         masks: np.ndarray,
         targets: np.ndarray,
+        weights: np.ndarray,
         bounds: list[tuple[int, int]],
         metric: str,
         max_exact: int,
         max_nodes: int,
     ) -> None:
-        self.masks, self.targets, self.bounds, self.metric = masks, targets, bounds, metric
+        self.masks, self.targets, self.weights, self.bounds, self.metric = masks, targets, weights, bounds, metric
         self.max_exact, self.max_nodes = max_exact, max_nodes
         self.penalty = len(bounds) + 1.0
         self.memo: dict[tuple[int, frozenset[int]], tuple[tuple[int, ...], float, bool]] = {}
@@ -282,6 +296,7 @@ class _Conflicts:
                     k_min=k_min,
                     metric=self.metric,
                     max_exact=self.max_exact,
+                    weights=self.weights,
                 )
                 value = res.score - self.penalty * (lo - k_min)
                 self.memo[key] = (tuple(int(allowed[i]) for i in res.indices), value, res.exact)
@@ -305,7 +320,9 @@ class _Conflicts:
         if self.nodes >= self.max_nodes:
             self.exact = False
             candidate = self._greedy_resolution(forbidden)
-            cand_value = sum(union_score(self.masks, self.targets[c], s, self.metric) for c, s in enumerate(candidate))
+            cand_value = sum(
+                union_score(self.masks, self.targets[c], s, self.metric, self.weights) for c, s in enumerate(candidate)
+            )
             if cand_value > self.best_value:
                 self.best, self.best_value = candidate, cand_value
             return

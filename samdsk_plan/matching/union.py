@@ -10,7 +10,16 @@ mass inside the union), ``V = |U|`` (its area in pixels), ``E = V - A = (1 - t)(
 * soft Dice ``D = 2 A / (V + T) = 2 A / (A + E + T)``;
 * soft IoU (Jaccard) ``J = sum(min(t, U)) / sum(max(t, U)) = A / (V + T - A)``.
 
-With a binary ``t`` these are the ordinary Dice and IoU. ``J = D / (2 - D)``, an increasing
+With a binary ``t`` these are the ordinary Dice and IoU.
+
+Weighted pixels. A column of the masks may stand for ``w > 0`` pixels that every mask
+covers alike (an *atom*: pixels with the same set of covering masks), with ``t`` then the
+target mass of those pixels, ``0 <= t <= w``. Areas become sums of ``w``, ``(1 - t)``
+becomes ``(w - t)`` and "pixel" below reads "atom"; every formula and bound holds as written
+for unit weights, where it uses ``t_p <= 1`` it uses ``t_p <= w_p``, and the knapsack of B1
+orders atoms by density ``t / w``. Matching compresses a slice to its atoms first
+(:func:`atoms`): a union of masks is a union of atoms, so the optimum and its score are
+unchanged, and a slice of many pixels but few distinct overlaps costs little. ``J = D / (2 - D)``, an increasing
 function of ``D``, so both metrics have the same best subsets: the search maximises ``D`` and
 the metric only changes the reported score. An empty union against an all-zero target scores 1.
 
@@ -67,7 +76,9 @@ incumbent ``s`` put ``lam = s / 2``: ``D > s`` iff
 ``t(N) <= G`` is a fractional knapsack: pixel ``p`` weighs ``t_p`` and is worth
 ``t_p - lam``, i.e. ``1 - lam / t_p`` per unit of weight, which grows with ``t_p``; so the
 optimum takes the pixels worth something (``t > lam``) in decreasing ``t`` until their
-weight reaches ``G``, the last one fractionally. If even that maximum leaves the expression
+weight reaches ``G``, the last one fractionally (an atom weighs ``t`` and is worth
+``t - lam w``: atoms go by density ``t / w``, and since ``N`` is made of whole atoms the
+fractional optimum still bounds it). If even that maximum leaves the expression
 ``<= 0`` no completion through ``l`` beats ``s``, and ``l`` is dropped from the node's whole
 subtree. The test stays valid with ``g_l`` replaced by any ``g_hat >= g_l`` and ``e_l`` by any
 ``e_hat <= e_l`` (monotonicity above).
@@ -77,7 +88,8 @@ better subset). Let ``N`` be the pixels the other members add to ``m_i + m_j``. 
 ``A_ij``, ``E_ij`` exact from the pair tables, ``D > s`` iff
 ``A_ij - lam (A_ij + E_ij + T) + sum_{p in N} (t_p - lam) > 0``. The sum is at most the sum
 of ``t_p - lam`` over the pixels with ``t_p > lam`` that survivors cover outside ``m_i``
-(likewise outside ``m_j``), and at most ``(1 - lam) t(N)`` since ``t_p <= 1``, where
+(likewise outside ``m_j``), and at most ``(1 - lam) t(N)`` since ``t_p <= 1`` (for atoms
+``t_p - lam w_p <= (1 - lam) t_p`` since ``t_p <= w_p``), where
 ``t(N) <= T - A_ij`` and ``t(N)`` is at most the sum of the ``k_max - 2`` largest
 ``t(m_l \ m_i)`` over survivors ``l`` (likewise for ``j``). A pair that fails the test for
 the incumbent of the time fails it for every later, larger incumbent.
@@ -99,6 +111,7 @@ Pruning compares with the incumbent plus 1e-12, and children whose marginal mass
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -133,22 +146,53 @@ class UnionResult:
 
 
 def union_score(
-    masks: np.ndarray, target: np.ndarray, indices: Sequence[int] | np.ndarray, metric: str = "dice"
+    masks: np.ndarray,
+    target: np.ndarray,
+    indices: Sequence[int] | np.ndarray,
+    metric: str = "dice",
+    weights: np.ndarray | None = None,
 ) -> float:
     """Dice or IoU between the union of ``masks[indices]`` and ``target``.
 
     Args:
         masks: ``(N, H, W)`` or ``(N, P)`` bool.
-        target: ``(H, W)`` or ``(P,)`` values in [0, 1] (bool allowed).
+        target: ``(H, W)`` or ``(P,)`` values in [0, 1] (bool allowed); with ``weights``, the
+            target mass of each column, in ``[0, weights]``.
         indices: indices of the masks whose union is scored (may be empty).
         metric: ``"dice"`` (``2 A / (V + T)``) or ``"iou"`` (``A / (V + T - A)``).
+        weights: ``(P,)`` pixels each column stands for (:func:`atoms`); None: one each.
 
     Returns:
         The score in [0, 1]; an empty union against an all-zero target scores 1.
     """
-    flat, t = _flatten(masks, target)
+    flat, t, w = _flatten(masks, target, weights)
     _check_metric(metric)
-    return _score(flat, t, np.asarray(indices, dtype=np.intp), metric)
+    return _score(flat, t, w, np.asarray(indices, dtype=np.intp), metric)
+
+
+def atoms(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The atoms of a stack of masks: the classes of pixels that every mask covers alike.
+
+    A union of masks is a union of atoms, so Dice and IoU of any union only need each atom's
+    pixel count and target mass (see "Weighted pixels" in the module docstring).
+
+    Args:
+        masks: ``(N, H, W)`` or ``(N, P)`` bool.
+
+    Returns:
+        ``(N, Q)`` bool, the masks as atoms (distinct columns; the pixels no mask covers, if
+        any, are the all-False one); ``(P,)`` int, the atom of each pixel; ``(Q,)`` float64,
+        the pixels of each atom. An atom's target mass is ``np.bincount(inverse, t, Q)``.
+    """
+    masks = np.asarray(masks, dtype=bool)
+    if len(masks) == 0:
+        pixels = math.prod(masks.shape[1:])
+        return np.zeros((0, 1), bool), np.zeros(pixels, np.intp), np.array([float(pixels)])
+    flat = masks.reshape(len(masks), -1)
+    columns = np.packbits(np.ascontiguousarray(flat.T), axis=1)  # one row of bits per pixel
+    rows = columns.view(np.dtype((np.void, columns.shape[1]))).ravel()
+    _, first, inverse, counts = np.unique(rows, return_index=True, return_inverse=True, return_counts=True)
+    return flat[:, first], inverse.ravel(), counts.astype(np.float64)
 
 
 def best_union(
@@ -158,6 +202,7 @@ def best_union(
     k_min: int = 1,
     metric: str = "dice",
     max_exact: int = DEFAULT_MAX_EXACT,
+    weights: np.ndarray | None = None,
 ) -> UnionResult:
     """Choose ``k_min..k_max`` masks whose union best overlaps ``target``.
 
@@ -173,6 +218,8 @@ def best_union(
         max_exact: budget of branch-and-bound nodes; past it the best subset found is
             returned with ``exact=False``. ``k_max <= 3`` needs at most one node per candidate
             left after pruning; larger ``k_max`` may need many more.
+        weights: ``(P,)`` pixels each column stands for, ``target`` then holding masses in
+            ``[0, weights]`` (:func:`atoms`); None: one pixel each.
 
     Returns:
         :class:`UnionResult`. Ties between equally good subsets are broken arbitrarily but
@@ -185,7 +232,7 @@ def best_union(
         ValueError: on bad shapes, dtypes, target values, metric or ``k_min``/``k_max``.
         TypeError: if ``k_min`` or ``k_max`` is not an integer.
     """
-    flat, t = _flatten(masks, target)
+    flat, t, w = _flatten(masks, target, weights)
     _check_metric(metric)
     n = flat.shape[0]
     k_min, k_max = operator.index(k_min), operator.index(k_max)
@@ -198,17 +245,22 @@ def best_union(
     rows = _csr(unique)
     useful = rows @ t > 0
     if k_max == 0 or not useful.any():
-        chosen = np.lexsort((np.arange(n), np.count_nonzero(flat, axis=1)))[:k_min]
-        return UnionResult(tuple(sorted(chosen.tolist())), _score(flat, t, chosen, metric), True, 0)
+        chosen = np.lexsort((np.arange(n), flat @ w))[:k_min]
+        return UnionResult(tuple(sorted(chosen.tolist())), _score(flat, t, w, chosen, metric), True, 0)
     pool = np.arange(len(first)) if k_min >= 2 else np.flatnonzero(useful)
-    search = _Search(unique[pool], rows[pool], t, copies[pool], k_min, k_max, max_exact)
+    search = _Search(unique[pool], rows[pool], t, w, copies[pool], k_min, k_max, max_exact)
     search.run()
     indices = _pad_with_copies(pool[list(search.best)], group_of, k_min)
-    return UnionResult(indices, _score(flat, t, np.asarray(indices, dtype=np.intp), metric), search.complete, len(pool))
+    return UnionResult(
+        indices, _score(flat, t, w, np.asarray(indices, dtype=np.intp), metric), search.complete, len(pool)
+    )
 
 
-def _flatten(masks: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(N, P)`` bool masks and ``(P,)`` float64 target from the accepted input shapes."""
+def _flatten(
+    masks: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(N, P)`` bool masks, ``(P,)`` float64 target and ``(P,)`` float64 weights from the
+    accepted input shapes."""
     masks = np.asarray(masks)
     target = np.asarray(target)
     if masks.dtype != bool or masks.ndim not in (2, 3):
@@ -218,9 +270,17 @@ def _flatten(masks: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndar
     t = target.astype(np.float64).ravel()
     if t.size == 0:
         raise ValueError("the target has no pixels")
-    if not np.all((t >= 0) & (t <= 1)):
-        raise ValueError("target values must lie in [0, 1]")
-    return masks.reshape(masks.shape[0], t.size), t
+    if weights is None:
+        w = np.ones_like(t)
+        if not np.all((t >= 0) & (t <= 1)):
+            raise ValueError("target values must lie in [0, 1]")
+    else:
+        w = np.asarray(weights, dtype=np.float64).ravel()
+        if w.shape != t.shape or not np.all(w > 0):
+            raise ValueError(f"weights must be {t.shape} positive pixel counts, got {w.shape}")
+        if not np.all((t >= 0) & (t <= w)):
+            raise ValueError("target masses must lie in [0, weights]")
+    return masks.reshape(masks.shape[0], t.size), t, w
 
 
 def _check_metric(metric: str) -> None:
@@ -228,10 +288,10 @@ def _check_metric(metric: str) -> None:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
 
 
-def _score(flat: np.ndarray, t: np.ndarray, indices: np.ndarray, metric: str) -> float:
+def _score(flat: np.ndarray, t: np.ndarray, w: np.ndarray, indices: np.ndarray, metric: str) -> float:
     union = flat[indices].any(axis=0)
     a = float(t[union].sum())
-    v = float(np.count_nonzero(union))
+    v = float(w[union].sum())
     total = float(t.sum())
     if v + total == 0:
         return 1.0
@@ -280,25 +340,29 @@ def _top_others(g: np.ndarray, k: int) -> np.ndarray:
     return np.where(g >= top[0], s - g + part[k], s)
 
 
-def _completion(values: np.ndarray, available: np.ndarray, cap: np.ndarray, lam: float) -> np.ndarray:
-    """``max(t(N) - lam |N|)`` over fractional pixel sets ``N`` with ``t(N) <= cap``, per row.
+def _completion(
+    values: np.ndarray, weights: np.ndarray, available: np.ndarray, cap: np.ndarray, lam: float
+) -> np.ndarray:
+    """``max(t(N) - lam w(N))`` over fractional pixel sets ``N`` with ``t(N) <= cap``, per row.
 
     Args:
-        values: ``(L,)`` target values of all pixels, in decreasing order.
+        values: ``(L,)`` target masses of all pixels (atoms), in decreasing order of density
+            ``values / weights``.
+        weights: ``(L,)`` their weights (1 for plain pixels).
         available: ``(m, L)`` bool, the pixels ``N`` may use, one row per problem.
         cap: ``(m, c)`` mass limits, ``c`` of them per row.
         lam: price of one pixel of area, ``> 0``.
 
     Returns:
-        ``(m, c)`` values ``>= 0``: each row's available pixels with ``t > lam`` taken in
-        decreasing ``t`` until their mass reaches the cap (the last one fractionally).
+        ``(m, c)`` values ``>= 0``: each row's available pixels with density ``> lam`` taken in
+        decreasing density until their mass reaches the cap (the last one fractionally).
     """
-    k = int(np.searchsorted(-values, -lam, side="left"))  # pixels with t > lam
+    k = int(np.searchsorted(-(values / weights), -lam, side="left"))  # pixels with density > lam
     if k == 0:
         return np.zeros(cap.shape)
-    values, available = values[:k], available[:, :k]
+    values, weights, available = values[:k], weights[:k], available[:, :k]
     mass = np.cumsum(available * values, axis=1)
-    count = np.cumsum(available, axis=1)
+    area = np.cumsum(available * weights, axis=1)
     cap = np.minimum(cap, mass[:, -1:])
     # per row, the first pixel at which the mass reaches the cap, by one search over all rows
     # laid end to end (row i shifted by i times more than any row's mass)
@@ -306,15 +370,15 @@ def _completion(values: np.ndarray, available: np.ndarray, cap: np.ndarray, lam:
     shift = rows * (mass[:, -1].max() + 1.0)
     at = np.searchsorted((mass + shift).ravel(), (cap + shift).ravel()).reshape(cap.shape) - rows * k
     before = mass[rows, at] - values[at]  # mass of the pixels before it (if it is available)
-    pixels = count[rows, at] - 1 + (cap - before) / values[at]
-    return cap - lam * pixels
+    taken = area[rows, at] - weights[at] + (cap - before) / values[at] * weights[at]
+    return cap - lam * taken
 
 
-def _intersections(masks: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(n, n)`` tables ``t(m_i & m_j)`` and ``|m_i & m_j|`` of ``(n, P)`` bool masks, from one
-    matrix product.
+def _intersections(masks: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(n, n)`` tables ``t(m_i & m_j)`` and ``w(m_i & m_j)`` (the area) of ``(n, P)`` bool masks,
+    from one matrix product.
 
-    A sparse-sparse product with complex weights ``t + 1j`` costs about ``sum_p c_p^2``
+    A sparse-sparse product with complex weights ``t + 1j w`` costs about ``sum_p c_p^2``
     (``c_p``: masks covering pixel ``p``) slow operations; a sparse-dense product with the
     ``t``-weighted and plain transposes side by side costs ``2 n nnz`` fast ones. The cheaper
     is used: the first when masks overlap little, the second when they pile up on a region.
@@ -324,11 +388,11 @@ def _intersections(masks: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.nda
     rows = _csr(masks)
     if 8 * (cover @ cover) < 2 * n * cover.sum():
         weighted = rows.astype(np.complex128)
-        weighted.data = t[weighted.indices] + 1j
+        weighted.data = t[weighted.indices] + 1j * w[weighted.indices]
         both = (weighted @ rows.T).toarray()
         return both.real.copy(), both.imag.copy()
     dense = masks.T.astype(np.float64)
-    both = rows @ np.hstack([dense * t[:, None], dense])
+    both = rows @ np.hstack([dense * t[:, None], dense * w[:, None]])
     return both[:, :n], both[:, n:]
 
 
@@ -344,6 +408,7 @@ class _Search:
         masks: np.ndarray,
         rows: sparse.csr_array,
         t: np.ndarray,
+        w: np.ndarray,
         copies: np.ndarray,
         k_min: int,
         k_max: int,
@@ -351,12 +416,12 @@ class _Search:
     ):
         self.masks = masks  # (n, P) bool, and the same as a sparse matrix
         self.csr = rows
-        self.t = t
+        self.t, self.w = t, w  # (P,) target masses and weights of the pixels (atoms)
         self.total = float(t.sum())
-        self.order = np.argsort(-t, kind="stable")  # pixels by decreasing target value
-        self.sorted_t = t[self.order]
+        self.order = np.argsort(-(t / w), kind="stable")  # pixels by decreasing target density
+        self.sorted_t, self.sorted_w = t[self.order], w[self.order]
         self.mass = self.csr @ t
-        self.area = np.diff(self.csr.indptr).astype(np.float64)
+        self.area = self.csr @ w
         self.copies = copies
         self.k_min, self.k_max = k_min, min(k_max, len(masks))
         self.max_nodes = max_nodes
@@ -407,7 +472,7 @@ class _Search:
         slack = a0 + gain - lam * (v0 + gain + excess + self.total)
         if r > 1:
             cap = _top_others(gain, r - 1)[None, :]
-            slack = slack + _completion(self.sorted_t, free[self.order][None, :], cap, lam)[0]
+            slack = slack + _completion(self.sorted_t, self.sorted_w, free[self.order][None, :], cap, lam)[0]
         return slack
 
     def _offer(self, members: tuple[int, ...], score: float, copies: int) -> None:
@@ -420,8 +485,8 @@ class _Search:
         """Dice of ``members`` and of ``members`` plus each candidate, and the copies they hold."""
         covered = self.masks[members].any(axis=0)
         outside = np.where(covered, 0.0, 1.0)
-        a0, v0 = float(self.t[covered].sum()), float(np.count_nonzero(covered))
-        scores = self._dice(a0, v0, self.csr @ (self.t * outside), self.csr @ outside)
+        a0, v0 = float(self.t[covered].sum()), float(self.w[covered].sum())
+        scores = self._dice(a0, v0, self.csr @ (self.t * outside), self.csr @ (self.w * outside))
         scores[members] = -np.inf
         return 2 * a0 / (v0 + self.total), scores, int(self.copies[members].sum())
 
@@ -474,7 +539,7 @@ class _Search:
         self.sub_excess = self.area[alive] - self.sub_mass
         self.sub_copies = self.copies[alive]
         cols = np.flatnonzero(self.sub_cover)
-        self.inter_t, inter_area = _intersections(self.sub_masks[:, cols], self.t[cols])
+        self.inter_t, inter_area = _intersections(self.sub_masks[:, cols], self.t[cols], self.w[cols])
         self.inter_e = inter_area - self.inter_t
         # all pairs j < l of positions, ordered by l: those of the first p positions come first
         self.pair_second = np.repeat(np.arange(len(alive), dtype=np.intp), np.arange(len(alive)))
@@ -502,9 +567,9 @@ class _Search:
         k = min(self.k_max - 2, len(mass))
         extra = -np.partition(-outside, k - 1, axis=1)[:, :k].sum(axis=1)
         x = np.minimum(np.minimum(extra[:, None], extra[None, :]), self.total - a)
-        free = _completion(self.sorted_t, (self.sub_cover & ~self.sub_masks)[:, self.order], extra[:, None], lam)[
-            :, 0
-        ]  # the best completion outside each mask
+        free = _completion(
+            self.sorted_t, self.sorted_w, (self.sub_cover & ~self.sub_masks)[:, self.order], extra[:, None], lam
+        )[:, 0]  # the best completion outside each mask
         completion = np.minimum(np.minimum(free[:, None], free[None, :]), (1 - lam) * x)
         self.hopeful = a - lam * (a + e + self.total) + completion > 0
 
@@ -529,7 +594,9 @@ class _Search:
         largest = two.max(axis=1)
         caps = np.stack([two.min(axis=1), largest], axis=1)  # for the largest child, for the rest
         lam = (self.best_score + _TOL) / 2
-        completion = _completion(self.sorted_t, (self.sub_cover & ~self.sub_masks)[:, self.order], caps, lam)
+        completion = _completion(
+            self.sorted_t, self.sorted_w, (self.sub_cover & ~self.sub_masks)[:, self.order], caps, lam
+        )
         completion = np.where(gain_of_child >= largest[:, None], completion[:, :1], completion[:, 1:])
         a = mass[:, None] + gain
         keep = child & (a - lam * (a + excess[:, None] + extra + self.total) + completion > 0)
@@ -582,7 +649,7 @@ class _Search:
                 return
             outside = np.where(covered, 0.0, 1.0)
             gain = (self.sub_csr @ (self.t * outside))[pool]
-            excess = (self.sub_csr @ ((1.0 - self.t) * outside))[pool]
+            excess = (self.sub_csr @ ((self.w - self.t) * outside))[pool]
             scores = self._dice(a0, v0, gain, gain + excess)
             scores[copies + self.sub_copies[pool] < self.k_min] = -np.inf
             j = int(np.argmax(scores))
@@ -652,7 +719,7 @@ class _Search:
         in_union = self.sub_masks[np.ix_(pool, cols)]
         both = in_union[j] & in_union[m]
         inside_t = np.where(both, self.t[cols], 0.0).sum(axis=1)
-        inside_v = np.count_nonzero(both, axis=1)
+        inside_v = np.where(both, self.w[cols], 0.0).sum(axis=1)
         a = a0 + gain[j] + gain[m] - (inter_t - inside_t)
         v = v0 + gain[j] + excess[j] + gain[m] + excess[m] - (inter_t + inter_e - inside_v)
         scores = self._dice(0.0, 0.0, a, v)
