@@ -99,6 +99,42 @@ def test_merge_hierarchy_has_every_merged_region():
     assert {r[:, :4].any() and r[:, 4:].any() for r in regions[4:6]} == {True}
 
 
+def skimage_merge_hierarchy(labels: np.ndarray, edge_map: np.ndarray) -> np.ndarray:
+    """The reference: scikit-image's RAG merge with a boundary-length-weighted mean."""
+    from skimage.graph import merge_hierarchical, rag_boundary
+
+    rag = rag_boundary(labels, edge_map)
+    region = {node: labels == node for node in rag.nodes}
+    merged = []
+
+    def merge(graph, src, dst):
+        region[dst] = region.pop(src) | region[dst]
+        merged.append(region[dst])
+
+    def weight(graph, src, dst, neighbor):
+        edges = [graph[node][neighbor] for node in (src, dst) if graph.has_edge(node, neighbor)]
+        count = sum(e["count"] for e in edges)
+        return {"count": count, "weight": sum(e["count"] * e["weight"] for e in edges) / count}
+
+    merge_hierarchical(labels, rag, np.inf, False, True, merge, weight)
+    initial = np.stack([labels == v for v in np.unique(labels)])
+    return np.concatenate([initial, np.asarray(merged, dtype=bool).reshape(-1, *labels.shape)])
+
+
+def test_merge_hierarchy_equals_scikit_image_rag_merge():
+    from skimage.filters import sobel
+    from skimage.segmentation import slic
+
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        shape = tuple(int(n) for n in rng.integers(20, 90, 2))
+        image = np.clip(rng.random(shape) * 0.3 + (np.indices(shape)[0] > shape[0] // 2) * 0.5, 0, 1)
+        labels = slic(image, n_segments=int(rng.integers(5, 150)), compactness=0.3, channel_axis=None, start_label=1)
+        np.testing.assert_array_equal(
+            merge_hierarchy(labels, sobel(image)), skimage_merge_hierarchy(labels, sobel(image))
+        )
+
+
 def test_unique_masks_filters_and_keeps_first_order():
     a, b, tiny = np.zeros((3, 4, 4), dtype=bool)
     a[:2] = True

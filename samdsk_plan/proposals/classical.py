@@ -25,12 +25,13 @@ labelled region) ~0.75 / 0.82 / 0.86 for K = 1 / 2 / 3; the fast mode ~390 propo
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import numpy as np
 import skimage
+from scipy import ndimage
 from skimage.filters import sobel
-from skimage.graph import merge_hierarchical, rag_boundary
 from skimage.measure import label
 from skimage.morphology import h_minima
 from skimage.segmentation import felzenszwalb, slic, watershed
@@ -177,41 +178,87 @@ def partition_masks(labels: np.ndarray) -> np.ndarray:
     return labels[None] == values[:, None, None]
 
 
+def boundary_edges(labels: np.ndarray, edge_map: np.ndarray) -> dict[tuple[int, int], tuple[int, float]]:
+    """The region adjacency of ``labels`` with boundary strengths, as scikit-image's
+    ``graph.rag_boundary`` defines them.
+
+    Every pixel next to another label (8-neighbourhood) pairs its label with the smallest and
+    with the largest label around it; a pair of labels ``(a, b)``, ``a < b``, gets the number
+    ``n`` of such pixel pairings and the sum ``s`` of ``edge_map`` over them (its mean boundary
+    strength is ``s / n``).
+
+    Args:
+        labels: ``(H, W)`` int over-segmentation.
+        edge_map: ``(H, W)`` float boundary strength.
+
+    Returns:
+        ``{(a, b): (n, s)}`` for every pair of adjacent labels.
+    """
+    footprint = ndimage.generate_binary_structure(labels.ndim, labels.ndim)
+    eroded = ndimage.grey_erosion(labels, footprint=footprint)
+    dilated = ndimage.grey_dilation(labels, footprint=footprint)
+    low, high = eroded != labels, dilated != labels
+    small = np.concatenate([eroded[low], labels[high]]).astype(np.int64)
+    large = np.concatenate([labels[low], dilated[high]]).astype(np.int64)
+    strength = np.concatenate([edge_map[low], edge_map[high]]).astype(np.float64)
+    base = int(large.max(initial=0)) + 1
+    codes, inverse, counts = np.unique(small * base + large, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse.ravel(), strength, len(codes))
+    return {(int(c // base), int(c % base)): (int(n), float(v)) for c, n, v in zip(codes, counts, sums, strict=True)}
+
+
 def merge_hierarchy(labels: np.ndarray, edge_map: np.ndarray) -> np.ndarray:
     """Every region of a greedy boundary merge of the over-segmentation ``labels``.
 
-    Adjacent regions are merged in order of the mean of ``edge_map`` on their common boundary
-    (boundary lengths weight the means of merged boundaries) until one region is left.
+    Starting from :func:`boundary_edges`, the two adjacent regions whose common boundary has
+    the lowest mean ``edge_map`` are merged (ties: the lower pair of region ids; a merged region
+    takes the next free id), the merged region's boundary with each neighbour pools the two
+    boundaries it replaces (counts and sums add, so the mean is boundary-length weighted), and
+    so on until no two regions are adjacent. This is scikit-image's ``merge_hierarchical`` with
+    a boundary-weighted mean, on a plain heap instead of a networkx graph (about ten times
+    faster; the same regions wherever no two boundary means tie).
 
     Args:
         labels: ``(H, W)`` int over-segmentation.
         edge_map: ``(H, W)`` float boundary strength, e.g. the gradient magnitude.
 
     Returns:
-        ``(N, H, W)`` bool: the initial regions, then each merged region in merge order.
+        ``(N, H, W)`` bool: the initial regions (in label order), then each merged region in
+        merge order.
     """
     initial = partition_masks(labels)
     if len(initial) < 2:
         return initial
-    rag = rag_boundary(labels, edge_map)
-    region = {node: labels == node for node in rag.nodes}
+    values = np.unique(labels)
+    region = {int(v): m for v, m in zip(values, initial, strict=True)}
+    neighbours: dict[int, dict[int, tuple[int, float]]] = {int(v): {} for v in values}
+    heap = []
+    for (a, b), (n, total) in boundary_edges(labels, edge_map).items():
+        neighbours[a][b] = neighbours[b][a] = (n, total)
+        heap.append((total / n, a, b))
+    heapq.heapify(heap)
+    next_id = int(values.max()) + 1
     merged = []
-
-    def merge(graph, src: int, dst: int) -> None:
-        region[dst] = region.pop(src) | region[dst]
-        merged.append(region[dst])
-
-    merge_hierarchical(
-        labels, rag, thresh=np.inf, rag_copy=False, in_place_merge=True, merge_func=merge, weight_func=_boundary_weight
-    )
+    while heap:
+        _, a, b = heapq.heappop(heap)
+        if a not in neighbours or b not in neighbours:
+            continue  # one side was merged since (two live regions have one entry, never changed)
+        new = next_id
+        next_id += 1
+        region[new] = region.pop(a) | region.pop(b)
+        merged.append(region[new])
+        pooled: dict[int, tuple[int, float]] = {}
+        for side in (a, b):
+            for other, (n, total) in neighbours.pop(side).items():
+                del neighbours[other][side]
+                if other not in (a, b):
+                    m, t = pooled.get(other, (0, 0.0))
+                    pooled[other] = (m + n, t + total)
+        neighbours[new] = pooled
+        for other, (n, total) in pooled.items():
+            neighbours[other][new] = (n, total)
+            heapq.heappush(heap, (total / n, other, new))
     return np.concatenate([initial, np.asarray(merged, dtype=bool).reshape(-1, *labels.shape)])
-
-
-def _boundary_weight(graph, src: int, dst: int, neighbor: int) -> dict:
-    """Edge from the merge of ``src`` and ``dst`` to ``neighbor``: boundary-length-weighted mean."""
-    edges = [graph[node][neighbor] for node in (src, dst) if graph.has_edge(node, neighbor)]
-    count = sum(e["count"] for e in edges)
-    return {"count": count, "weight": sum(e["count"] * e["weight"] for e in edges) / count}
 
 
 def unique_masks(masks: np.ndarray, min_area: int, max_area: int) -> np.ndarray:
