@@ -63,6 +63,33 @@ def test_equals_brute_force_and_respects_bounds(instance, metric, target, floor)
 
 
 @settings(max_examples=100, deadline=None)
+@given(instances(), st.integers(0, 3), st.integers(0, 3), st.sampled_from(["soft", "hard"]))
+def test_proposals_on_a_window_match_as_on_the_whole_slice(instance, top, left, target):
+    """Masks on a window of a larger slice (the region of interest): the optimum over the whole
+    slice (brute force on full-size masks) and the same label, pasted at the window."""
+    masks, probs, bounds = instance
+    n_classes, (h, w) = probs.shape[0], probs.shape[1:]
+    rng = np.random.default_rng(top * 7 + left)
+    big = rng.dirichlet(np.ones(n_classes) * 0.3, (h + top + 2, w + left + 1)).transpose(2, 0, 1)
+    big[:, top : top + h, left : left + w] = probs  # the model's mass also lies outside the window
+    full = np.zeros((len(masks), *big.shape[1:]), bool)
+    full[:, top : top + h, left : left + w] = masks
+    settings = MatchSettings(target=target)
+    windowed = match_slice(masks, big, bounds, settings, offset=(top, left))
+    assert windowed.exact
+    assert windowed.objective == pytest.approx(brute_force(full, big, bounds, settings), abs=1e-9)
+    assert windowed.label.shape == big.shape[1:]
+    expected = match_slice(full, big, bounds, settings)
+    assert windowed.objective == pytest.approx(expected.objective, abs=1e-12)
+    assert not windowed.label[:top].any() and not windowed.label[:, :left].any()
+
+
+def test_a_window_outside_the_slice_is_rejected():
+    with pytest.raises(ValueError, match="inside"):
+        match_slice(np.ones((1, 3, 3), bool), np.full((2, 4, 4), 0.5), [(0, 1)], offset=(2, 0))
+
+
+@settings(max_examples=100, deadline=None)
 @given(instances(), st.integers(0, 2**31 - 1))
 def test_adding_a_proposal_never_lowers_the_optimum(instance, seed):
     masks, probs, bounds = instance

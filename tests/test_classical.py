@@ -183,3 +183,35 @@ def test_hippocampus_single_proposal_oracle(hippocampus, fast):
     measured = {c: float(np.mean(v)) for c, v in best.items()}
     assert all(len(v) >= 35 for v in best.values()), {c: len(v) for c, v in best.items()}
     assert all(measured[c] >= THRESHOLDS[fast][c] for c in best), measured
+
+
+def test_proposals_in_the_region_of_interest_match_exactly_on_real_slices(hippocampus):
+    """Classical proposals made inside each slice's region of interest (the pipeline's window)
+    and matched on that window: the same optimum and label as the pixel-level search over the
+    whole slice with the same proposals."""
+    from scipy import ndimage
+
+    from samdsk_plan.matching import best_union, match_slice
+    from samdsk_plan.proposals.volume import roi_window
+
+    gen = ClassicalGenerator(90.0)
+    slices = labelled_slices(hippocampus, n_cases=3, per_case=1)
+    checked = 0
+    for image, label in slices[0] + slices[2]:
+        region = label == 1
+        if region.sum() < 10:
+            continue
+        prob = ndimage.gaussian_filter(ndimage.binary_erosion(region).astype(float), 1.0)
+        probs = np.stack([1 - prob, prob])
+        (r, c), (h, w) = roi_window(region, 10)
+        crop = gen(image[r : r + h, c : c + w]).masks
+        windowed = match_slice(crop, probs, [(1, 3)], offset=(r, c))
+        full = np.zeros((len(crop), *image.shape), bool)
+        full[:, r : r + h, c : c + w] = crop
+        target = np.where(prob < 0.05, 0.0, prob)  # the default soft target and floor
+        pixels = best_union(full, target, 3, metric="iou")
+        assert windowed.exact and pixels.exact
+        assert windowed.scores[1] == pytest.approx(pixels.score, abs=1e-9)
+        np.testing.assert_array_equal(windowed.label == 1, full[list(pixels.indices)].any(axis=0))
+        checked += 1
+    assert checked >= 3

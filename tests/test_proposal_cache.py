@@ -6,7 +6,7 @@ import pytest
 from samdsk_plan.proposals import Proposals
 from samdsk_plan.proposals.cache import ProposalCache
 from samdsk_plan.proposals.pipeline import propose_case
-from samdsk_plan.proposals.volume import get_slice, slice_indices, window_to_unit
+from samdsk_plan.proposals.volume import get_slice, roi_window, slice_indices, window_to_unit
 
 
 class ThresholdGenerator:
@@ -57,6 +57,68 @@ def test_slice_indices_skip_slices_far_from_the_roi():
     assert slice_indices(roi.shape, 1, None) == [0, 1, 2, 3]
     assert slice_indices(roi.shape, 0, np.zeros_like(roi)) == []
     np.testing.assert_array_equal(get_slice(np.arange(24).reshape(2, 3, 4), 1, 2), [[8, 9, 10, 11], [20, 21, 22, 23]])
+
+
+class CroppingGenerator(ThresholdGenerator):
+    """The stand-in as a generator that proposes on each slice's region of interest; records
+    the shapes it was given."""
+
+    crops_to_roi = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen = []
+
+    def __call__(self, image: np.ndarray) -> Proposals:
+        self.seen.append(image.shape)
+        return super().__call__(image)
+
+
+def test_roi_window_is_the_box_grown_by_the_margin_and_clipped():
+    roi = np.zeros((10, 12), dtype=bool)
+    roi[3:5, 6:8] = True  # rows 3-4, columns 6-7
+    assert roi_window(roi, 2) == ((1, 4), (6, 6))
+    assert roi_window(roi, 5) == ((0, 1), (10, 11))  # clipped at the slice's edges
+    assert roi_window(roi, 0) == ((3, 6), (2, 2))
+    assert roi_window(np.zeros((4, 4), bool), 3) is None
+
+
+def test_cropping_generators_see_the_roi_and_a_new_roi_is_a_miss(volume, tmp_path):
+    roi = np.zeros(volume.shape, dtype=bool)
+    roi[2, 3:5, 1:3] = True
+    gen, cache = CroppingGenerator(), ProposalCache(tmp_path)
+    out = propose_case("c1", volume, {0: gen}, {0: [1, 2]}, cache, roi=roi, margins={0: 1})
+    # slice 2 proposes on rows 2-5 and columns 0-3; slice 1 has no roi there: the whole slice
+    assert gen.seen == [(7, 8), (4, 4)]
+    found = out[(0, 2)]
+    assert found.offset == (2, 0) and found.shape == (7, 8) and found.masks.shape == (2, 4, 4)
+    np.testing.assert_array_equal(found.masks[0], volume[2, 2:6, 0:4] > 0.25)
+    np.testing.assert_array_equal(found.full_masks()[0, :2], np.zeros((2, 8), bool))
+    again = propose_case("c1", volume, {0: gen}, {0: [1, 2]}, cache, roi=roi, margins={0: 1})
+    assert gen.calls == 2 and again[(0, 2)].offset == (2, 0), "the stored window is reused"
+    np.testing.assert_array_equal(again[(0, 2)].masks, found.masks)
+    propose_case("c1", volume, {0: gen}, {0: [1, 2]}, cache, roi=roi, margins={0: 2})
+    assert gen.calls == 3 and gen.seen[-1] == (6, 5), "a slice stored for another window is made again"
+    # a generator that does not crop, and a None margin, see whole slices
+    plain = ThresholdGenerator()
+    whole = propose_case("c1", volume, {0: plain}, {0: [2]}, None, roi=roi, margins={0: 1})
+    assert whole[(0, 2)].masks.shape == (2, 7, 8) and whole[(0, 2)].frame is None
+    whole = propose_case("c1", volume, {0: CroppingGenerator()}, {0: [2]}, None, roi=roi, margins={0: None})
+    assert whole[(0, 2)].masks.shape == (2, 7, 8)
+
+
+def test_proposals_on_windows_concatenate_on_the_window_holding_both():
+    a = Proposals(np.ones((1, 2, 2), bool), np.ones(1, np.float32), None, (1, 1), (6, 6))
+    b = Proposals(np.ones((2, 1, 3), bool), np.full(2, 0.5, np.float32), None, (4, 2), (6, 6))
+    both = Proposals.concatenate([a, b])
+    assert both.offset == (1, 1) and both.masks.shape == (3, 4, 4) and both.shape == (6, 6)
+    np.testing.assert_array_equal(both.full_masks(), np.concatenate([a.full_masks(), b.full_masks()]))
+    whole = Proposals(np.zeros((1, 6, 6), bool), np.ones(1, np.float32))
+    assert Proposals.concatenate([whole, a]).frame is None
+    with pytest.raises(ValueError, match="share"):
+        Proposals.concatenate([a, Proposals(np.ones((1, 2, 2), bool), np.ones(1, np.float32), None, (0, 0), (5, 5))])
+    with pytest.raises(ValueError, match="does not fit"):
+        Proposals(np.ones((1, 3, 3), bool), np.ones(1, np.float32), None, (4, 4), (6, 6))
 
 
 def test_cache_hit_returns_identical_proposals(volume, tmp_path):

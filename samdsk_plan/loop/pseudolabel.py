@@ -32,7 +32,7 @@ from samdsk_plan.io.parallel import parallel_map
 from samdsk_plan.loop.selection import select
 from samdsk_plan.matching import MatchSettings, VolumeMatch, match_volume
 from samdsk_plan.planning.plans import Plans
-from samdsk_plan.proposals.base import PromptedGenerator, ProposalGenerator
+from samdsk_plan.proposals.base import PromptedGenerator, ProposalGenerator, Proposals
 from samdsk_plan.proposals.cache import ProposalCache
 from samdsk_plan.proposals.pipeline import propose_case, windowed_volume
 from samdsk_plan.proposals.volume import slice_indices
@@ -86,20 +86,23 @@ def case_proposals(
     generators: dict[int, ProposalGenerator | PromptedGenerator],
     cache_dir: str | Path | None,
     round_cache_dir: str | Path | None = None,
-) -> dict[tuple[int, int], np.ndarray]:
-    """Proposal masks ``(N, H, W)`` per ``(axis, index)`` on the slices near the predicted
-    foreground of ``probs`` ``(C, I, J, K)`` (plan's ``samdsk.slice_margin``), for a ``volume``
-    ``(I, J, K)`` windowed to [0, 1]. Image-only proposals are cached in ``cache_dir``, prompted
-    ones (they depend on ``probs``) in ``round_cache_dir``."""
+) -> dict[tuple[int, int], Proposals]:
+    """Proposals per ``(axis, index)`` on the slices near the predicted foreground of ``probs``
+    ``(C, I, J, K)`` (plan's ``samdsk.slice_margin``), for a ``volume`` ``(I, J, K)`` windowed
+    to [0, 1]; the classical generator's inside each slice's region of interest (the predicted
+    foreground's box grown by the plan's :meth:`~samdsk_plan.planning.plans.SamdskPlan.roi_margin_px`).
+    Image-only proposals are cached in ``cache_dir``, prompted ones (they depend on ``probs``)
+    in ``round_cache_dir``."""
     roi = np.argmax(probs, axis=0) > 0
-    slices = {axis: slice_indices(volume.shape, axis, roi, plans.samdsk.slice_margin) for axis in generators}
+    samdsk = plans.samdsk
+    slices = {axis: slice_indices(volume.shape, axis, roi, samdsk.slice_margin) for axis in generators}
     cache = ProposalCache(cache_dir) if cache_dir is not None else None
     round_cache = ProposalCache(round_cache_dir) if round_cache_dir is not None else None
-    found = propose_case(case_id, volume, generators, slices, cache, probs, round_cache)
-    return {key: p.masks for key, p in found.items()}
+    margins = {axis: samdsk.roi_margin_px(axis) for axis in generators}
+    return propose_case(case_id, volume, generators, slices, cache, probs, round_cache, roi, margins)
 
 
-def match_proposals(probs: np.ndarray, proposals: dict[tuple[int, int], np.ndarray], plans: Plans) -> VolumeMatch:
+def match_proposals(probs: np.ndarray, proposals: dict[tuple[int, int], Proposals], plans: Plans) -> VolumeMatch:
     """:func:`~samdsk_plan.matching.match_volume` of ``probs`` ``(C, I, J, K)`` and the slices'
     ``proposals`` with the plan's ROI-count bounds, fusion and matching settings."""
     samdsk = plans.samdsk

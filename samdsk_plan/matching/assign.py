@@ -142,36 +142,61 @@ def single_scores(
 
 
 def match_slice(
-    masks: np.ndarray, probs: np.ndarray, bounds: Sequence[tuple[int, int]], settings: MatchSettings | None = None
+    masks: np.ndarray,
+    probs: np.ndarray,
+    bounds: Sequence[tuple[int, int]],
+    settings: MatchSettings | None = None,
+    offset: tuple[int, int] = (0, 0),
 ) -> SliceMatch:
     """Assign proposals to foreground classes under ROI-count bounds.
 
+    The slice is solved on its atoms (:func:`~samdsk_plan.matching.union.atoms`): the pixels
+    every proposal covers alike, with their pixel counts and target masses; the pixels outside
+    the proposals' window are one more atom that no proposal covers. The optimum is the
+    pixel problem's, at a cost that grows with the number of distinct overlaps, not pixels.
+
     Args:
-        masks: ``(N, H, W)`` bool proposals (``N`` may be 0).
+        masks: ``(N, h, w)`` bool proposals (``N`` may be 0) on the window of the slice at
+            ``offset`` (by default the whole slice, ``(h, w) == (H, W)``).
         probs: ``(C, H, W)`` softmax maps, channel 0 the background.
         bounds: ``C - 1`` pairs ``(l_c, u_c)``, one per foreground class ``1..C-1``; ``(0, 0)``
             keeps a class empty (e.g. where the model predicts it absent).
         settings: metric, target and search budgets (:class:`MatchSettings`).
+        offset: ``(row, column)`` of the window in the slice.
 
     Returns:
-        :class:`SliceMatch`.
+        :class:`SliceMatch` (its label on the whole slice).
     """
     settings = settings or MatchSettings()
     masks = np.asarray(masks)
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 3 or probs.shape[0] < 2:
         raise ValueError(f"probs must be (C, H, W) with C >= 2, got {probs.shape}")
-    if masks.ndim != 3 or masks.dtype != bool or masks.shape[1:] != probs.shape[1:]:
+    (r, c), shape = offset, probs.shape[1:]
+    if (
+        masks.ndim != 3
+        or masks.dtype != bool
+        or not (r >= 0 and c >= 0 and r + masks.shape[1] <= shape[0] and c + masks.shape[2] <= shape[1])
+    ):
         raise ValueError(
-            f"masks must be (N, H, W) bool on the probabilities' grid {probs.shape[1:]}, "
+            f"masks must be (N, h, w) bool inside the probabilities' grid {shape} at offset {offset}, "
             f"got {masks.dtype} {masks.shape}"
         )
+    window = (slice(r, r + masks.shape[1]), slice(c, c + masks.shape[2]))
     bounds = _check_bounds(bounds, probs.shape[0] - 1)
     metric, solver = settings.metric, settings.solver
     # the slice as atoms (pixels every proposal covers alike): same optimum, fewer columns
     atom_masks, inverse, weights = atoms(masks)
-    pixel_targets = class_targets(probs, settings.target, settings.prob_floor).reshape(probs.shape[0] - 1, -1)
+    slice_targets = class_targets(probs, settings.target, settings.prob_floor)
+    pixel_targets = slice_targets[(slice(None), *window)].reshape(len(slice_targets), -1)
     targets = np.stack([np.bincount(inverse, t, len(weights)) for t in pixel_targets])
+    outside = np.prod(shape) - pixel_targets.shape[1]
+    if outside:  # the pixels outside the window: an atom no proposal covers
+        atom_masks = np.concatenate([atom_masks, np.zeros((len(atom_masks), 1), bool)], axis=1)
+        weights = np.append(weights, float(outside))
+        rest = slice_targets.copy()
+        rest[(slice(None), *window)] = 0.0
+        targets = np.concatenate([targets, rest.reshape(len(rest), -1).sum(axis=1)[:, None]], axis=1)
     targets = np.clip(targets, 0.0, weights)  # sums of values <= 1 may round above the count
     single = all(hi <= 1 for _, hi in bounds)
     if solver == "assignment" and not single:
@@ -188,7 +213,8 @@ def match_slice(
         else _empty_score(targets[c])
         for c in range(len(bounds))
     }
-    label = resolve_overlaps(masks, probs, chosen)
+    label = np.zeros(shape, dtype=np.int16)
+    label[window] = resolve_overlaps(masks, probs[(slice(None), *window)], chosen)
     return SliceMatch(label, {c + 1: tuple(sorted(s)) for c, s in enumerate(chosen)}, scores, exact)
 
 

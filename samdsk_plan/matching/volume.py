@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -63,9 +64,17 @@ def slice_bounds(prediction: np.ndarray, bounds: Sequence[tuple[int, int]]) -> l
     return [tuple(b) if c in present else (0, 0) for c, b in enumerate(bounds, start=1)]
 
 
+def _masks_and_offset(proposals: Any) -> tuple[np.ndarray, tuple[int, int]]:
+    """The masks of a slice's proposals and where their window lies: a
+    :class:`~samdsk_plan.proposals.base.Proposals` (``masks``, ``offset``; matching does not
+    import the proposals room) or a whole-slice ``(N, H, W)`` array (offset ``(0, 0)``)."""
+    masks = getattr(proposals, "masks", proposals)
+    return np.asarray(masks), tuple(getattr(proposals, "offset", (0, 0)))
+
+
 def match_axis(
     probs: np.ndarray,
-    proposals: Mapping[int, np.ndarray],
+    proposals: Mapping[int, Any],
     axis: int,
     bounds: Sequence[tuple[int, int]],
     settings: MatchSettings | None = None,
@@ -74,7 +83,8 @@ def match_axis(
 
     Args:
         probs: ``(C, I, J, K)`` softmax maps.
-        proposals: slice index -> ``(N, H, W)`` bool masks of that slice.
+        proposals: slice index -> ``(N, H, W)`` bool masks of that slice, or its
+            :class:`~samdsk_plan.proposals.base.Proposals` (masks on a window of the slice).
         axis: 0, 1 or 2 (a spatial axis of the volume).
         bounds: per foreground class the plan's ``(lower, upper)`` for this axis.
 
@@ -86,13 +96,14 @@ def match_axis(
     label = np.zeros(probs.shape[1:], dtype=np.int16)
     chosen: dict[str, dict[int, list[int]]] = {}
     n_slices = n_exact = 0
-    for index, masks in sorted(proposals.items()):
+    for index, found in sorted(proposals.items()):
+        masks, offset = _masks_and_offset(found)
         pred_slice = np.take(prediction, index, axis=axis)
         local = slice_bounds(pred_slice, bounds)
         if len(masks) == 0 or not any(hi for _, hi in local):
             continue
         prob_slice = np.take(probs, index, axis=axis + 1)
-        result = match_slice(masks, prob_slice, local, settings)
+        result = match_slice(masks, prob_slice, local, settings, offset)
         n_slices += 1
         n_exact += result.exact
         taken = {c: list(s) for c, s in result.chosen.items() if s}
@@ -145,7 +156,7 @@ def volume_scores(label: np.ndarray, probs: np.ndarray, settings: MatchSettings 
 
 def match_volume(
     probs: np.ndarray,
-    proposals: Mapping[tuple[int, int], np.ndarray],
+    proposals: Mapping[tuple[int, int], Any],
     bounds: Mapping[int, Sequence[tuple[int, int]]],
     max_components: Sequence[int],
     fusion: str = "vote",
@@ -156,7 +167,8 @@ def match_volume(
 
     Args:
         probs: ``(C, I, J, K)`` softmax maps (channel 0 the background).
-        proposals: ``(axis, index)`` -> ``(N, H, W)`` bool masks of that slice.
+        proposals: ``(axis, index)`` -> ``(N, H, W)`` bool masks of that slice, or its
+            :class:`~samdsk_plan.proposals.base.Proposals`.
         bounds: axis -> per foreground class ``(lower, upper)`` proposals per slice; its keys are
             the axes matched along. The votes need three axes, ``"single"`` exactly one.
         max_components: per foreground class, the most 3D components kept.

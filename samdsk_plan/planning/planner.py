@@ -41,6 +41,7 @@ PAPER_SAM_SETTINGS = {
 }
 PAPER_ACCEPTANCE_THRESHOLD = 0.9
 CALIBRATION_MIN_CASES = 2  # validation cases a calibrated threshold must pass (one decides by chance)
+ROI_MARGIN = 1.0  # classical proposals: region-of-interest margin, in typical region sides
 # box prompts around the predicted regions (LiteMedSAM, SAM prompted): variants per region
 PROMPT_SETTINGS = {"box_scales": [1.0, 0.9, 1.1, 1.25], "box_shift": 0.1, "lower_cut": None}
 # LiteMedSAM: the grid of its automatic mode and the embedding cache
@@ -292,6 +293,7 @@ def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
         "matching": {"metric": "iou", "target": "soft", "prob_floor": 0.05},
         "proposals": {
             "generator": "auto" if flat else "classical",
+            "roi_margin": ROI_MARGIN,
             "sam": {
                 "model_type": "vit_b",
                 "checkpoint": None,
@@ -328,6 +330,9 @@ def samdsk_settings(fp: dict, spacing: Sequence[float]) -> dict:
             if flat
             else "classical for volumes: it needs no weights, and LiteMedSAM's encoder costs 3-4 s per slice on a "
             "CPU core, hundreds of slices per volume (--generator auto or litemedsam to try it)",
+            "roi_margin": f"the classical generator proposes only inside each slice's region of interest, the "
+            f"predicted foreground's bounding box grown by {ROI_MARGIN:g} typical region side (the square root of "
+            "the median region area on the axis) per side: its cost follows the object, not the slice",
             "prompts": "each predicted region's box at 4 scales and shifted by 10% of its size each way (8 prompts "
             "per region, so matching has alternatives to choose from); per class and slice the largest predicted "
             "regions only, 2 more than the most regions the plan allows a class (the specks of a noisy prediction "

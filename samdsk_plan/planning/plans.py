@@ -168,6 +168,9 @@ class SamdskPlan:
         matching: the matching metric, target and search budgets (the keyword arguments of
             :class:`~samdsk_plan.matching.MatchSettings`; planning does not import matching).
         generator: the proposal generator used when the user names none.
+        roi_margin: the classical generator's region of interest per slice, in typical region
+            sides around the predicted foreground's box (None: whole slices), see
+            :meth:`roi_margin_px`.
         sam: SAM settings; ``prompts``: the box prompts of the prompted generators;
             ``litemedsam``: LiteMedSAM settings.
         acceptance_threshold, calibrate_threshold, calibration_min_cases, max_accepted_per_round,
@@ -182,6 +185,7 @@ class SamdskPlan:
     classes: list[ClassPlan]
     matching: dict[str, Any]
     generator: str
+    roi_margin: float | None
     sam: SamPlan
     prompts: PromptPlan
     litemedsam: LiteMedSamPlan
@@ -211,6 +215,14 @@ class SamdskPlan:
         scale of the classical generator on that axis."""
         areas = [a for c in self.classes if (a := c.median_area_px.get(axis)) is not None]
         return float(statistics.median(areas)) if areas else DEFAULT_OBJECT_AREA_PX
+
+    def roi_margin_px(self, axis: int) -> int | None:
+        """Pixels added to each side of the predicted foreground's bounding box on an ``axis``
+        slice to make the window the classical generator proposes on: ``roi_margin`` times the
+        typical region side ``sqrt(object_area_px(axis))``, rounded up; None: whole slices."""
+        if self.roi_margin is None:
+            return None
+        return math.ceil(self.roi_margin * math.sqrt(self.object_area_px(axis)))
 
     def grid_box_sides(self, axis: int) -> list[float]:
         """Sides (px) of the square boxes of LiteMedSAM's grid mode on ``axis``: per class a box
@@ -352,6 +364,7 @@ class Plans:
             classes=classes,
             matching=dict(s["matching"]),
             generator=s["proposals"]["generator"],
+            roi_margin=s["proposals"].get("roi_margin"),
             sam=SamPlan(**{k: sam[k] for k in SamPlan.__dataclass_fields__}),
             prompts=PromptPlan(**copy.deepcopy(s["proposals"]["prompts"])),
             litemedsam=LiteMedSamPlan(**copy.deepcopy(s["proposals"]["litemedsam"])),

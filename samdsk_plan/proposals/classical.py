@@ -76,6 +76,7 @@ class ClassicalGenerator:
     """
 
     name = "classical"
+    crops_to_roi = True  # the pipeline gives it each slice's region of interest, not the whole slice
 
     def __init__(self, object_area_px: float = REFERENCE_AREA_PX, fast: bool = False) -> None:
         if not object_area_px > 0:

@@ -20,7 +20,7 @@ from samdsk_plan.planning.plans import Plans
 from samdsk_plan.proposals.base import PromptedGenerator, ProposalGenerator, Proposals, is_prompted
 from samdsk_plan.proposals.cache import ProposalCache, SliceKey, cache_key
 from samdsk_plan.proposals.prompts import PromptRecipe
-from samdsk_plan.proposals.volume import get_slice, slice_indices, window_to_unit
+from samdsk_plan.proposals.volume import get_slice, roi_window, slice_indices, window_to_unit
 
 logger = logging.getLogger(__name__)
 GENERATORS = ("classical", "sam", "litemedsam", "union")
@@ -167,6 +167,23 @@ def split_parts(
     return (prompted[0] if prompted else None), (fixed[0] if fixed else None)
 
 
+def _windows(
+    volume_shape: tuple[int, ...], axis: int, indices: list[int], roi: np.ndarray | None, margin: int | None
+) -> dict[int, tuple[tuple[int, int], tuple[int, int]]]:
+    """Per slice index across ``axis``, the window proposals are made on: the region of interest
+    of ``roi`` on that slice grown by ``margin`` px (:func:`roi_window`), or the whole slice
+    (without ``roi`` or ``margin``, or where the slice's ``roi`` is empty)."""
+    shape = tuple(n for a, n in enumerate(volume_shape) if a != axis)
+    whole = ((0, 0), shape)
+    if roi is None or margin is None:
+        return dict.fromkeys(indices, whole)
+    return {i: roi_window(get_slice(roi, axis, i), margin) or whole for i in indices}
+
+
+def _in_window(proposals: Proposals, window: tuple[tuple[int, int], tuple[int, int]]) -> bool:
+    return (tuple(proposals.offset), tuple(proposals.masks.shape[1:])) == (tuple(window[0]), tuple(window[1]))
+
+
 def _generate(
     case_id: str,
     volume: np.ndarray,
@@ -174,19 +191,29 @@ def _generate(
     slices: dict[int, list[int]],
     cache: ProposalCache | None,
     probs: np.ndarray | None,
+    roi: np.ndarray | None = None,
+    margins: dict[int, int | None] | None = None,
 ) -> dict[SliceKey, Proposals]:
     """Proposals of single (non-union) generators on ``slices``, through ``cache`` (see
-    :func:`propose_case`); ``probs`` ``(C, I, J, K)`` for prompted generators."""
+    :func:`propose_case`); ``probs`` ``(C, I, J, K)`` for prompted generators; generators that
+    crop to the region of interest (``crops_to_roi``) see the window of ``roi`` with the
+    axis's ``margins``, and a stored slice counts only if it was made on that window."""
     key = case_key(volume, generators, probs)
     store = cache.load(case_id, key) if cache is not None else {}
     for axis, indices in sorted(slices.items()):
-        missing = [i for i in indices if (axis, i) not in store]
-        if not missing or axis not in generators:
+        if axis not in generators:
             continue
         gen = generators[axis]
+        crops = getattr(gen, "crops_to_roi", False)
+        windows = _windows(volume.shape, axis, indices, roi if crops else None, (margins or {}).get(axis))
+        missing = [i for i in indices if (axis, i) not in store or not _in_window(store[(axis, i)], windows[i])]
+        if not missing:
+            continue
         images = [get_slice(volume, axis, i) for i in missing]
         if is_prompted(gen):
             results = [gen(im, get_slice(probs, axis + 1, i)) for im, i in zip(images, missing, strict=True)]
+        elif crops:
+            results = [_on_window(gen, im, windows[i]) for im, i in zip(images, missing, strict=True)]
         else:
             batch = getattr(gen, "generate_batch", None)
             results = batch(images) if batch is not None else [gen(im) for im in images]
@@ -194,6 +221,14 @@ def _generate(
         if cache is not None:
             cache.save(case_id, key, store)
     return store
+
+
+def _on_window(gen: ProposalGenerator, image: np.ndarray, window: tuple[tuple[int, int], tuple[int, int]]) -> Proposals:
+    """``gen``'s proposals for the ``window`` (offset, size) of the ``(H, W)`` slice ``image``."""
+    (r, c), (h, w) = window
+    found = gen(image[r : r + h, c : c + w])
+    frame = None if window == ((0, 0), image.shape) else tuple(image.shape)
+    return Proposals(found.masks, found.scores, found.origins, (r, c), frame)
 
 
 def propose_case(
@@ -204,8 +239,16 @@ def propose_case(
     cache: ProposalCache | None = None,
     probs: np.ndarray | None = None,
     round_cache: ProposalCache | None = None,
+    roi: np.ndarray | None = None,
+    margins: dict[int, int | None] | None = None,
 ) -> dict[SliceKey, Proposals]:
     """Proposals on the requested ``slices`` (axis -> indices) of a ``(I, J, K)`` volume in [0, 1].
+
+    Generators that crop (``crops_to_roi``: the classical one) propose only inside each slice's
+    region of interest: the bounding box of the boolean ``roi`` ``(I, J, K)`` on the slice grown
+    by ``margins[axis]`` pixels (whole slices without ``roi``, with a None margin, or where the
+    slice's ``roi`` is empty); their proposals then lie on that window
+    (:attr:`Proposals.offset`).
 
     Image-only proposals are kept in ``cache`` (shared by rounds); prompted ones, which depend
     on the probabilities ``probs`` ``(C, I, J, K)``, in ``round_cache`` (one per round; None:
@@ -224,7 +267,7 @@ def propose_case(
     if prompted and probs is None:
         raise ValueError("prompted proposal generators need the model's probabilities")
     from_prompts = _generate(case_id, volume, prompted, slices, round_cache, probs) if prompted else {}
-    from_image = _generate(case_id, volume, fixed, slices, cache, None) if fixed else {}
+    from_image = _generate(case_id, volume, fixed, slices, cache, None, roi, margins) if fixed else {}
     out = {}
     for axis, indices in slices.items():
         for i in indices:
@@ -275,8 +318,17 @@ def _propose_entry(
     )
     roi = (np.argmax(probs, axis=0) > 0) if probs is not None else _roi(entry, roi_dir)
     slices = {axis: slice_indices(volume.shape, axis, roi, plans.samdsk.slice_margin) for axis in generators}
+    margins = {axis: plans.samdsk.roi_margin_px(axis) for axis in generators}
     result = propose_case(
-        case_id, volume, generators, slices, ProposalCache(cache_dir), probs, ProposalCache(cache_dir / "prompted")
+        case_id,
+        volume,
+        generators,
+        slices,
+        ProposalCache(cache_dir),
+        probs,
+        ProposalCache(cache_dir / "prompted"),
+        roi,
+        margins,
     )
     return CaseSummary(case_id, len(result), sum(len(p) for p in result.values()))
 

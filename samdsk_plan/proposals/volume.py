@@ -39,3 +39,15 @@ def slice_indices(shape: tuple[int, ...], axis: int, roi: np.ndarray | None = No
 def get_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
     """The 2D slice ``index`` across ``axis`` of a 3D array (the other axes keep their order)."""
     return np.take(volume, index, axis=axis)
+
+
+def roi_window(roi: np.ndarray, margin: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """The region of interest of a slice: the bounding box of the boolean ``roi`` ``(H, W)``
+    (predicted or labelled foreground) grown by ``margin`` pixels per side, clipped to the
+    slice, as ``(offset, size)``; None when ``roi`` is empty."""
+    rows, cols = np.flatnonzero(roi.any(axis=1)), np.flatnonzero(roi.any(axis=0))
+    if rows.size == 0:
+        return None
+    top = max(int(rows[0]) - margin, 0), max(int(cols[0]) - margin, 0)
+    bottom = min(int(rows[-1]) + 1 + margin, roi.shape[0]), min(int(cols[-1]) + 1 + margin, roi.shape[1])
+    return top, (bottom[0] - top[0], bottom[1] - top[1])
