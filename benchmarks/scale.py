@@ -13,14 +13,17 @@ Per scale and proposal path, one table row: seconds per case for proposals and f
 (one process, one thread), slices matched and the fraction solved exactly, mean Dice over the
 two classes of the matched label and of the prediction against the truth. The paths:
 
-- ``roi``: the plan's default, proposals generated inside each slice's region of interest
-  (``samdsk.proposals.roi_margin``) and matching cropped to the proposals and targets;
-- ``whole``: proposals on the whole slice (``roi_margin = null``), the path before the
-  region of interest existed (matching still crops, exactly, to where the masks are).
+- ``roi``: the defaults: proposals inside each slice's region of interest
+  (``samdsk.proposals.roi_margin``), objects larger than the generator's ``work_area_px``
+  segmented on a shrunk slice;
+- ``roi-full``: the region of interest at full resolution (``work_area_px=None``);
+- ``whole``: whole slices at full resolution, the proposals of the path before either existed
+  (the merge-hierarchy and atom speed-ups, which change no output, apply to every path; the
+  figures of the commit before them are in docs/benchmarks.md).
 
-Run it (``--paths whole`` at x4 takes several minutes per case):
+Run it (``whole`` at x4 takes minutes per case):
 
-    .venv/bin/python benchmarks/scale.py [--cases 2] [--scales 1,2,4] [--paths roi,whole]
+    .venv/bin/python benchmarks/scale.py [--cases 2] [--scales 1,2,4] [--paths roi,roi-full,whole]
 """
 
 from __future__ import annotations
@@ -38,13 +41,13 @@ from samdsk_plan.evaluation.dice import dice_per_class
 from samdsk_plan.io import load_dataset, read_image
 from samdsk_plan.loop.pseudolabel import case_proposals, match_proposals
 from samdsk_plan.planning import Plans
-from samdsk_plan.proposals.pipeline import make_generators
+from samdsk_plan.proposals.classical import WORK_AREA_PX, ClassicalGenerator
 from samdsk_plan.proposals.volume import window_to_unit
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "hippocampus"
 PLAN = REPO / "bundles" / "hippocampus" / "configs" / "plans.json"
-PATHS = ("roi", "whole")
+PATHS = ("roi", "roi-full", "whole")
 
 
 def resample(image: np.ndarray, label: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
@@ -78,11 +81,19 @@ def scaled_plan(plan: Plans, factor: float, roi: bool) -> Plans:
     return Plans(doc, f"{plan.source} (x{factor:g})")
 
 
-def measure(case_id: str, image: np.ndarray, truth: np.ndarray, plan: Plans) -> dict:
-    """Propose and match one case with ``plan``'s classical generator; timings and quality."""
+def measure(case_id: str, image: np.ndarray, truth: np.ndarray, plan: Plans, full_resolution: bool) -> dict:
+    """Propose and match one case with ``plan``'s classical generator (``full_resolution``: never
+    shrunk); timings and quality."""
     probs = simulated_probs(truth, plan.n_classes)
     volume = window_to_unit(image, plan.normalization[0])
-    generators = make_generators(plan, "classical")
+    generators = {
+        axis: ClassicalGenerator(
+            plan.samdsk.object_area_px(axis),
+            smallest_area_px=plan.samdsk.smallest_area_px(axis),
+            work_area_px=None if full_resolution else WORK_AREA_PX,
+        )
+        for axis in plan.samdsk.axes
+    }
     start = time.perf_counter()
     proposals = case_proposals(case_id, volume, probs, plan, generators, cache_dir=None)
     proposed = time.perf_counter()
@@ -145,7 +156,10 @@ def main() -> None:
             volumes.append((cases[i].case_id, *resample(image, label, factor)))
         shape = "x".join(str(n) for n in volumes[0][1].shape)
         for path in paths:
-            rows = [measure(cid, im, lab, scaled_plan(plan, factor, path == "roi")) for cid, im, lab in volumes]
+            rows = [
+                measure(cid, im, lab, scaled_plan(plan, factor, path != "whole"), path != "roi")
+                for cid, im, lab in volumes
+            ]
             slices = sum(r["n_slices"] for r in rows)
             cells = (
                 f"x{factor:g}",

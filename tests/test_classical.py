@@ -215,3 +215,32 @@ def test_proposals_in_the_region_of_interest_match_exactly_on_real_slices(hippoc
         np.testing.assert_array_equal(windowed.label == 1, full[list(pixels.indices)].any(axis=0))
         checked += 1
     assert checked >= 3
+
+
+def test_shrink_is_the_block_mean_with_edge_padding():
+    from samdsk_plan.proposals.classical import shrink
+
+    image = np.arange(15, dtype=float).reshape(3, 5)
+    small = shrink(image, 2)
+    # blocks [[0,1],[5,6]], [[2,3],[7,8]], [[4,4],[9,9]] (edge column repeated), then the last row doubled
+    np.testing.assert_allclose(small, [[3.0, 5.0, 6.5], [10.5, 12.5, 14.0]])
+    assert shrink(image, 1).shape == (3, 5)
+
+
+def test_large_objects_are_segmented_on_a_shrunk_slice_and_blown_back_up():
+    from samdsk_plan.proposals.classical import WORK_AREA_PX
+
+    image, discs = two_discs(zoom=4)  # discs of about 1800 px: 3x shrink at the default work area
+    generator = ClassicalGenerator(113.0 * 16, fast=True)
+    assert generator.shrink == 3 == int(np.sqrt(113.0 * 16 / WORK_AREA_PX))
+    # the smallest class decides: regions of 400 px allow only 1x
+    assert ClassicalGenerator(113.0 * 16, smallest_area_px=400.0).shrink == 1
+    masks = generator(image).masks
+    assert masks.shape[1:] == image.shape and masks.any(axis=(1, 2)).all()
+    # every mask is constant on the 3 x 3 blocks (the last, partial ones included)
+    blocks = masks[:, ::3, ::3]
+    np.testing.assert_array_equal(masks, np.repeat(np.repeat(blocks, 3, axis=1), 3, axis=2)[:, :192, :256])
+    full = ClassicalGenerator(113.0 * 16, fast=True, work_area_px=None)
+    assert full.shrink == 1 and full.settings() != generator.settings()
+    for disc in discs:  # the discs are still found, to within the block boundaries
+        assert dice(masks, disc).max() > 0.9

