@@ -124,6 +124,30 @@ def test_equals_brute_force_with_realistic_blobs():
         assert result.score == pytest.approx(brute_force(masks, target, 3, 1, "dice"), abs=1e-9)
 
 
+def test_merging_near_duplicates_never_lowers_the_optimum():
+    """Masks plus near-copies that a merge drops (the same region with confident-background
+    pixels added, or with certain-target pixels removed): the optimum over all of them, by
+    brute force, and fewer candidates searched."""
+    rng = np.random.default_rng(9)
+    merged = 0
+    for _ in range(150):
+        masks, target = random_instance(rng)
+        flat, t = masks.reshape(len(masks), -1), target.reshape(-1)
+        extra = []
+        for m in flat[rng.permutation(len(flat))[:4]]:
+            background = (t == 0) & (rng.random(t.size) < 0.5)
+            certain = (t == 1) & (rng.random(t.size) < 0.5)
+            extra += [m | background, m & ~certain]
+        both = np.vstack([flat, np.array(extra, bool).reshape(-1, t.size)])
+        k_max = int(rng.integers(1, 5))
+        result = best_union(both, t, k_max, 1)
+        assert result.exact
+        assert result.score == pytest.approx(brute_force(both, t, k_max, 1, "dice"), abs=1e-9)
+        distinct = len({row.tobytes() for row in both if (row * t).sum() > 0})
+        merged += result.n_candidates < distinct
+    assert merged > 50, "the near-copies are merged"
+
+
 def test_recovers_three_disjoint_pieces_among_distractors():
     rng = np.random.default_rng(2)
     pieces = [ellipse((8, 10), (4, 6)), ellipse((25, 20), (5, 4)), ellipse((15, 40), (6, 5))]
