@@ -250,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="training processes (torchrun and the bundle's multi_gpu_train.json: one per GPU with "
         "--device cuda, gloo on the CPU; --batch-size is per process)",
     )
+    p.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="I/N",
+        help="split each round's pool over N processes sharing the run folder (the same command with "
+        "I = 0..N-1, e.g. a SLURM array): shard 0 trains, chooses and accepts, waiting for the others' "
+        "match records; shards 1..N-1 predict and match their share of every round",
+    )
+    p.add_argument("--shard-poll", type=float, default=10.0, help="seconds between a shard's looks at the run folder")
     _add_workers(p, " for matching")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_loop)
@@ -434,8 +443,12 @@ def _cmd_loop(args: argparse.Namespace) -> int:
     import logging
 
     from samdsk_plan.loop import Loop, LoopSettings
+    from samdsk_plan.loop.shards import Shard
 
     overrides = dict(args.overrides)
+    shard = Shard.parse(args.shard)
+    if not args.shard_poll > 0:
+        raise SamdskError(f"--shard-poll must be positive, got {args.shard_poll}")
     for name in (
         "rounds",
         "epochs",
@@ -481,8 +494,13 @@ def _cmd_loop(args: argparse.Namespace) -> int:
         args.threads,
         progress=not args.quiet,
         nproc=args.nproc,
+        shard=shard,
+        poll_seconds=args.shard_poll,
     )
     state = loop.run()
+    if not shard.coordinator:
+        print(f"shard {shard.name} of run folder {args.output}: done ({state['stopped'] or 'its rounds are done'})")
+        return 0
     print(loop.summary(), end="")
     print(f"run folder {args.output}: " + (state["stopped"] or "stopped after the requested rounds") + "; summary.md")
     return 0

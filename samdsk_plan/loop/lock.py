@@ -12,14 +12,15 @@ from samdsk_plan.errors import SamdskError
 
 
 class RunLock:
-    """Hold ``RUN/.lock`` for the life of this object (or of the process).
+    """Hold ``RUN/NAME`` (``.lock``: the run's coordinator; one per shard for ``--shard``) for the
+    life of this object (or of the process).
 
     The lock is ``flock`` on an open file, so a killed loop never leaves a stale lock; the
     file names the holder (host, pid, start time) for the message the second command prints.
     """
 
-    def __init__(self, run_dir: str | Path) -> None:
-        self.path = Path(run_dir) / ".lock"
+    def __init__(self, run_dir: str | Path, name: str = ".lock", what: str = "the run folder") -> None:
+        self.path = Path(run_dir) / name
         self._fd = -1
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
@@ -28,7 +29,7 @@ class RunLock:
             holder = os.pread(self._fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
             self.release()
             raise SamdskError(
-                f"{run_dir}: the run folder is in use by {holder}; wait for it to finish or stop it first"
+                f"{run_dir}: {what} is in use by {holder}; wait for it to finish or stop it first"
             ) from None
         os.ftruncate(self._fd, 0)
         os.pwrite(

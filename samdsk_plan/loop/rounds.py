@@ -47,6 +47,7 @@ from samdsk_plan.loop.lock import RunLock
 from samdsk_plan.loop.pseudolabel import MatchRecord, match_entries, with_accepted
 from samdsk_plan.loop.report import report_markdown, run_summary
 from samdsk_plan.loop.selection import calibrate_threshold, choose_generator, histogram, select, top_n
+from samdsk_plan.loop.shards import Shard
 from samdsk_plan.loop.state import RunState, round0_trained
 from samdsk_plan.planning.plans import Plans
 from samdsk_plan.proposals.pipeline import AUTO, AUTO_CANDIDATES, make_generators
@@ -152,8 +153,12 @@ class Loop:
         progress: bool = True,
         log: Callable[[str], None] = logger.info,
         nproc: int = 1,
+        shard: Shard | None = None,
+        poll_seconds: float = 10.0,
     ) -> None:
         self.settings = settings or LoopSettings()
+        self.shard = shard or Shard()
+        self.poll_seconds = float(poll_seconds)
         self.bundle = Path(bundle).resolve()
         self.data = Path(data).resolve()
         self.datalist = Path(datalist).resolve() if datalist is not None else None
@@ -199,20 +204,26 @@ class Loop:
             for kind in self._kinds():  # a SAM checkpoint or LiteMedSAM loads now, not after round 0
                 self._generators_of(kind)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = RunLock(self.run_dir)
-        header = {
+        self.header = {
             "bundle": str(self.bundle),
             "data": str(self.data),
             "datalist": str(self.datalist) if self.datalist else None,
             "settings": s.fixed(),
         }
-        self.state = RunState(self.run_dir / "state.json", header, log)
+        if not self.shard.coordinator:  # a shard only reads the state the coordinator writes
+            i, n = self.shard.index, self.shard.count
+            self._lock = RunLock(self.run_dir, f".shard_{i}_of_{n}.lock", f"shard {i}/{n} of the run folder")
+            return
+        self._lock = RunLock(self.run_dir)
+        self.state = RunState(self.run_dir / "state.json", self.header, log)
 
     # ------------------------------------------------------------------ steps
     def run(self) -> dict:
         """Run (or continue) the loop; returns the state's data. Ends by writing
         ``RUN/summary.md`` (:func:`~samdsk_plan.loop.report.run_summary`)."""
         try:
+            if not self.shard.coordinator:
+                return self._serve()
             state = self._run()
             atomic_write_text(self.run_dir / "summary.md", self.summary())
             return state
@@ -366,22 +377,41 @@ class Loop:
         summary["evaluation"] = {"part": part, "mean": metrics["mean"]}
         self.state.save()
 
-    def _predict(self, r: int) -> None:
+    def _pool_predictions(self, r: int, index: int | None = None) -> Path:
+        """Round ``r``'s pool probabilities of shard ``index`` (default: this process's)."""
+        index = self.shard.index if index is None else index
         pred = self._round_dir(r) / "predictions"
-        shutil.rmtree(pred, ignore_errors=True)
-        parts = [PART_UNLABELLED] + ([PART_VAL] if self._uses_validation() else [])
-        for part in parts:
-            self.runner.run(
-                ["inference.json"],
-                self._round_dir(r) / "logs" / f"predict_{part}.log",
-                **{
-                    ids.DATALIST: self._round_dir(r - 1) / "datalist.json",
-                    ids.CKPT_DIR: self._round_dir(r - 1) / "models",
-                    ids.DATA_PART: part,
-                    ids.OUTPUT_DIR: pred / ("pool" if part == PART_UNLABELLED else "val"),
-                    ids.SAVE_PROBABILITIES: True,
-                },
-            )
+        return pred / "pool" if self.shard.count == 1 else pred / f"pool_{index}_of_{self.shard.count}"
+
+    def _predict_part(self, r: int, part: str, datalist: Path, out: Path, log_name: str) -> None:
+        self.runner.run(
+            ["inference.json"],
+            self._round_dir(r) / "logs" / log_name,
+            **{
+                ids.DATALIST: datalist,
+                ids.CKPT_DIR: self._round_dir(r - 1) / "models",
+                ids.DATA_PART: part,
+                ids.OUTPUT_DIR: out,
+                ids.SAVE_PROBABILITIES: True,
+            },
+        )
+
+    def _predict_share(self, r: int, entries: list[dict]) -> None:
+        """Predict ``entries`` of round ``r``'s pool (this shard's) into its pool folder."""
+        i, n = self.shard.index, self.shard.count
+        share = atomic_write_json(self._round_dir(r) / "shards" / f"{i}_of_{n}.json", {PART_UNLABELLED: entries})
+        self._predict_part(r, PART_UNLABELLED, share, self._pool_predictions(r), f"predict_pool_{i}_of_{n}.log")
+
+    def _predict(self, r: int) -> None:
+        previous = self._round_dir(r - 1) / "datalist.json"
+        if self._uses_validation():
+            shutil.rmtree(self._round_dir(r) / "predictions" / "val", ignore_errors=True)
+            self._predict_part(r, PART_VAL, previous, self._round_dir(r) / "predictions" / "val", "predict_val.log")
+        shutil.rmtree(self._pool_predictions(r), ignore_errors=True)
+        if self.shard.count == 1:
+            self._predict_part(r, PART_UNLABELLED, previous, self._pool_predictions(r), "predict_unlabelled.log")
+        else:
+            self._predict_share(r, self.shard.of(self._datalist(r - 1)["unlabelled"]))
 
     def _generator_kind(self) -> str:
         return self.settings.generator or self.plans.samdsk.generator
@@ -422,7 +452,7 @@ class Loop:
     def _match_part(self, r: int, part: str, entries: list[dict], kind: str, folder: Path) -> None:
         match_entries(
             entries,
-            self._round_dir(r) / "predictions" / part,
+            self._pool_predictions(r) if part == "pool" else self._round_dir(r) / "predictions" / part,
             folder,
             self.plans,
             self._generators_of(kind),
@@ -445,7 +475,78 @@ class Loop:
         if self.auto:
             kind = self._choose_generator(r)
         if kind is not None:
-            self._match_part(r, "pool", previous["unlabelled"], kind, self._round_dir(r) / "matches" / "pool")
+            pool = self._round_dir(r) / "matches" / "pool"
+            self._match_part(r, "pool", self.shard.of(previous["unlabelled"]), kind, pool)
+            self._wait_for_shards(r, previous["unlabelled"], pool)
+
+    def _wait_for_shards(self, r: int, entries: list[dict], folder: Path) -> None:
+        """Until every pool case of ``entries`` has its record in ``folder``: the other shards'
+        work; says which shards are still missing whenever that changes."""
+        owners = self.shard.owners(entries)
+        said = None
+        while missing := {c: k for c, k in owners.items() if not (folder / f"{c}.json").is_file()}:
+            shards = sorted(set(missing.values()))
+            message = (
+                f"round {r}: waiting for shard(s) {', '.join(f'{k}/{self.shard.count}' for k in shards)} "
+                f"({len(missing)} pool case(s) without a match record in {folder})"
+            )
+            if message != said:
+                self.log(message)
+                said = message
+            time.sleep(self.poll_seconds)
+
+    # ------------------------------------------------------------------ shards 1..N-1
+    def _serve(self) -> dict:
+        """Shard ``I/N`` with ``I > 0``: each round, once the coordinator (shard 0) has trained
+        the model (and, with ``--generator auto``, chosen the generator), predict, propose and
+        match this shard's share of the pool; until the run stops or has done its rounds.
+        Returns the coordinator's state as last read."""
+        path, said = self.run_dir / "state.json", None
+        while True:
+            data = read_json_object(path) if path.is_file() else None
+            status = "waiting for the coordinator (shard 0) to start the run"
+            if data is not None:
+                if data.get("header") != self.header:
+                    raise SamdskError(
+                        f"{path}: the run folder was started with other settings than this shard's; give every "
+                        "shard the same command line (but --shard)"
+                    )
+                done = set(data["done"])
+                r = 1
+                while f"{r}/accept" in done:
+                    r += 1
+                if data["stopped"] is not None or (self.settings.rounds is not None and r > self.settings.rounds):
+                    self.log(f"shard {self.shard.name}: the run is over ({data['stopped'] or 'its rounds are done'})")
+                    return data
+                status = self._serve_round(r, done)
+            if status is None:
+                continue
+            if status != said:
+                self.log(f"shard {self.shard.name}: {status}")
+                said = status
+            time.sleep(self.poll_seconds)
+
+    def _serve_round(self, r: int, done: set[str]) -> str | None:
+        """This shard's work in round ``r``: None once done now, else what it waits for."""
+        if f"{r - 1}/train" not in done:
+            return f"round {r}: waiting for round {r - 1}'s model"
+        kind = self._generator_kind()
+        if self.auto:
+            choice = self._round_dir(r) / "matches" / "generator.json"
+            if not choice.is_file():
+                return f"round {r}: waiting for the coordinator to choose the generator"
+            kind = read_json_object(choice)["generator"]
+            if kind is None:
+                return f"round {r}: no generator beat the predictions; nothing to match"
+        folder = self._round_dir(r) / "matches" / "pool"
+        share = self.shard.of(self._datalist(r - 1)["unlabelled"])
+        missing = [e for e in share if not (folder / f"{entry_case_id(e)}.json").is_file()]
+        if not missing:
+            return f"round {r}: this shard's {len(share)} pool case(s) are matched; waiting for the coordinator"
+        self.log(f"shard {self.shard.name}: round {r}: predict and match {len(missing)} pool case(s)")
+        self._predict_share(r, missing)
+        self._match_part(r, "pool", missing, kind, folder)
+        return None
 
     def _validation_evidence(self, r: int, kind: str) -> tuple[list[float], list[float], list[float]]:
         return validation_evidence(
@@ -536,11 +637,11 @@ class Loop:
         chosen = [c for c in accepted if c in hidden]
         if not chosen:
             return {}
-        preds = self._round_dir(r) / "predictions" / "pool"
+        owners = self.shard.owners(self._datalist(r - 1)["unlabelled"])
         confident = top_n({c: rec.confidence for c, rec in known.items()}, len(chosen))
 
         def prediction(c: str) -> Path:
-            return prediction_file(preds, {"image": known[c].image})
+            return prediction_file(self._pool_predictions(r, owners[c]), {"image": known[c].image})
 
         def mean_over(cases: list[str], path_of: Callable[[str], Path | str]) -> dict[str, float]:
             per_case = [case_dice(path_of(c), hidden[c], self.classes) for c in cases]
