@@ -57,18 +57,36 @@ def _datalist(path: Path, suffix: str) -> Path:
     return path
 
 
+def short_loop_args(bundle: Path, data: Path, work: Path, rounds: int, iterations: int, *extra: str) -> list[str]:
+    """The arguments of :func:`short_loop` (the datalist ``work/list.json``, the run ``work/run``)."""
+    args = ["loop", str(bundle), "--data", str(data), "--datalist", str(work / "list.json"), "-o", str(work / "run")]
+    args += ["--rounds", str(rounds), "--epochs", "2", "--iterations-per-epoch", str(iterations)]
+    args += ["--batch-size", "2", "--val-interval", "1", "--set", f"network_def#filters={_slim(bundle)}"]
+    return args + ["--set", "num_workers=0", "--threads", "1", "-q", *extra]
+
+
 def short_loop(bundle: Path, data: Path, lists: dict, work: Path, rounds: int, iterations: int, *extra: str) -> Path:
     """``samdsk-plan loop`` on the datalist ``lists`` (written to ``work/list.json``): ``rounds``
     rounds of two epochs of ``iterations`` batches of 2, slim network, one thread, plus ``extra``
     arguments; returns the run folder ``work/run``."""
     (work / "list.json").write_text(json.dumps(lists))
-    run = work / "run"
-    args = ["loop", str(bundle), "--data", str(data), "--datalist", str(work / "list.json"), "-o", str(run)]
-    args += ["--rounds", str(rounds), "--epochs", "2", "--iterations-per-epoch", str(iterations)]
-    args += ["--batch-size", "2", "--val-interval", "1", "--set", f"network_def#filters={_slim(bundle)}"]
-    args += ["--set", "num_workers=0", "--threads", "1", "-q", *extra]
-    assert main(args) == 0
-    return run
+    assert main(short_loop_args(bundle, data, work, rounds, iterations, *extra)) == 0
+    return work / "run"
+
+
+def scene_lists(n_pool: int) -> dict:
+    """A datalist of :func:`write_scenes` images: 6 training, 2 validation, 1 test, then a pool of
+    ``n_pool`` with hidden labels (``s_009`` on)."""
+
+    def entry(i: int, key: str) -> dict:
+        return {"case_id": f"s_{i:03d}", "image": f"imagesTr/s_{i:03d}.png", key: f"labelsTr/s_{i:03d}.png"}
+
+    return {
+        "training": [entry(i, "label") for i in range(6)],
+        "validation": [entry(i, "label") for i in (6, 7)],
+        "testing": [entry(8, "label")],
+        "unlabelled": [entry(i, "hidden_label") for i in range(9, 9 + n_pool)],
+    }
 
 
 def _read_plane(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
@@ -229,14 +247,7 @@ def test_loop_round_with_generator_auto_matches_the_pool_with_the_validation_win
     the pool images at or above its threshold (or, with no winner, matches no pool image)."""
     data = write_scenes(tmp_path / "data", 12)
     bundle = _bundle(data, tmp_path)
-    entry = lambda i, key: {"case_id": f"s_{i:03d}", "image": f"imagesTr/s_{i:03d}.png", key: f"labelsTr/s_{i:03d}.png"}  # noqa: E731
-    lists = {
-        "training": [entry(i, "label") for i in range(6)],
-        "validation": [entry(i, "label") for i in (6, 7)],
-        "testing": [entry(i, "label") for i in (8,)],
-        "unlabelled": [entry(i, "hidden_label") for i in range(9, 12)],
-    }
-    run = short_loop(bundle, data, lists, tmp_path, 1, 10, "--generator", "auto")
+    run = short_loop(bundle, data, scene_lists(3), tmp_path, 1, 10, "--generator", "auto")
 
     r1 = run / "round_1"
     selection = json.loads((r1 / "matches" / "generator.json").read_text())

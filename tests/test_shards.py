@@ -21,7 +21,7 @@ from samdsk_plan.loop.shards import Shard
 from samdsk_plan.planning import Plans
 from samdsk_plan.proposals.pipeline import make_generators
 from tests.conftest import write_scenes
-from tests.test_bundle_run_2d import _bundle, _slim, short_loop
+from tests.test_bundle_run_2d import _bundle, scene_lists, short_loop, short_loop_args
 
 
 def entries(ids: list[str]) -> list[dict]:
@@ -70,21 +70,12 @@ def test_a_round_shared_by_two_processes_matches_as_one_process_would(tmp_path):
     every record is what one process makes from the same probabilities."""
     data = write_scenes(tmp_path / "data", 14)
     bundle = _bundle(data, tmp_path)
-    entry = lambda i, key: {"case_id": f"s_{i:03d}", "image": f"imagesTr/s_{i:03d}.png", key: f"labelsTr/s_{i:03d}.png"}  # noqa: E731
-    lists = {
-        "training": [entry(i, "label") for i in range(6)],
-        "validation": [entry(i, "label") for i in (6, 7)],
-        "testing": [entry(i, "label") for i in (8,)],
-        "unlabelled": [entry(i, "hidden_label") for i in range(9, 14)],
-    }
+    lists = scene_lists(5)
     (tmp_path / "list.json").write_text(json.dumps(lists))
     run = tmp_path / "run"
     shard_args = ["--generator", "classical", "--shard-poll", "0.2"]
     # the worker starts first and waits for the coordinator to create and train the run
-    worker_args = ["loop", str(bundle), "--data", str(data), "--datalist", str(tmp_path / "list.json"), "-o", str(run)]
-    worker_args += ["--rounds", "1", "--epochs", "2", "--iterations-per-epoch", "10", "--batch-size", "2"]
-    worker_args += ["--val-interval", "1", "--set", f"network_def#filters={_slim(bundle)}"]
-    worker_args += ["--set", "num_workers=0", "--threads", "1", "-q", *shard_args, "--shard", "1/2"]
+    worker_args = short_loop_args(bundle, data, tmp_path, 1, 10, *shard_args, "--shard", "1/2")
     log = (tmp_path / "worker.log").open("w")
     worker = subprocess.Popen([sys.executable, "-m", "samdsk_plan", *worker_args], stdout=log, stderr=subprocess.STDOUT)
     try:
