@@ -148,6 +148,23 @@ def test_merging_near_duplicates_never_lowers_the_optimum():
     assert merged > 50, "the near-copies are merged"
 
 
+def test_near_copies_are_kept_past_the_pair_table_limit(monkeypatch):
+    """The dominance test needs pair tables: past MAX_PAIRWISE_CANDIDATES it is skipped (the
+    near-copy stays a candidate) and the search falls back to its incumbent, flagged inexact,
+    as it does for too many survivors."""
+    mask = np.zeros(12, bool)
+    mask[:4] = True
+    target = np.where(mask, 0.8, 0.0)
+    grown = mask.copy()
+    grown[6] = True  # plus a confident-background pixel: dominated by ``mask``
+    masks = np.array([mask, grown, ~mask])
+    assert best_union(masks, target, 2).n_candidates == 1
+    monkeypatch.setattr(union_module, "MAX_PAIRWISE_CANDIDATES", 1)
+    result = best_union(masks, target, 2)
+    assert not result.exact and result.n_candidates == 2 and result.indices == (0,)
+    assert result.score == pytest.approx(brute_force(masks, target, 2, 1, "dice"), abs=1e-12)
+
+
 def test_recovers_three_disjoint_pieces_among_distractors():
     rng = np.random.default_rng(2)
     pieces = [ellipse((8, 10), (4, 6)), ellipse((25, 20), (5, 4)), ellipse((15, 40), (6, 5))]

@@ -10,7 +10,9 @@ mass inside the union), ``V = |U|`` (its area in pixels), ``E = V - A = (1 - t)(
 * soft Dice ``D = 2 A / (V + T) = 2 A / (A + E + T)``;
 * soft IoU (Jaccard) ``J = sum(min(t, U)) / sum(max(t, U)) = A / (V + T - A)``.
 
-With a binary ``t`` these are the ordinary Dice and IoU.
+With a binary ``t`` these are the ordinary Dice and IoU. ``J = D / (2 - D)``, an increasing
+function of ``D``, so both metrics have the same best subsets: the search maximises ``D`` and
+the metric only changes the reported score. An empty union against an all-zero target scores 1.
 
 Weighted pixels. A column of the masks may stand for ``w > 0`` pixels that every mask
 covers alike (an *atom*: pixels with the same set of covering masks), with ``t`` then the
@@ -19,9 +21,7 @@ becomes ``(w - t)`` and "pixel" below reads "atom"; every formula and bound hold
 for unit weights, where it uses ``t_p <= 1`` it uses ``t_p <= w_p``, and the knapsack of B1
 orders atoms by density ``t / w``. Matching compresses a slice to its atoms first
 (:func:`atoms`): a union of masks is a union of atoms, so the optimum and its score are
-unchanged, and a slice of many pixels but few distinct overlaps costs little. ``J = D / (2 - D)``, an increasing
-function of ``D``, so both metrics have the same best subsets: the search maximises ``D`` and
-the metric only changes the reported score. An empty union against an all-zero target scores 1.
+unchanged, and a slice of many pixels but few distinct overlaps costs little.
 
 Algorithm. Exact (the returned score is within about 1e-11 of the optimum, see the end) unless
 the result says ``exact=False``:
@@ -39,8 +39,9 @@ the result says ``exact=False``:
    to ``A`` as to ``V``, and ``D`` rises with such a pixel: ``2 (A + x) / (V + T + x) >= D`` iff
    ``x (2 - D) >= 0``), so the optimum survives. Dominance is transitive and, between distinct
    masks, antisymmetric (each dominating the other makes both differences empty), so every
-   dominated candidate has an undominated dominator and all of them can go at once. Typical
-   cases: a region plus some confident-background pixels, the same region at a finer scale.
+   dominated candidate has an undominated dominator and all of them can go at once (the test
+   needs pair tables, so it is skipped past ``MAX_PAIRWISE_CANDIDATES`` candidates). Typical
+   cases: a region plus some confident-background pixels, or minus some certain-target ones.
 3. Single masks are scored in one vectorised pass (the answer when ``k_max == 1``).
 4. Greedy forward selection, then best-improvement local search (add, drop and swap moves),
    gives a first incumbent.
@@ -313,8 +314,9 @@ def _score(flat: np.ndarray, t: np.ndarray, w: np.ndarray, indices: np.ndarray, 
 
 def _undominated(masks: np.ndarray, t: np.ndarray, w: np.ndarray, pool: np.ndarray) -> np.ndarray:
     """The candidates of ``pool`` (indices into the distinct ``(n, P)`` ``masks``) that no other
-    dominates (step 2 of the module docstring), in order."""
-    if len(pool) < 2:
+    dominates (step 2 of the module docstring), in order; all of them when there are too many
+    for pair tables (:data:`MAX_PAIRWISE_CANDIDATES`)."""
+    if not 2 <= len(pool) <= MAX_PAIRWISE_CANDIDATES:
         return pool
     sub = masks[pool]
     cols = np.flatnonzero(sub.any(axis=0))
