@@ -210,16 +210,20 @@ class SamdskPlan:
         """Per class (label order) the 3D components kept."""
         return [c.max_components_3d for c in self.classes]
 
+    def _median_areas(self, axis: int) -> list[float]:
+        """Per class seen on ``axis``, its median region area there (pixels)."""
+        return [a for c in self.classes if (a := c.median_area_px.get(axis)) is not None]
+
     def object_area_px(self, axis: int) -> float:
         """Median over classes of the classes' median region area on ``axis`` (pixels), the
         scale of the classical generator on that axis."""
-        areas = [a for c in self.classes if (a := c.median_area_px.get(axis)) is not None]
+        areas = self._median_areas(axis)
         return float(statistics.median(areas)) if areas else DEFAULT_OBJECT_AREA_PX
 
     def smallest_area_px(self, axis: int) -> float:
         """The smallest over classes of the classes' median region area on ``axis`` (pixels),
         which decides how far the classical generator may shrink a slice."""
-        areas = [a for c in self.classes if (a := c.median_area_px.get(axis)) is not None]
+        areas = self._median_areas(axis)
         return float(min(areas)) if areas else DEFAULT_OBJECT_AREA_PX
 
     def roi_margin_px(self, axis: int) -> int | None:
@@ -233,7 +237,7 @@ class SamdskPlan:
     def grid_box_sides(self, axis: int) -> list[float]:
         """Sides (px) of the square boxes of LiteMedSAM's grid mode on ``axis``: per class a box
         20 % wider than a square of the class's median region area, one per distinct side."""
-        areas = [a for c in self.classes if (a := c.median_area_px.get(axis)) is not None] or [DEFAULT_OBJECT_AREA_PX]
+        areas = self._median_areas(axis) or [DEFAULT_OBJECT_AREA_PX]
         return sorted({round(1.2 * math.sqrt(a), 1) for a in areas})
 
 

