@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,18 +21,64 @@ def _umask() -> int:
     return mask
 
 
+# a temporary file's name carries its writer: ".{stem}.~{host}~{pid}~{random}{suffix}"
+_WRITER = re.compile(r"~(?P<host>[^~/]*)~(?P<pid>\d+)~")
+
+
+def _host() -> str:
+    return socket.gethostname().replace("~", "-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_orphans(folder: str | os.PathLike, stem: str) -> list[Path]:
+    """Remove the temporary files of ``folder/stem*`` whose writer was killed before it could
+    clean up (SIGKILL, power loss) and return them.
+
+    Only files written on this host by a process that no longer exists are removed, so a
+    concurrent writer (another shard, another machine on a shared folder) never loses its file.
+    """
+    removed = []
+    for path in Path(folder).glob(f".{glob.escape(stem)}.~*"):
+        writer = _WRITER.match(path.name, len(stem) + 2)
+        if writer and writer["host"] == _host() and not _alive(int(writer["pid"])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def temporary_file(path: str | os.PathLike, stem: str, suffix: str) -> tuple[int, str]:
+    """``tempfile.mkstemp`` beside ``path`` for a file named ``stem`` + ``suffix``, after
+    removing the orphans a killed writer of it left (:func:`remove_orphans`).
+
+    Returns the open descriptor and the temporary file's path.
+    """
+    folder = Path(path).parent
+    remove_orphans(folder, stem)
+    return tempfile.mkstemp(prefix=f".{stem}.~{_host()}~{os.getpid()}~", suffix=suffix, dir=folder)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename.
 
     The file gets the mode a plain ``open(path, "w")`` would give (0666 less the umask), not
-    the temporary file's 0600. An :class:`OSError` (full disk, no permission) leaves no file
+    the temporary file's 0600. Temporary files a killed writer of ``path`` left are removed
+    first (:func:`remove_orphans`). An :class:`OSError` (full disk, no permission) leaves no file
     behind and is raised as a :class:`SamdskError` naming ``path`` and the cause.
     """
     path = Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = temporary_file(path, path.name, ".tmp")
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o666 & ~_umask())
             f.write(data)

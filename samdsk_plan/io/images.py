@@ -23,13 +23,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from samdsk_plan.errors import SamdskError
+from samdsk_plan.io.atomic import temporary_file
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr", ".nii", ".nii.gz")
@@ -217,7 +217,7 @@ def write_image(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) 
     path = Path(path)
     suffix = image_suffix(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{strip_image_suffix(path)}.", suffix=suffix, dir=path.parent)
+    fd, tmp = temporary_file(path, strip_image_suffix(path), suffix)
     os.close(fd)
     try:
         if suffix in NATURAL_SUFFIXES:
