@@ -164,7 +164,9 @@ def prompted_matching(model: LiteMedSam, cache: EmbeddingCache, setup: MatchSetu
             start = time.perf_counter()
             props = gen(image) if name == "classical" else gen(image, probs)
             times[name] += time.perf_counter() - start
-            matched = match_slice(props.masks, probs, bounds, settings).label if len(props) else np.zeros_like(pred)
+            matched = (
+                match_slice(props.pixel_masks(), probs, bounds, settings).label if len(props) else np.zeros_like(pred)
+            )
             rows[name].append([dice(matched == c, label == c) for c in setup.classes])
     print(f"\nprompted by the prediction: per-slice Dice against the truth over {len(cases)} slices")
     print("labels | " + " | ".join(f"class {c}" for c in setup.classes) + " | mean | proposal s/slice")

@@ -103,7 +103,7 @@ def measure(generator: ClassicalGenerator, slices: list, classes: dict[int, str]
             if len(proposals) == 0:  # a flat slice: nothing to choose from
                 dice[value].append(np.zeros(k_max))
                 continue
-            unions = [best_union(proposals.masks, target, k_max=k) for k in range(1, k_max + 1)]
+            unions = [best_union(proposals.pixel_masks(), target, k_max=k) for k in range(1, k_max + 1)]
             dice[value].append(np.array([u.score for u in unions]))
             inexact += sum(not u.exact for u in unions)
     return {"wall": wall, "cpu": cpu, "counts": counts, "dice": dice, "inexact": inexact}

@@ -84,6 +84,34 @@ def test_proposals_on_a_window_match_as_on_the_whole_slice(instance, top, left, 
     assert not windowed.label[:top].any() and not windowed.label[:, :left].any()
 
 
+@settings(max_examples=100, deadline=None)
+@given(instances(), st.integers(2, 3), st.integers(0, 2), st.integers(0, 2), st.integers(0, 2**31 - 1))
+def test_masks_on_blocks_match_as_their_pixels_do(instance, scale, top, left, seed):
+    """Masks on a coarse grid (one mask pixel per ``scale x scale`` block of a window, the last
+    blocks cut by the window's edge) give the same optimum, choices and label as the same
+    masks blown up to the pixels; brute force on the pixels agrees."""
+    masks, _, bounds = instance
+    rng = np.random.default_rng(seed)
+    gh, gw = masks.shape[1:]
+    h, w = gh * scale - int(rng.integers(0, scale)), gw * scale - int(rng.integers(0, scale))
+    pixels = masks[:, np.arange(h)[:, None] // scale, np.arange(w)[None, :] // scale]
+    n_classes = len(bounds) + 1
+    probs = rng.dirichlet(np.ones(n_classes) * 0.3, (h + top + 1, w + left + 2)).transpose(2, 0, 1)
+    coarse = match_slice(masks, probs, bounds, offset=(top, left), scale=scale, size=(h, w))
+    fine = match_slice(pixels, probs, bounds, offset=(top, left))
+    assert coarse.exact and fine.exact
+    assert coarse.chosen == fine.chosen and coarse.scores == pytest.approx(fine.scores, abs=1e-12)
+    np.testing.assert_array_equal(coarse.label, fine.label)
+    full = np.zeros((len(masks), *probs.shape[1:]), bool)
+    full[:, top : top + h, left : left + w] = pixels
+    assert coarse.objective == pytest.approx(brute_force(full, probs, bounds), abs=1e-9)
+
+
+def test_coarse_masks_must_cover_their_window():
+    with pytest.raises(ValueError, match="scale 2"):  # 5 pixels need 3 blocks of 2
+        match_slice(np.ones((1, 2, 2), bool), np.full((2, 6, 6), 0.5), [(0, 1)], scale=2, size=(5, 4))
+
+
 def test_a_window_outside_the_slice_is_rejected():
     with pytest.raises(ValueError, match="inside"):
         match_slice(np.ones((1, 3, 3), bool), np.full((2, 4, 4), 0.5), [(0, 1)], offset=(2, 0))

@@ -35,7 +35,7 @@ def test_each_disc_has_a_matching_proposal(fast, zoom):
     image, discs = two_discs(zoom)
     proposals = ClassicalGenerator(object_area_px=113.0 * zoom**2, fast=fast)(image)
     for disc in discs:
-        assert dice(proposals.masks, disc).max() >= 0.9
+        assert dice(proposals.pixel_masks(), disc).max() >= 0.9
 
 
 def test_output_is_well_formed_and_deterministic():
@@ -44,20 +44,20 @@ def test_output_is_well_formed_and_deterministic():
     assert isinstance(generator, ProposalGenerator) and generator.name == "classical"
     proposals = generator(image)
     assert isinstance(proposals, Proposals)
-    masks = proposals.masks
+    masks = proposals.pixel_masks()
     assert masks.dtype == bool and masks.shape[1:] == image.shape and len(masks) > 50
     area = masks.sum(axis=(1, 2))
     assert area.min() >= 3 and area.max() <= 0.6 * image.size
     assert len({m.tobytes() for m in masks}) == len(masks)
     assert proposals.scores.dtype == np.float32 and np.all(proposals.scores == 1)
     again = ClassicalGenerator(object_area_px=113.0)(image.copy())
-    assert np.array_equal(again.masks, masks)
+    assert np.array_equal(again.pixel_masks(), masks)
 
 
 def test_fast_mode_gives_a_subset():
     image, _ = two_discs(seed=2)
-    full = {m.tobytes() for m in ClassicalGenerator(113.0)(image).masks}
-    fast = {m.tobytes() for m in ClassicalGenerator(113.0, fast=True)(image).masks}
+    full = {m.tobytes() for m in ClassicalGenerator(113.0)(image).pixel_masks()}
+    fast = {m.tobytes() for m in ClassicalGenerator(113.0, fast=True)(image).pixel_masks()}
     assert fast < full
 
 
@@ -83,7 +83,7 @@ def test_larger_objects_give_coarser_segmentations():
 def test_flat_and_tiny_slices_give_well_formed_output(shape):
     for fast in (False, True):
         proposals = ClassicalGenerator(90.0, fast=fast)(np.full(shape, 0.3, dtype=np.float32))
-        assert proposals.masks.shape[1:] == shape and proposals.masks.dtype == bool
+        assert proposals.pixel_masks().shape[1:] == shape and proposals.masks.dtype == bool
 
 
 def test_merge_hierarchy_has_every_merged_region():
@@ -176,7 +176,7 @@ def test_hippocampus_single_proposal_oracle(hippocampus, fast):
     generator = ClassicalGenerator(object_area_px=90.0, fast=fast)
     for pairs in slices.values():
         for image, label in pairs:
-            masks = generator(image).masks
+            masks = generator(image).pixel_masks()
             for c in best:
                 if (label == c).sum() >= 10:
                     best[c].append(dice(masks, label == c).max())
@@ -204,7 +204,7 @@ def test_proposals_in_the_region_of_interest_match_exactly_on_real_slices(hippoc
         prob = ndimage.gaussian_filter(ndimage.binary_erosion(region).astype(float), 1.0)
         probs = np.stack([1 - prob, prob])
         (r, c), (h, w) = roi_window(region, 10)
-        crop = gen(image[r : r + h, c : c + w]).masks
+        crop = gen(image[r : r + h, c : c + w]).pixel_masks()
         windowed = match_slice(crop, probs, [(1, 3)], offset=(r, c))
         full = np.zeros((len(crop), *image.shape), bool)
         full[:, r : r + h, c : c + w] = crop
@@ -235,7 +235,9 @@ def test_large_objects_are_segmented_on_a_shrunk_slice_and_blown_back_up():
     assert generator.shrink == 3 == int(np.sqrt(113.0 * 16 / WORK_AREA_PX))
     # the smallest class decides: regions of 400 px allow only 1x
     assert ClassicalGenerator(113.0 * 16, smallest_area_px=400.0).shrink == 1
-    masks = generator(image).masks
+    found = generator(image)
+    assert found.scale == 3 and found.masks.shape[1:] == (64, 86) and found.size == image.shape  # kept on blocks
+    masks = found.pixel_masks()
     assert masks.shape[1:] == image.shape and masks.any(axis=(1, 2)).all()
     # every mask is constant on the 3 x 3 blocks (the last, partial ones included)
     blocks = masks[:, ::3, ::3]

@@ -26,7 +26,7 @@ def test_union_oracle_per_class_and_axis(hippocampus):
     scores = {(axis, c, k): [] for axis in range(3) for c in (1, 2) for k in (1, 2, 3)}
     for axis, pairs in labelled_slices(hippocampus).items():
         for image, label in pairs:
-            masks = generator(image).masks
+            masks = generator(image).pixel_masks()
             for c in (1, 2):
                 if (label == c).sum() >= 10:
                     for k in (1, 2, 3):
@@ -57,7 +57,7 @@ def test_pair_oracle_equals_brute_force_on_real_slices(hippocampus):
     generator = ClassicalGenerator(object_area_px=90.0, fast=True)
     checked = 0
     for image, label in labelled_slices(hippocampus, n_cases=2, per_case=1)[0]:
-        masks = generator(image).masks
+        masks = generator(image).pixel_masks()
         for c in (1, 2):
             if (label == c).sum() >= 10:
                 result = best_union(masks, label == c, k_max=2)

@@ -187,3 +187,33 @@ def test_corrupt_cache_file_is_recomputed(volume, tmp_path, damage, caplog):
     for k in good:
         np.testing.assert_array_equal(out[k].masks, good[k].masks)
     assert ProposalCache(tmp_path).load("c1", "wrong key") == {}
+
+
+def test_proposals_on_blocks_blow_up_concatenate_and_survive_the_cache(tmp_path):
+    """A 3 x 3-block grid on a 5 x 7 window at (1, 2) of an 8 x 10 slice: pixels repeat each
+    block's value, the last blocks cut at the window's edge; concatenating with a pixel-grid
+    part goes to pixels, with a part on the same grid stays on blocks; the cache keeps the grid."""
+    coarse = np.array([[[1, 0, 0], [0, 1, 1]], [[0, 0, 1], [1, 0, 0]]], bool)  # (2, 2, 3) blocks
+    props = Proposals(coarse, np.ones(2, np.float32), None, (1, 2), (8, 10), scale=3, size=(5, 7))
+    pixels = props.pixel_masks()
+    assert pixels.shape == (2, 5, 7) and props.window_size == (5, 7) and props.shape == (8, 10)
+    assert pixels[0, :3, :3].all() and not pixels[0, :3, 3:].any() and pixels[0, 3:, 3:].all()
+    assert pixels[1, 3:, :3].all() and pixels[1, :3, 6].all() and not pixels[1, 3:, 3:].any()
+    np.testing.assert_array_equal(props.full_masks()[:, 1:6, 2:9], pixels)
+    assert not props.full_masks()[:, 6:].any() and not props.full_masks()[:, :, :2].any()
+    other = Proposals(np.ones((1, 2, 2), bool), np.ones(1, np.float32), None, (0, 0), (8, 10))
+    mixed = Proposals.concatenate([props, other])
+    assert mixed.scale == 1 and mixed.offset == (0, 0) and mixed.window_size == (6, 9)
+    np.testing.assert_array_equal(mixed.full_masks(), np.concatenate([props.full_masks(), other.full_masks()]))
+    same = Proposals.concatenate([props, props])
+    assert same.scale == 3 and same.masks.shape == (4, 2, 3) and same.size == (5, 7)
+    cache = ProposalCache(tmp_path)
+    cache.save("c", "k", {(0, 4): props, (1, 0): other})
+    back = cache.load("c", "k")
+    assert back[(0, 4)].scale == 3 and back[(0, 4)].size == (5, 7) and back[(0, 4)].offset == (1, 2)
+    np.testing.assert_array_equal(back[(0, 4)].masks, coarse)
+    assert back[(1, 0)].scale == 1 and back[(1, 0)].frame == (8, 10)
+    with pytest.raises(ValueError, match="do not cover"):
+        Proposals(coarse, np.ones(2, np.float32), scale=3, size=(7, 7))
+    with pytest.raises(ValueError, match="exactly when"):
+        Proposals(coarse, np.ones(2, np.float32), scale=3)

@@ -50,7 +50,7 @@ def test_cli_proposes_for_the_unlabelled_cases_and_reuses_the_cache(hippocampus,
     volume = window_to_unit(read_image(hippocampus / split["unlabelled"][0]["image"]).array, PLANS.normalization[0])
     stored = ProposalCache(cache).load(case, case_key(volume, make_generators(PLANS, fast=True)))
     assert len(stored) == sum(volume.shape)
-    assert all(p.masks.shape[1:] == np.take(volume, 0, axis=a).shape for (a, _), p in stored.items())
+    assert all(p.window_size == np.take(volume, 0, axis=a).shape for (a, _), p in stored.items())
     mtimes = {p: p.stat().st_mtime_ns for p in cache.iterdir()}
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in cache.iterdir()} == mtimes, "a cache hit rewrites nothing"

@@ -147,6 +147,8 @@ def match_slice(
     bounds: Sequence[tuple[int, int]],
     settings: MatchSettings | None = None,
     offset: tuple[int, int] = (0, 0),
+    scale: int = 1,
+    size: tuple[int, int] | None = None,
 ) -> SliceMatch:
     """Assign proposals to foreground classes under ROI-count bounds.
 
@@ -154,15 +156,20 @@ def match_slice(
     every proposal covers alike, with their pixel counts and target masses; the pixels outside
     the proposals' window are one more atom that no proposal covers. The optimum is the
     pixel problem's, at a cost that grows with the number of distinct overlaps, not pixels.
+    Masks on a coarser grid (``scale > 1``: one mask pixel per ``scale x scale`` block) have
+    the same atoms as their pixels, so their blocks are never expanded but to draw the label.
 
     Args:
         masks: ``(N, h, w)`` bool proposals (``N`` may be 0) on the window of the slice at
-            ``offset`` (by default the whole slice, ``(h, w) == (H, W)``).
+            ``offset`` (by default the whole slice, ``(h, w) == (H, W)``); with ``scale > 1``,
+            ``(N, ceil(h / scale), ceil(w / scale))`` for a window of ``size`` ``(h, w)``.
         probs: ``(C, H, W)`` softmax maps, channel 0 the background.
         bounds: ``C - 1`` pairs ``(l_c, u_c)``, one per foreground class ``1..C-1``; ``(0, 0)``
             keeps a class empty (e.g. where the model predicts it absent).
         settings: metric, target and search budgets (:class:`MatchSettings`).
         offset: ``(row, column)`` of the window in the slice.
+        scale: pixels per mask pixel along each axis.
+        size: ``(h, w)`` of the window in pixels (needed when ``scale > 1``).
 
     Returns:
         :class:`SliceMatch` (its label on the whole slice).
@@ -173,20 +180,27 @@ def match_slice(
     if probs.ndim != 3 or probs.shape[0] < 2:
         raise ValueError(f"probs must be (C, H, W) with C >= 2, got {probs.shape}")
     (r, c), shape = offset, probs.shape[1:]
+    (h, w) = masks.shape[1:] if scale == 1 else size
     if (
         masks.ndim != 3
         or masks.dtype != bool
-        or not (r >= 0 and c >= 0 and r + masks.shape[1] <= shape[0] and c + masks.shape[2] <= shape[1])
+        or tuple(masks.shape[1:]) != (-(-h // scale), -(-w // scale))
+        or not (r >= 0 and c >= 0 and r + h <= shape[0] and c + w <= shape[1])
     ):
         raise ValueError(
             f"masks must be (N, h, w) bool inside the probabilities' grid {shape} at offset {offset}, "
-            f"got {masks.dtype} {masks.shape}"
+            f"got {masks.dtype} {masks.shape} (scale {scale}, window {(h, w)})"
         )
-    window = (slice(r, r + masks.shape[1]), slice(c, c + masks.shape[2]))
+    window = (slice(r, r + h), slice(c, c + w))
     bounds = _check_bounds(bounds, probs.shape[0] - 1)
     metric, solver = settings.metric, settings.solver
     # the slice as atoms (pixels every proposal covers alike): same optimum, fewer columns
     atom_masks, inverse, weights = atoms(masks)
+    blocks = None
+    if scale > 1:  # each window pixel's block, then its atom
+        blocks = (np.arange(h)[:, None] // scale) * masks.shape[2] + np.arange(w)[None, :] // scale
+        inverse = inverse[blocks.ravel()]
+        weights = np.bincount(inverse, minlength=len(weights)).astype(np.float64)
     slice_targets = class_targets(probs, settings.target, settings.prob_floor)
     pixel_targets = slice_targets[(slice(None), *window)].reshape(len(slice_targets), -1)
     targets = np.stack([np.bincount(inverse, t, len(weights)) for t in pixel_targets])
@@ -214,7 +228,13 @@ def match_slice(
         for c in range(len(bounds))
     }
     label = np.zeros(shape, dtype=np.int16)
-    label[window] = resolve_overlaps(masks, probs[(slice(None), *window)], chosen)
+    if blocks is not None:  # only the chosen masks on the pixels
+        used = sorted({k for s in chosen for k in s})
+        local = {k: i for i, k in enumerate(used)}
+        pixels = masks[used].reshape(len(used), masks.shape[1] * masks.shape[2])[:, blocks]
+        label[window] = resolve_overlaps(pixels, probs[(slice(None), *window)], [[local[k] for k in s] for s in chosen])
+    else:
+        label[window] = resolve_overlaps(masks, probs[(slice(None), *window)], chosen)
     return SliceMatch(label, {c + 1: tuple(sorted(s)) for c, s in enumerate(chosen)}, scores, exact)
 
 

@@ -64,12 +64,13 @@ def slice_bounds(prediction: np.ndarray, bounds: Sequence[tuple[int, int]]) -> l
     return [tuple(b) if c in present else (0, 0) for c, b in enumerate(bounds, start=1)]
 
 
-def _masks_and_offset(proposals: Any) -> tuple[np.ndarray, tuple[int, int]]:
-    """The masks of a slice's proposals and where their window lies: a
-    :class:`~samdsk_plan.proposals.base.Proposals` (``masks``, ``offset``; matching does not
-    import the proposals room) or a whole-slice ``(N, H, W)`` array (offset ``(0, 0)``)."""
-    masks = getattr(proposals, "masks", proposals)
-    return np.asarray(masks), tuple(getattr(proposals, "offset", (0, 0)))
+def _grid(proposals: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    """The masks of a slice's proposals and how they lie on it (:func:`match_slice`'s
+    ``offset``, ``scale``, ``size``): a :class:`~samdsk_plan.proposals.base.Proposals`
+    (matching does not import the proposals room) or a whole-slice ``(N, H, W)`` array."""
+    masks = np.asarray(getattr(proposals, "masks", proposals))
+    where = {"offset": (0, 0), "scale": 1, "size": None}
+    return masks, {key: getattr(proposals, key, default) for key, default in where.items()}
 
 
 def match_axis(
@@ -97,13 +98,13 @@ def match_axis(
     chosen: dict[str, dict[int, list[int]]] = {}
     n_slices = n_exact = 0
     for index, found in sorted(proposals.items()):
-        masks, offset = _masks_and_offset(found)
+        masks, where = _grid(found)
         pred_slice = np.take(prediction, index, axis=axis)
         local = slice_bounds(pred_slice, bounds)
         if len(masks) == 0 or not any(hi for _, hi in local):
             continue
         prob_slice = np.take(probs, index, axis=axis + 1)
-        result = match_slice(masks, prob_slice, local, settings, offset)
+        result = match_slice(masks, prob_slice, local, settings, **where)
         n_slices += 1
         n_exact += result.exact
         taken = {c: list(s) for c, s in result.chosen.items() if s}

@@ -23,6 +23,12 @@ class Proposals:
             None for generators that take no prompts.
         offset: ``(row, column)`` of the window's first pixel in the slice.
         frame: ``(H, W)`` of the slice; None: the window is the whole slice.
+        scale: ``s >= 1``: each mask pixel stands for an ``s x s`` block of the window's pixels
+            (a generator that segments a shrunk slice keeps its masks at that grid; matching
+            on blocks has the same optimum as on their pixels, at ``s**2`` less cost).
+        size: ``(h, w)`` pixels of the window when ``scale > 1`` (the masks are then
+            ``(N, ceil(h / s), ceil(w / s))``, the last blocks cut by the window's edge);
+            None: the masks' own shape.
     """
 
     masks: np.ndarray
@@ -30,6 +36,8 @@ class Proposals:
     origins: np.ndarray | None = None
     offset: tuple[int, int] = (0, 0)
     frame: tuple[int, int] | None = None
+    scale: int = 1
+    size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.masks.ndim != 3 or self.masks.dtype != bool:
@@ -38,39 +46,55 @@ class Proposals:
             raise ValueError(f"scores must have shape ({self.masks.shape[0]},), got {self.scores.shape}")
         if self.origins is not None and self.origins.shape != (self.masks.shape[0], 2):
             raise ValueError(f"origins must have shape ({self.masks.shape[0]}, 2), got {self.origins.shape}")
-        r, c = self.offset
-        if self.frame is not None and not (
-            r >= 0 and c >= 0 and r + self.masks.shape[1] <= self.frame[0] and c + self.masks.shape[2] <= self.frame[1]
-        ):
-            raise ValueError(f"a {self.masks.shape[1:]} window at {self.offset} does not fit a {self.frame} slice")
+        if self.scale < 1 or (self.scale > 1) != (self.size is not None):
+            raise ValueError(f"a window size is given exactly when the scale exceeds 1, got {self.scale}, {self.size}")
+        if self.size is not None and tuple(self.masks.shape[1:]) != tuple(-(-n // self.scale) for n in self.size):
+            raise ValueError(f"{self.masks.shape[1:]} masks of scale {self.scale} do not cover a {self.size} window")
+        (r, c), (h, w) = self.offset, self.window_size
+        if self.frame is not None and not (r >= 0 and c >= 0 and r + h <= self.frame[0] and c + w <= self.frame[1]):
+            raise ValueError(f"a {(h, w)} window at {self.offset} does not fit a {self.frame} slice")
+
+    @property
+    def window_size(self) -> tuple[int, int]:
+        """``(h, w)`` pixels of the window."""
+        return tuple(self.size) if self.size is not None else tuple(self.masks.shape[1:])
 
     @property
     def shape(self) -> tuple[int, int]:
         """``(H, W)`` of the slice."""
-        return tuple(self.frame) if self.frame is not None else tuple(self.masks.shape[1:])
+        return tuple(self.frame) if self.frame is not None else self.window_size
 
     @property
     def window(self) -> tuple[slice, slice]:
-        """Where the masks lie in the slice: ``slice_2d[proposals.window]`` has their shape."""
-        (r, c), (h, w) = self.offset, self.masks.shape[1:]
+        """Where the masks lie in the slice: ``slice_2d[proposals.window]`` has the shape of
+        :meth:`pixel_masks`."""
+        (r, c), (h, w) = self.offset, self.window_size
         return slice(r, r + h), slice(c, c + w)
+
+    def pixel_masks(self) -> np.ndarray:
+        """``(N, h, w)`` bool masks on the window's pixels (the masks themselves at scale 1)."""
+        if self.scale == 1:
+            return self.masks
+        (h, w), s = self.window_size, self.scale
+        return self.masks[:, np.arange(h)[:, None] // s, np.arange(w)[None, :] // s]
 
     def full_masks(self) -> np.ndarray:
         """``(N, H, W)`` bool masks on the whole slice."""
         if self.frame is None:
-            return self.masks
+            return self.pixel_masks()
         out = np.zeros((len(self), *self.shape), dtype=bool)
-        out[(slice(None), *self.window)] = self.masks
+        out[(slice(None), *self.window)] = self.pixel_masks()
         return out
 
     def in_window(self, offset: tuple[int, int], size: tuple[int, int]) -> Proposals:
-        """The same regions on the window of ``size`` at ``offset``, which must contain theirs."""
-        (r, c), (h, w) = offset, size
+        """The same regions, at scale 1, on the window of ``size`` at ``offset``, which must
+        contain theirs."""
+        (r, c), (h, w), (mh, mw) = offset, size, self.window_size
         dr, dc = self.offset[0] - r, self.offset[1] - c
-        if dr < 0 or dc < 0 or dr + self.masks.shape[1] > h or dc + self.masks.shape[2] > w:
-            raise ValueError(f"the window {size} at {offset} does not contain {self.masks.shape[1:]} at {self.offset}")
+        if dr < 0 or dc < 0 or dr + mh > h or dc + mw > w:
+            raise ValueError(f"the window {size} at {offset} does not contain {(mh, mw)} at {self.offset}")
         masks = np.zeros((len(self), h, w), dtype=bool)
-        masks[:, dr : dr + self.masks.shape[1], dc : dc + self.masks.shape[2]] = self.masks
+        masks[:, dr : dr + mh, dc : dc + mw] = self.pixel_masks()
         frame = self.shape if (offset, size) != ((0, 0), self.shape) else None
         return Proposals(masks, self.scores, self.origins, offset, frame)
 
@@ -96,13 +120,17 @@ class Proposals:
     @staticmethod
     def concatenate(parts: list[Proposals]) -> Proposals:
         """The regions of ``parts`` (one slice) in order, on the smallest window holding all of
-        theirs; origins kept where a part has them."""
+        theirs (at scale 1 unless all parts share one window and scale); origins kept where a
+        part has them."""
         if len({p.shape for p in parts}) > 1:
             raise ValueError(f"proposals of one slice must share its shape, got {sorted({p.shape for p in parts})}")
-        top = min(p.offset[0] for p in parts), min(p.offset[1] for p in parts)
-        bottom = max(p.offset[0] + p.masks.shape[1] for p in parts), max(p.offset[1] + p.masks.shape[2] for p in parts)
-        size = (bottom[0] - top[0], bottom[1] - top[1])
-        parts = [p.in_window(top, size) for p in parts]
+        if len({(p.offset, p.window_size, p.scale) for p in parts}) > 1:  # else: one grid already
+            top = min(p.offset[0] for p in parts), min(p.offset[1] for p in parts)
+            bottom = (
+                max(p.offset[0] + p.window_size[0] for p in parts),
+                max(p.offset[1] + p.window_size[1] for p in parts),
+            )
+            parts = [p.in_window(top, (bottom[0] - top[0], bottom[1] - top[1])) for p in parts]
         if not any(p.origins is not None for p in parts):
             origins = None
         else:
@@ -115,6 +143,8 @@ class Proposals:
             origins,
             parts[0].offset,
             parts[0].frame,
+            parts[0].scale,
+            parts[0].size,
         )
 
 

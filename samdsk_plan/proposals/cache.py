@@ -3,7 +3,8 @@
 Image-only proposals do not change between SamDSK rounds, so they are computed once per slice
 and kept in ``CACHE_DIR/CASE_ID.npz``: bit-packed masks, scores and (for prompted proposals,
 which the loop stores per round) the prompts' origins per ``(axis, slice)``, with a JSON header
-holding the key and each slice's window (offset and slice shape). A file whose key differs
+holding the key and each slice's window (offset, size, slice shape) and grid scale
+(:attr:`~samdsk_plan.proposals.base.Proposals.scale`). A file whose key differs
 (new image content, other generator or settings, other probabilities for prompted proposals)
 is stale and ignored; slices missing from a valid file, or stored for another window, are
 computed and added.
@@ -26,8 +27,9 @@ from samdsk_plan.proposals.base import ProposalGenerator, Proposals
 
 logger = logging.getLogger(__name__)
 SliceKey = tuple[int, int]  # (axis, slice index)
-FORMAT_VERSION = 2
-"""2: slices carry the window their masks lie on (version 1 files are stale)."""
+FORMAT_VERSION = 3
+"""2: slices carry the window their masks lie on; 3: and the scale of their grid (older
+files are stale)."""
 
 
 def cache_key(image: np.ndarray, generator: ProposalGenerator) -> str:
@@ -69,13 +71,14 @@ class ProposalCache:
                 if header.get("key") != key:
                     return {}
                 out = {}
-                for axis, index, n, h, w, row, col, height, width in header["slices"]:
+                for axis, index, n, h, w, row, col, height, width, scale, size_h, size_w in header["slices"]:
                     packed = data[f"m_{axis}_{index}"]
                     masks = np.unpackbits(packed, axis=-1, count=h * w).astype(bool).reshape(n, h, w)
                     origins = data[f"o_{axis}_{index}"].astype(np.int32) if f"o_{axis}_{index}" in data.files else None
-                    frame = None if (row, col, height, width) == (0, 0, h, w) else (height, width)
+                    frame = None if (row, col, height, width) == (0, 0, size_h, size_w) else (height, width)
                     scores = data[f"s_{axis}_{index}"].astype(np.float32)
-                    out[(axis, index)] = Proposals(masks, scores, origins, (row, col), frame)
+                    size = (size_h, size_w) if scale > 1 else None
+                    out[(axis, index)] = Proposals(masks, scores, origins, (row, col), frame, scale, size)
                 return out
         except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             # truncated, empty, foreign or corrupt: recompute and overwrite (JSONDecodeError is a ValueError)
@@ -92,7 +95,7 @@ class ProposalCache:
             arrays[f"s_{axis}_{index}"] = props.scores.astype(np.float32)
             if props.origins is not None:
                 arrays[f"o_{axis}_{index}"] = props.origins.astype(np.int32)
-            table.append([axis, index, n, h, w, *props.offset, *props.shape])
+            table.append([axis, index, n, h, w, *props.offset, *props.shape, props.scale, *props.window_size])
         header = json.dumps({"key": key, "format": FORMAT_VERSION, "slices": table}).encode("utf-8")
         buffer = io.BytesIO()
         np.savez_compressed(buffer, header=np.frombuffer(header, dtype=np.uint8), **arrays)

@@ -141,12 +141,12 @@ class ClassicalGenerator:
         f = self.shrink
         if f == 1:
             masks = classical_proposals(image, self.object_area_px, self.fast)
-        else:
-            small = classical_proposals(shrink(image, f), self.object_area_px / f**2, self.fast)
-            # distinct and non-empty when small, so when blown up: every small pixel's block
-            # starts inside the slice (the padding only completes the last blocks)
-            masks = np.repeat(np.repeat(small, f, axis=1), f, axis=2)[:, : image.shape[0], : image.shape[1]]
-        return Proposals(masks, np.ones(len(masks), dtype=np.float32))
+            return Proposals(masks, np.ones(len(masks), dtype=np.float32))
+        # kept on the shrunk grid (Proposals.scale): every small pixel's block starts inside
+        # the slice (the padding only completes the last blocks), so they stay distinct and
+        # non-empty on the slice's pixels
+        small = classical_proposals(shrink(image, f), self.object_area_px / f**2, self.fast)
+        return Proposals(small, np.ones(len(small), dtype=np.float32), scale=f, size=tuple(image.shape))
 
 
 def shrink(image: np.ndarray, factor: int) -> np.ndarray:

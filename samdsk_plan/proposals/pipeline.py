@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -186,7 +187,7 @@ def _windows(
 
 
 def _in_window(proposals: Proposals, window: tuple[tuple[int, int], tuple[int, int]]) -> bool:
-    return (tuple(proposals.offset), tuple(proposals.masks.shape[1:])) == (tuple(window[0]), tuple(window[1]))
+    return (tuple(proposals.offset), proposals.window_size) == (tuple(window[0]), tuple(window[1]))
 
 
 def _generate(
@@ -233,7 +234,7 @@ def _on_window(gen: ProposalGenerator, image: np.ndarray, window: tuple[tuple[in
     (r, c), (h, w) = window
     found = gen(image[r : r + h, c : c + w])
     frame = None if window == ((0, 0), image.shape) else tuple(image.shape)
-    return Proposals(found.masks, found.scores, found.origins, (r, c), frame)
+    return dataclasses.replace(found, offset=(r, c), frame=frame)
 
 
 def propose_case(
