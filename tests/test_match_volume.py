@@ -71,6 +71,16 @@ def test_vote_of_three_axes_recovers_the_truth_from_pieces_and_distractors():
     np.testing.assert_array_equal(masks[result.chosen["0:6"][1]].any(axis=0), truth[6] == 1)
 
 
+def test_slices_solved_in_two_processes_give_the_same_match():
+    truth = _truth()
+    probs = _probs(truth, seed=3)
+    proposals = _proposals(truth)
+    one = match_volume(probs, proposals, BOUNDS, max_components=[1, 1])
+    two = match_volume(probs, proposals, BOUNDS, max_components=[1, 1], workers=2)
+    np.testing.assert_array_equal(one.label, two.label)
+    assert one.chosen == two.chosen and one.scores == two.scores and one.n_exact == two.n_exact > 0
+
+
 def test_one_axis_matching_and_class_absent_slices_stay_empty():
     truth = _truth()
     probs = _probs(truth)

@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         "match records; shards 1..N-1 predict and match their share of every round",
     )
     p.add_argument("--shard-poll", type=float, default=10.0, help="seconds between a shard's looks at the run folder")
-    _add_workers(p, " for matching")
+    _add_workers(p, " for matching: one case each, or the slices of each case when the pool has fewer cases")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_loop)
     return parser

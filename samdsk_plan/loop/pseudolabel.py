@@ -102,9 +102,12 @@ def case_proposals(
     return propose_case(case_id, volume, generators, slices, cache, probs, round_cache, roi, margins)
 
 
-def match_proposals(probs: np.ndarray, proposals: dict[tuple[int, int], Proposals], plans: Plans) -> VolumeMatch:
+def match_proposals(
+    probs: np.ndarray, proposals: dict[tuple[int, int], Proposals], plans: Plans, workers: int = 1
+) -> VolumeMatch:
     """:func:`~samdsk_plan.matching.match_volume` of ``probs`` ``(C, I, J, K)`` and the slices'
-    ``proposals`` with the plan's ROI-count bounds, fusion and matching settings."""
+    ``proposals`` with the plan's ROI-count bounds, fusion and matching settings, the slices
+    solved in ``workers`` processes."""
     samdsk = plans.samdsk
     return match_volume(
         probs,
@@ -114,6 +117,7 @@ def match_proposals(probs: np.ndarray, proposals: dict[tuple[int, int], Proposal
         fusion=samdsk.fusion,
         connectivity=samdsk.connectivity,
         settings=MatchSettings(**samdsk.matching),
+        workers=workers,
     )
 
 
@@ -139,6 +143,7 @@ def _match_entry(
     generators: dict[int, ProposalGenerator | PromptedGenerator],
     cache_dir: Path | None,
     round_cache_dir: Path | None,
+    slice_workers: int = 1,
 ) -> MatchRecord:
     image, case_id = entry_image(entry), entry_case_id(entry)
     record_path = out_dir / f"{case_id}.json"
@@ -149,7 +154,7 @@ def _match_entry(
     start = time.perf_counter()
     proposals = case_proposals(case_id, volume, probs, plans, generators, cache_dir, round_cache_dir)
     proposed = time.perf_counter()
-    result = match_proposals(probs, proposals, plans)
+    result = match_proposals(probs, proposals, plans, slice_workers)
     seconds = {"proposals": round(proposed - start, 3), "matching": round(time.perf_counter() - proposed, 3)}
     label_path = write_image(out_dir / f"{case_id}{label_suffix(image)}", result.label.astype(np.uint8), affine)
     record = MatchRecord(
@@ -183,7 +188,9 @@ def match_entries(
     ``out_dir/CASE.nii.gz`` (``.png`` for natural images) and ``out_dir/CASE.json`` per case and
     reuses those already there.
     Records name their label by absolute path, so datalists built from them work anywhere.
-    Proposals are cached as :func:`match_case` says."""
+    Proposals are cached as :func:`match_case` says. ``workers`` processes take one case each;
+    with fewer cases than workers, the cases go one after another, each case's slices solved
+    in ``workers`` processes."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     work = partial(
@@ -195,6 +202,8 @@ def match_entries(
         cache_dir=Path(cache_dir) if cache_dir else None,
         round_cache_dir=Path(round_cache_dir) if round_cache_dir else None,
     )
+    if len(entries) < workers:
+        return parallel_map(partial(work, slice_workers=workers), entries, 1, desc="match", progress=progress)
     return parallel_map(work, entries, workers, desc="match", progress=progress)
 
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from samdsk_plan.fingerprint.components import structuring_element
-from samdsk_plan.matching.assign import MatchSettings, class_targets, match_slice
+from samdsk_plan.io.parallel import parallel_map
+from samdsk_plan.matching.assign import MatchSettings, SliceMatch, class_targets, match_slice
 from samdsk_plan.matching.union import union_score
 
 FUSIONS = ("vote", "vote_with_prediction", "single")
@@ -73,12 +75,18 @@ def _grid(proposals: Any) -> tuple[np.ndarray, dict[str, Any]]:
     return masks, {key: getattr(proposals, key, default) for key, default in where.items()}
 
 
+def _match_slice(task: tuple, settings: MatchSettings | None) -> SliceMatch:
+    masks, prob_slice, local, where = task
+    return match_slice(masks, prob_slice, local, settings, **where)
+
+
 def match_axis(
     probs: np.ndarray,
     proposals: Mapping[int, Any],
     axis: int,
     bounds: Sequence[tuple[int, int]],
     settings: MatchSettings | None = None,
+    workers: int = 1,
 ) -> tuple[np.ndarray, dict[str, dict[int, list[int]]], int, int]:
     """Match every slice across ``axis`` that has proposals and stack the labels.
 
@@ -88,6 +96,9 @@ def match_axis(
             :class:`~samdsk_plan.proposals.base.Proposals` (masks on a window of the slice).
         axis: 0, 1 or 2 (a spatial axis of the volume).
         bounds: per foreground class the plan's ``(lower, upper)`` for this axis.
+        settings: metric, target and budgets.
+        workers: processes the slices are solved in (each slice is independent; the result
+            does not depend on it).
 
     Returns:
         ``(I, J, K)`` int16 label, chosen indices per slice (``"axis:index"``), the number of
@@ -97,14 +108,16 @@ def match_axis(
     label = np.zeros(probs.shape[1:], dtype=np.int16)
     chosen: dict[str, dict[int, list[int]]] = {}
     n_slices = n_exact = 0
+    indices, tasks = [], []
     for index, found in sorted(proposals.items()):
         masks, where = _grid(found)
-        pred_slice = np.take(prediction, index, axis=axis)
-        local = slice_bounds(pred_slice, bounds)
+        local = slice_bounds(np.take(prediction, index, axis=axis), bounds)
         if len(masks) == 0 or not any(hi for _, hi in local):
             continue
-        prob_slice = np.take(probs, index, axis=axis + 1)
-        result = match_slice(masks, prob_slice, local, settings, **where)
+        indices.append(index)
+        tasks.append((masks, np.take(probs, index, axis=axis + 1), local, where))
+    results = parallel_map(partial(_match_slice, settings=settings), tasks, workers, progress=False)
+    for index, result in zip(indices, results, strict=True):
         n_slices += 1
         n_exact += result.exact
         taken = {c: list(s) for c, s in result.chosen.items() if s}
@@ -163,6 +176,7 @@ def match_volume(
     fusion: str = "vote",
     connectivity: str = "full",
     settings: MatchSettings | None = None,
+    workers: int = 1,
 ) -> VolumeMatch:
     """Pseudo-label of one case from its proposals and the model's probabilities.
 
@@ -179,6 +193,7 @@ def match_volume(
             it) or ``"single"``.
         connectivity: ``"full"`` or ``"face"`` neighbourhood for the 3D components.
         settings: metric, target and budgets (:class:`~samdsk_plan.matching.assign.MatchSettings`).
+        workers: processes each axis's slices are solved in (:func:`match_axis`).
     """
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 4:
@@ -193,7 +208,7 @@ def match_volume(
     labels, chosen, n_slices, n_exact = [], {}, 0, 0
     for axis in axes:
         per_axis = {index: masks for (a, index), masks in proposals.items() if a == axis}
-        lab, ch, n, n_ex = match_axis(probs, per_axis, axis, bounds[axis], settings)
+        lab, ch, n, n_ex = match_axis(probs, per_axis, axis, bounds[axis], settings, workers)
         labels.append(lab)
         chosen.update(ch)
         n_slices, n_exact = n_slices + n, n_exact + n_ex
