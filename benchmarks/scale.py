@@ -15,7 +15,7 @@ two classes of the matched label and of the prediction against the truth. The pa
 
 - ``roi``: the defaults: proposals inside each slice's region of interest
   (``samdsk.proposals.roi_margin``), objects larger than the generator's ``work_area_px``
-  segmented on a shrunk slice;
+  segmented on a shrunk slice, whose masks stay on its blocks through matching;
 - ``roi-full``: the region of interest at full resolution (``work_area_px=None``);
 - ``whole``: whole slices at full resolution, the proposals of the path before either existed
   (the merge-hierarchy and atom speed-ups, which change no output, apply to every path; the
@@ -23,7 +23,10 @@ two classes of the matched label and of the prediction against the truth. The pa
 
 Run it (``whole`` at x4 takes minutes per case):
 
-    .venv/bin/python benchmarks/scale.py [--cases 2] [--scales 1,2,4] [--paths roi,roi-full,whole]
+    .venv/bin/python benchmarks/scale.py [--cases 2] [--scales 1,2,4] [--paths roi,roi-full,whole] [-j 1]
+
+``-j N`` solves each case's slices in N processes (``loop -j`` does so when the pool has fewer
+cases than workers); the proposals stay in one process.
 """
 
 from __future__ import annotations
@@ -81,9 +84,11 @@ def scaled_plan(plan: Plans, factor: float, roi: bool) -> Plans:
     return Plans(doc, f"{plan.source} (x{factor:g})")
 
 
-def measure(case_id: str, image: np.ndarray, truth: np.ndarray, plan: Plans, full_resolution: bool) -> dict:
+def measure(
+    case_id: str, image: np.ndarray, truth: np.ndarray, plan: Plans, full_resolution: bool, workers: int = 1
+) -> dict:
     """Propose and match one case with ``plan``'s classical generator (``full_resolution``: never
-    shrunk); timings and quality."""
+    shrunk), its slices matched in ``workers`` processes; timings and quality."""
     probs = simulated_probs(truth, plan.n_classes)
     volume = window_to_unit(image, plan.normalization[0])
     generators = {
@@ -97,7 +102,7 @@ def measure(case_id: str, image: np.ndarray, truth: np.ndarray, plan: Plans, ful
     start = time.perf_counter()
     proposals = case_proposals(case_id, volume, probs, plan, generators, cache_dir=None)
     proposed = time.perf_counter()
-    match = match_proposals(probs, proposals, plan)
+    match = match_proposals(probs, proposals, plan, workers)
     matched = time.perf_counter()
     classes = range(1, plan.n_classes)
     label_dice = dice_per_class(match.label, truth, classes)
@@ -120,6 +125,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scales", default="1,2,4", help="comma-separated zoom factors per axis")
+    parser.add_argument("-j", "--workers", type=int, default=1, help="processes per case for matching")
     parser.add_argument("--paths", default="roi,whole", help=f"comma-separated, of {', '.join(PATHS)}")
     args = parser.parse_args()
     paths = args.paths.split(",")
@@ -132,7 +138,7 @@ def main() -> None:
     print(
         f"{len(picks)} hippocampus case(s) (seed {args.seed}: {', '.join(cases[i].case_id for i in picks)}), "
         f"classical proposals, simulated prediction; load average {os.getloadavg()[0]:.1f} on "
-        f"{os.cpu_count()} CPUs, one process"
+        f"{os.cpu_count()} CPUs, {args.workers} matching process(es) per case"
     )
     header = (
         "scale",
@@ -157,7 +163,7 @@ def main() -> None:
         shape = "x".join(str(n) for n in volumes[0][1].shape)
         for path in paths:
             rows = [
-                measure(cid, im, lab, scaled_plan(plan, factor, path != "whole"), path != "roi")
+                measure(cid, im, lab, scaled_plan(plan, factor, path != "whole"), path != "roi", args.workers)
                 for cid, im, lab in volumes
             ]
             slices = sum(r["n_slices"] for r in rows)
