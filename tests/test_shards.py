@@ -4,8 +4,11 @@ whose records are the ones one process makes from the same predictions."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +70,8 @@ def test_a_shard_refuses_a_run_folder_started_with_other_settings(hippocampus, t
 def test_a_round_shared_by_two_processes_matches_as_one_process_would(tmp_path):
     """Shard 1/2 runs as a second process beside the coordinator: each predicts and matches only
     its share of the pool, the coordinator waits for the other's records before accepting, and
-    every record is what one process makes from the same probabilities."""
+    every record is what one process makes from the same probabilities. The worker is killed
+    (SIGKILL) while it predicts and started again: the round still ends as one process's would."""
     data = write_scenes(tmp_path / "data", 14)
     bundle = _bundle(data, tmp_path)
     lists = scene_lists(5)
@@ -75,16 +79,32 @@ def test_a_round_shared_by_two_processes_matches_as_one_process_would(tmp_path):
     run = tmp_path / "run"
     shard_args = ["--generator", "classical", "--shard-poll", "0.2"]
     # the worker starts first and waits for the coordinator to create and train the run
-    worker_args = short_loop_args(bundle, data, tmp_path, 1, 10, *shard_args, "--shard", "1/2")
-    log = (tmp_path / "worker.log").open("w")
-    worker = subprocess.Popen([sys.executable, "-m", "samdsk_plan", *worker_args], stdout=log, stderr=subprocess.STDOUT)
+    command = [sys.executable, "-m", "samdsk_plan", *short_loop_args(bundle, data, tmp_path, 1, 10, *shard_args)]
+    command += ["--shard", "1/2"]
+    workers = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    restarted = threading.Event()
+
+    def kill_while_predicting_then_restart() -> None:
+        deadline = time.monotonic() + 300
+        while not (run / "round_1" / "predictions" / "pool_1_of_2").is_dir() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait()
+        with (tmp_path / "worker.log").open("w") as log:
+            workers.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+        restarted.set()
+
+    killer = threading.Thread(target=kill_while_predicting_then_restart, daemon=True)
+    killer.start()
     try:
         short_loop(bundle, data, lists, tmp_path, 1, 10, *shard_args, "--shard", "0/2")
-        assert worker.wait(timeout=300) == 0, (tmp_path / "worker.log").read_text()
+        assert restarted.wait(timeout=60) and workers[1].wait(timeout=300) == 0, (tmp_path / "worker.log").read_text()
     finally:
-        worker.kill()
-        log.close()
+        for worker in workers:
+            worker.kill()
+    assert workers[0].returncode == -signal.SIGKILL, "the first worker was killed, not finished"
     assert "shard 1/2: round 1: predict and match 2 pool case(s)" in (tmp_path / "worker.log").read_text()
+    assert not [p for p in run.rglob(".*") if p.name.endswith(".tmp")], "no temporary file outlives the rerun"
 
     r1 = run / "round_1"
     pool = json.loads((run / "round_0" / "datalist.json").read_text())["unlabelled"]
