@@ -21,6 +21,10 @@ two classes of the matched label and of the prediction against the truth. The pa
   (the merge-hierarchy and atom speed-ups, which change no output, apply to every path; the
   figures of the commit before them are in docs/benchmarks.md).
 
+``--prediction diffuse`` replaces the simulated prediction by an undertrained model's
+(:func:`diffuse_probs`): wide, low-contrast probabilities, where the subset search is deepest
+and may stop at its node budget (the slice is then flagged, not exact).
+
 Run it (``whole`` at x4 takes minutes per case):
 
     .venv/bin/python benchmarks/scale.py [--cases 2] [--scales 1,2,4] [--paths roi,roi-full,whole] [-j 1]
@@ -70,6 +74,25 @@ def simulated_probs(label: np.ndarray, n_classes: int, sigma: float = 1.0) -> np
     return np.stack([ndimage.gaussian_filter(ch, sigma, mode="nearest") for ch in onehot])
 
 
+def diffuse_probs(label: np.ndarray, n_classes: int) -> np.ndarray:
+    """``(C, I, J, K)`` probabilities of an undertrained model: each foreground class spread
+    over the class dilated by three voxels (Gaussian, sigma 2) at about 0.55, plus the class
+    itself blurred (sigma 1) at 0.35; foreground capped at 0.95 per voxel, the rest background.
+    Low contrast over wide regions: many proposals stay plausible, the search is deepest."""
+    fg = []
+    for c in range(1, n_classes):
+        wide = ndimage.binary_dilation(label == c, iterations=3).astype(np.float32)
+        core = (label == c).astype(np.float32)
+        fg.append(0.55 * ndimage.gaussian_filter(wide, 2.0) + 0.35 * ndimage.gaussian_filter(core, 1.0))
+    fg = np.stack(fg)
+    total = fg.sum(axis=0)
+    fg = fg * np.minimum(1.0, 0.95 / np.maximum(total, 1e-12))
+    return np.concatenate([1.0 - fg.sum(axis=0, keepdims=True), fg])
+
+
+PREDICTIONS = {"sharp": simulated_probs, "diffuse": diffuse_probs}
+
+
 def scaled_plan(plan: Plans, factor: float, roi: bool) -> Plans:
     """``plan`` with its region-area priors multiplied by ``factor ** 2`` and, for ``roi=False``,
     proposals on whole slices."""
@@ -85,11 +108,18 @@ def scaled_plan(plan: Plans, factor: float, roi: bool) -> Plans:
 
 
 def measure(
-    case_id: str, image: np.ndarray, truth: np.ndarray, plan: Plans, full_resolution: bool, workers: int = 1
+    case_id: str,
+    image: np.ndarray,
+    truth: np.ndarray,
+    plan: Plans,
+    full_resolution: bool,
+    workers: int = 1,
+    prediction: str = "sharp",
 ) -> dict:
     """Propose and match one case with ``plan``'s classical generator (``full_resolution``: never
-    shrunk), its slices matched in ``workers`` processes; timings and quality."""
-    probs = simulated_probs(truth, plan.n_classes)
+    shrunk), its slices matched in ``workers`` processes, for a ``prediction`` of
+    :data:`PREDICTIONS`; timings and quality."""
+    probs = PREDICTIONS[prediction](truth, plan.n_classes)
     volume = window_to_unit(image, plan.normalization[0])
     generators = {
         axis: ClassicalGenerator(
@@ -125,6 +155,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scales", default="1,2,4", help="comma-separated zoom factors per axis")
+    parser.add_argument("--prediction", default="sharp", choices=tuple(PREDICTIONS), help="simulated model output")
     parser.add_argument("-j", "--workers", type=int, default=1, help="processes per case for matching")
     parser.add_argument("--paths", default="roi,whole", help=f"comma-separated, of {', '.join(PATHS)}")
     args = parser.parse_args()
@@ -137,7 +168,7 @@ def main() -> None:
     picks = sorted(rng.choice(len(cases), size=min(args.cases, len(cases)), replace=False).tolist())
     print(
         f"{len(picks)} hippocampus case(s) (seed {args.seed}: {', '.join(cases[i].case_id for i in picks)}), "
-        f"classical proposals, simulated prediction; load average {os.getloadavg()[0]:.1f} on "
+        f"classical proposals, simulated {args.prediction} prediction; load average {os.getloadavg()[0]:.1f} on "
         f"{os.cpu_count()} CPUs, {args.workers} matching process(es) per case"
     )
     header = (
@@ -163,7 +194,15 @@ def main() -> None:
         shape = "x".join(str(n) for n in volumes[0][1].shape)
         for path in paths:
             rows = [
-                measure(cid, im, lab, scaled_plan(plan, factor, path != "whole"), path != "roi", args.workers)
+                measure(
+                    cid,
+                    im,
+                    lab,
+                    scaled_plan(plan, factor, path != "whole"),
+                    path != "roi",
+                    args.workers,
+                    args.prediction,
+                )
                 for cid, im, lab in volumes
             ]
             slices = sum(r["n_slices"] for r in rows)
