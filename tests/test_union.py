@@ -347,6 +347,11 @@ def test_completion_bound_is_the_fractional_knapsack_optimum():
                     -(t - lam * w) * available[r], A_ub=[t], b_ub=[cap[r, c]], bounds=[(0, 1)] * q, method="highs"
                 )
                 assert got[r, c] == pytest.approx(max(0.0, -lp.fun), abs=1e-9)
+            # one row alone (the search's nodes take a shortcut), with or without k given
+            k = int(np.count_nonzero(t / w > lam))
+            for known in (None, k):
+                one = union_module._completion(t, w, available[r : r + 1], cap[r : r + 1], lam, known)
+                np.testing.assert_allclose(one, got[r : r + 1], atol=1e-9)
 
 
 @pytest.mark.parametrize(

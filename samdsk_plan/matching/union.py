@@ -261,7 +261,11 @@ def best_union(
         chosen = np.lexsort((np.arange(n), flat @ w))[:k_min]
         return UnionResult(tuple(sorted(chosen.tolist())), _score(flat, t, w, chosen, metric), True, 0)
     pool = np.arange(len(first)) if k_min >= 2 else _undominated(unique, t, w, np.flatnonzero(useful))
-    search = _Search(unique[pool], rows[pool], t, w, copies[pool], k_min, k_max, max_exact)
+    # the search wants the pixels (atoms) by decreasing target density: its completion bound
+    # takes them in that order
+    order = np.argsort(-(t / w), kind="stable")
+    sub = unique[pool][:, order]
+    search = _Search(sub, _csr(sub), t[order], w[order], copies[pool], k_min, k_max, max_exact)
     search.run()
     indices = _pad_with_copies(pool[list(search.best)], group_of, k_min)
     return UnionResult(
@@ -372,7 +376,7 @@ def _top_others(g: np.ndarray, k: int) -> np.ndarray:
 
 
 def _completion(
-    values: np.ndarray, weights: np.ndarray, available: np.ndarray, cap: np.ndarray, lam: float
+    values: np.ndarray, weights: np.ndarray, available: np.ndarray, cap: np.ndarray, lam: float, k: int | None = None
 ) -> np.ndarray:
     """``max(t(N) - lam w(N))`` over fractional pixel sets ``N`` with ``t(N) <= cap``, per row.
 
@@ -383,15 +387,25 @@ def _completion(
         available: ``(m, L)`` bool, the pixels ``N`` may use, one row per problem.
         cap: ``(m, c)`` mass limits, ``c`` of them per row.
         lam: price of one pixel of area, ``> 0``.
+        k: the number of pixels with density ``> lam``, if the caller knows it.
 
     Returns:
         ``(m, c)`` values ``>= 0``: each row's available pixels with density ``> lam`` taken in
         decreasing density until their mass reaches the cap (the last one fractionally).
     """
-    k = int(np.searchsorted(-(values / weights), -lam, side="left"))  # pixels with density > lam
+    if k is None:
+        k = int(np.searchsorted(-(values / weights), -lam, side="left"))  # pixels with density > lam
     if k == 0:
         return np.zeros(cap.shape)
     values, weights, available = values[:k], weights[:k], available[:, :k]
+    if len(available) == 1:  # one row (the search's nodes): on its available pixels only
+        values, weights = values[available[0]], weights[available[0]]
+        if not len(values):
+            return np.zeros(cap.shape)
+        mass, area = np.cumsum(values), np.cumsum(weights)
+        cap = np.minimum(cap, mass[-1])
+        at = np.searchsorted(mass, cap)
+        return cap - lam * (area[at] - weights[at] + (cap - mass[at] + values[at]) / values[at] * weights[at])
     mass = np.cumsum(available * values, axis=1)
     area = np.cumsum(available * weights, axis=1)
     cap = np.minimum(cap, mass[:, -1:])
@@ -428,7 +442,8 @@ def _intersections(masks: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[np.
 
 
 class _Search:
-    """Search over distinct candidates (local indices ``0..n-1``) of one problem with ``T > 0``.
+    """Search over distinct candidates (local indices ``0..n-1``) of one problem with ``T > 0``,
+    its pixels (atoms) given in decreasing order of target density.
 
     ``best`` (candidate indices) and ``best_score`` (Dice) hold the incumbent; ``complete``
     turns False when the search gave up before proving it optimal.
@@ -447,10 +462,10 @@ class _Search:
     ):
         self.masks = masks  # (n, P) bool, and the same as a sparse matrix
         self.csr = rows
-        self.t, self.w = t, w  # (P,) target masses and weights of the pixels (atoms)
+        # (P,) target masses and weights of the pixels (atoms), by decreasing density t / w
+        self.t, self.w = t, w
+        self.neg_density = -(t / w)
         self.total = float(t.sum())
-        self.order = np.argsort(-(t / w), kind="stable")  # pixels by decreasing target density
-        self.sorted_t, self.sorted_w = t[self.order], w[self.order]
         self.mass = self.csr @ t
         self.area = self.csr @ w
         self.copies = copies
@@ -503,7 +518,8 @@ class _Search:
         slack = a0 + gain - lam * (v0 + gain + excess + self.total)
         if r > 1:
             cap = _top_others(gain, r - 1)[None, :]
-            slack = slack + _completion(self.sorted_t, self.sorted_w, free[self.order][None, :], cap, lam)[0]
+            k = int(np.searchsorted(self.neg_density, -lam))  # pixels with density > lam
+            slack = slack + _completion(self.t, self.w, free[None, :], cap, lam, k)[0]
         return slack
 
     def _offer(self, members: tuple[int, ...], score: float, copies: int) -> None:
@@ -598,9 +614,9 @@ class _Search:
         k = min(self.k_max - 2, len(mass))
         extra = -np.partition(-outside, k - 1, axis=1)[:, :k].sum(axis=1)
         x = np.minimum(np.minimum(extra[:, None], extra[None, :]), self.total - a)
-        free = _completion(
-            self.sorted_t, self.sorted_w, (self.sub_cover & ~self.sub_masks)[:, self.order], extra[:, None], lam
-        )[:, 0]  # the best completion outside each mask
+        free = _completion(self.t, self.w, self.sub_cover & ~self.sub_masks, extra[:, None], lam)[
+            :, 0
+        ]  # the best completion outside each mask
         completion = np.minimum(np.minimum(free[:, None], free[None, :]), (1 - lam) * x)
         self.hopeful = a - lam * (a + e + self.total) + completion > 0
 
@@ -625,9 +641,7 @@ class _Search:
         largest = two.max(axis=1)
         caps = np.stack([two.min(axis=1), largest], axis=1)  # for the largest child, for the rest
         lam = (self.best_score + _TOL) / 2
-        completion = _completion(
-            self.sorted_t, self.sorted_w, (self.sub_cover & ~self.sub_masks)[:, self.order], caps, lam
-        )
+        completion = _completion(self.t, self.w, self.sub_cover & ~self.sub_masks, caps, lam)
         completion = np.where(gain_of_child >= largest[:, None], completion[:, :1], completion[:, 1:])
         a = mass[:, None] + gain
         keep = child & (a - lam * (a + excess[:, None] + extra + self.total) + completion > 0)
