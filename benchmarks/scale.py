@@ -93,10 +93,12 @@ def diffuse_probs(label: np.ndarray, n_classes: int) -> np.ndarray:
 PREDICTIONS = {"sharp": simulated_probs, "diffuse": diffuse_probs}
 
 
-def scaled_plan(plan: Plans, factor: float, roi: bool) -> Plans:
-    """``plan`` with its region-area priors multiplied by ``factor ** 2`` and, for ``roi=False``,
-    proposals on whole slices."""
+def scaled_plan(plan: Plans, factor: float, roi: bool, max_exact: int | None = None) -> Plans:
+    """``plan`` with its region-area priors multiplied by ``factor ** 2``, for ``roi=False``
+    proposals on whole slices, and the matching's node budget ``max_exact`` if given."""
     doc = copy.deepcopy(plan.to_json())
+    if max_exact is not None:
+        doc["samdsk"]["matching"]["max_exact"] = max_exact
     for cls in doc["samdsk"]["classes"].values():
         for stats in cls["region_area_px"].values():
             for key in ("min", "max", "mean", "median", "p05", "p95"):
@@ -156,6 +158,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scales", default="1,2,4", help="comma-separated zoom factors per axis")
     parser.add_argument("--prediction", default="sharp", choices=tuple(PREDICTIONS), help="simulated model output")
+    parser.add_argument("--max-exact", type=int, default=None, help="the plan's samdsk.matching.max_exact")
     parser.add_argument("-j", "--workers", type=int, default=1, help="processes per case for matching")
     parser.add_argument("--paths", default="roi,whole", help=f"comma-separated, of {', '.join(PATHS)}")
     args = parser.parse_args()
@@ -198,7 +201,7 @@ def main() -> None:
                     cid,
                     im,
                     lab,
-                    scaled_plan(plan, factor, path != "whole"),
+                    scaled_plan(plan, factor, path != "whole", args.max_exact),
                     path != "roi",
                     args.workers,
                     args.prediction,
