@@ -44,13 +44,12 @@ demo: $(VENV)/.installed
 	$(PY) -m samdsk_plan loop bundles/$(NAME) --data $(DATA) --datalist runs/$(NAME)/split.json \
 		-o runs/$(NAME)/samdsk --device $(DEVICE) -j $(JOBS) $(LOOP_ARGS)
 
-# JOBS pytest-xdist workers; a test file stays on one worker (its module fixtures are built once)
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n $(JOBS) --dist loadfile
+	$(PY) -m pytest -q
 
 # the edit-test cycle: everything but the tests marked slow (bundle runs, the loop, kill tests)
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -m "not slow"
+	$(PY) -m pytest -q -m "not slow"
 
 # ruff (configured in pyproject.toml): lint, and the formatting check
 lint: $(VENV)/.installed
