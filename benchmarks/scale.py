@@ -21,6 +21,10 @@ two classes of the matched label and of the prediction against the truth. The pa
   (the merge-hierarchy and atom speed-ups, which change no output, apply to every path; the
   figures of the commit before them are in docs/benchmarks.md).
 
+- ``litemedsam``: LiteMedSAM prompted by the prediction's regions (box prompts per slice
+  along the plan's axes), every slice encoded (an empty embedding cache): 3-4 s per slice on
+  this CPU, so use it at x1 with a case or two.
+
 ``--prediction diffuse`` replaces the simulated prediction by an undertrained model's
 (:func:`diffuse_probs`): wide, low-contrast probabilities, where the subset search is deepest
 and may stop at its node budget (the slice is then flagged, not exact).
@@ -36,8 +40,11 @@ cases than workers); the proposals stay in one process.
 from __future__ import annotations
 
 import argparse
+import atexit
 import copy
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,12 +56,13 @@ from samdsk_plan.io import load_dataset, read_image
 from samdsk_plan.loop.pseudolabel import case_proposals, match_proposals
 from samdsk_plan.planning import Plans
 from samdsk_plan.proposals.classical import WORK_AREA_PX, ClassicalGenerator
+from samdsk_plan.proposals.pipeline import make_generators
 from samdsk_plan.proposals.volume import window_to_unit
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "hippocampus"
 PLAN = REPO / "bundles" / "hippocampus" / "configs" / "plans.json"
-PATHS = ("roi", "roi-full", "whole")
+PATHS = ("roi", "roi-full", "whole", "litemedsam")
 
 
 def resample(image: np.ndarray, label: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
@@ -114,23 +122,28 @@ def measure(
     image: np.ndarray,
     truth: np.ndarray,
     plan: Plans,
-    full_resolution: bool,
+    path: str,
     workers: int = 1,
     prediction: str = "sharp",
+    embedding_cache: Path | None = None,
 ) -> dict:
-    """Propose and match one case with ``plan``'s classical generator (``full_resolution``: never
-    shrunk), its slices matched in ``workers`` processes, for a ``prediction`` of
-    :data:`PREDICTIONS`; timings and quality."""
+    """Propose and match one case along ``path`` (:data:`PATHS`; ``litemedsam``: its
+    embeddings in the empty folder ``embedding_cache``, so every slice is encoded), its slices
+    matched in ``workers`` processes, for a ``prediction`` of :data:`PREDICTIONS`; timings and
+    quality."""
     probs = PREDICTIONS[prediction](truth, plan.n_classes)
     volume = window_to_unit(image, plan.normalization[0])
-    generators = {
-        axis: ClassicalGenerator(
-            plan.samdsk.object_area_px(axis),
-            smallest_area_px=plan.samdsk.smallest_area_px(axis),
-            work_area_px=None if full_resolution else WORK_AREA_PX,
-        )
-        for axis in plan.samdsk.axes
-    }
+    if path == "litemedsam":
+        generators = make_generators(plan, "litemedsam", embedding_cache=embedding_cache)
+    else:
+        generators = {
+            axis: ClassicalGenerator(
+                plan.samdsk.object_area_px(axis),
+                smallest_area_px=plan.samdsk.smallest_area_px(axis),
+                work_area_px=WORK_AREA_PX if path == "roi" else None,
+            )
+            for axis in plan.samdsk.axes
+        }
     start = time.perf_counter()
     proposals = case_proposals(case_id, volume, probs, plan, generators, cache_dir=None)
     proposed = time.perf_counter()
@@ -171,8 +184,8 @@ def main() -> None:
     picks = sorted(rng.choice(len(cases), size=min(args.cases, len(cases)), replace=False).tolist())
     print(
         f"{len(picks)} hippocampus case(s) (seed {args.seed}: {', '.join(cases[i].case_id for i in picks)}), "
-        f"classical proposals, simulated {args.prediction} prediction; load average {os.getloadavg()[0]:.1f} on "
-        f"{os.cpu_count()} CPUs, {args.workers} matching process(es) per case"
+        f"proposals: {', '.join(paths)}; simulated {args.prediction} prediction; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, {args.workers} matching process(es) per case"
     )
     header = (
         "scale",
@@ -188,6 +201,8 @@ def main() -> None:
     )
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
+    embeddings = Path(tempfile.mkdtemp(prefix="scale-embeddings-"))  # LiteMedSAM's, empty per case and scale
+    atexit.register(shutil.rmtree, embeddings, True)
     for factor in (float(s) for s in args.scales.split(",")):
         volumes = []
         for i in picks:
@@ -202,9 +217,10 @@ def main() -> None:
                     im,
                     lab,
                     scaled_plan(plan, factor, path != "whole", args.max_exact),
-                    path != "roi",
+                    path,
                     args.workers,
                     args.prediction,
+                    embeddings / f"{cid}-x{factor:g}",
                 )
                 for cid, im, lab in volumes
             ]
