@@ -110,6 +110,10 @@ def test_masks_on_blocks_match_as_their_pixels_do(instance, scale, top, left, se
 def test_coarse_masks_must_cover_their_window():
     with pytest.raises(ValueError, match="scale 2"):  # 5 pixels need 3 blocks of 2
         match_slice(np.ones((1, 2, 2), bool), np.full((2, 6, 6), 0.5), [(0, 1)], scale=2, size=(5, 4))
+    with pytest.raises(ValueError, match="exactly when"):
+        match_slice(np.ones((1, 2, 2), bool), np.full((2, 6, 6), 0.5), [(0, 1)], scale=2)
+    empty = match_slice(np.zeros((0, 3, 2), bool), np.full((2, 6, 6), 0.5), [(0, 1)], scale=2, size=(5, 4))
+    assert not empty.label.any() and empty.chosen == {1: ()}
 
 
 def test_a_window_outside_the_slice_is_rejected():

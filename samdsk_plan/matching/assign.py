@@ -180,6 +180,8 @@ def match_slice(
     if probs.ndim != 3 or probs.shape[0] < 2:
         raise ValueError(f"probs must be (C, H, W) with C >= 2, got {probs.shape}")
     (r, c), shape = offset, probs.shape[1:]
+    if scale < 1 or (scale > 1) != (size is not None):
+        raise ValueError(f"a window size is given exactly when the scale exceeds 1, got scale {scale}, size {size}")
     (h, w) = masks.shape[1:] if scale == 1 else size
     if (
         masks.ndim != 3
@@ -228,13 +230,12 @@ def match_slice(
         for c in range(len(bounds))
     }
     label = np.zeros(shape, dtype=np.int16)
-    if blocks is not None:  # only the chosen masks on the pixels
-        used = sorted({k for s in chosen for k in s})
-        local = {k: i for i, k in enumerate(used)}
-        pixels = masks[used].reshape(len(used), masks.shape[1] * masks.shape[2])[:, blocks]
-        label[window] = resolve_overlaps(pixels, probs[(slice(None), *window)], [[local[k] for k in s] for s in chosen])
-    else:
-        label[window] = resolve_overlaps(masks, probs[(slice(None), *window)], chosen)
+    used = sorted({k for s in chosen for k in s})  # only the chosen masks, on the window's pixels
+    pixels = (
+        masks[used] if blocks is None else masks[used].reshape(len(used), masks.shape[1] * masks.shape[2])[:, blocks]
+    )
+    local = {k: i for i, k in enumerate(used)}
+    label[window] = resolve_overlaps(pixels, probs[(slice(None), *window)], [[local[k] for k in s] for s in chosen])
     return SliceMatch(label, {c + 1: tuple(sorted(s)) for c, s in enumerate(chosen)}, scores, exact)
 
 

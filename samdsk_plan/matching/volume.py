@@ -70,9 +70,10 @@ def _grid(proposals: Any) -> tuple[np.ndarray, dict[str, Any]]:
     """The masks of a slice's proposals and how they lie on it (:func:`match_slice`'s
     ``offset``, ``scale``, ``size``): a :class:`~samdsk_plan.proposals.base.Proposals`
     (matching does not import the proposals room) or a whole-slice ``(N, H, W)`` array."""
-    masks = np.asarray(getattr(proposals, "masks", proposals))
     where = {"offset": (0, 0), "scale": 1, "size": None}
-    return masks, {key: getattr(proposals, key, default) for key, default in where.items()}
+    if not hasattr(proposals, "masks"):  # an array (whose own ``size`` is its element count)
+        return np.asarray(proposals), where
+    return np.asarray(proposals.masks), {key: getattr(proposals, key) for key in where}
 
 
 def _match_slice(task: tuple, settings: MatchSettings | None) -> SliceMatch:
