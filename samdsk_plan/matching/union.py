@@ -614,7 +614,8 @@ class _Search:
         k = min(self.k_max - 2, len(mass))
         extra = -np.partition(-outside, k - 1, axis=1)[:, :k].sum(axis=1)
         x = np.minimum(np.minimum(extra[:, None], extra[None, :]), self.total - a)
-        free = _completion(self.t, self.w, self.sub_cover & ~self.sub_masks, extra[:, None], lam)[
+        outside_each = self.sub_cover & ~self.sub_masks
+        free = _completion(self.t, self.w, outside_each, extra[:, None], lam)[
             :, 0
         ]  # the best completion outside each mask
         completion = np.minimum(np.minimum(free[:, None], free[None, :]), (1 - lam) * x)
