@@ -90,6 +90,7 @@ class Setup:
     batch_size: int
     val_interval: int
     filters: str
+    pseudo_label_weight: float | None = None  # None: the plan's (the paper's lambda = 1)
 
     def overrides(self) -> dict[str, str]:
         return {"network_def#filters": f"[{self.filters}]", "num_workers": "0"}
@@ -102,6 +103,7 @@ class Setup:
             batch_size=self.batch_size,
             val_interval=self.val_interval,
             generator=generator,
+            pseudo_label_weight=self.pseudo_label_weight,
             overrides=self.overrides(),
             embedding_cache=str(self.out / "embeddings"),
         )
@@ -216,7 +218,7 @@ def self_training_job(setup: Setup, seed_dir: Path, counts: list[int]) -> None:
     round writes ``round_R/summary.json``."""
     run, log = seed_dir / "self-training", say(seed_dir, "self-training")
     plans = Plans.load(setup.bundle / "configs" / "plans.json")
-    weight = plans.samdsk.pseudo_label_weight
+    weight = plans.samdsk.pseudo_label_weight if setup.pseudo_label_weight is None else setup.pseudo_label_weight
     previous, models = (
         seed_dir / "classical" / "round_0" / "datalist.json",
         seed_dir / "classical" / "round_0" / "models",
@@ -574,12 +576,19 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--val-interval", type=int, default=4, help="validate every N epochs of 50 iterations")
     ap.add_argument("--filters", default=None, help="DynUNet filters (default: the slim network of the dataset)")
+    ap.add_argument(
+        "--pseudo-label-weight", type=float, default=None,
+        help="sampling weight of machine labels, SamDSK and self-training alike (default: the plan's)",
+    )  # fmt: skip
     ap.add_argument("-j", "--jobs", type=int, default=2, help="jobs side by side (one torch thread each)")
     args = ap.parse_args()
     arms = [a.strip() for a in args.arms.split(",") if a.strip() and a.strip() != "few"]
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
         sys.exit(f"unknown arm(s) {', '.join(unknown)}: choose from {', '.join(ARMS)}")
+    w = args.pseudo_label_weight
+    if w is not None and not (np.isfinite(w) and w > 0):
+        sys.exit(f"--pseudo-label-weight must be a finite number > 0, got {w}")
     if "union" in arms and not {"litemedsam", "classical"} <= set(arms):
         sys.exit("the union arm reuses the litemedsam and classical arms' round-1 proposals: add both to --arms")
     data = (args.data or REPO.parent / "shared" / "data" / args.dataset).resolve()
@@ -599,13 +608,14 @@ def main() -> None:
         prepare_bundle(args.dataset, data, out)
     setup = Setup(
         data, bundle, out, epochs, args.batch_size, min(args.val_interval, epochs),
-        args.filters or FILTERS[args.dataset],
+        args.filters or FILTERS[args.dataset], w,
     )  # fmt: skip
     plans = Plans.load(bundle / "configs" / "plans.json")
     print(
         f"{args.dataset}: {len(splits)} seed(s), pool {args.pool}, at most {args.rounds} round(s), "
         f"{epochs * ITERATIONS_PER_EPOCH} iterations of batch {args.batch_size} per training, filters "
-        f"[{setup.filters}], {args.jobs} job(s) of one thread, CPU; work folder {out}",
+        f"[{setup.filters}], machine-label weight {w or plans.samdsk.pseudo_label_weight:g}, "
+        f"{args.jobs} job(s) of one thread, CPU; work folder {out}",
         flush=True,
     )
     jobs, seed_dirs = [], []

@@ -83,7 +83,7 @@ def test_benchmark_runs_every_arm_on_a_tiny_configuration(tmp_path):
     arms = "pool-truth,classical,litemedsam,union,self-training"
     cmd = [sys.executable, str(SCRIPT), "--data", str(data), "--splits", str(split)]
     cmd += ["--out", str(out), "--pool", "3", "--rounds", "1", "--iterations", "50", "--batch-size", "2"]
-    cmd += ["--val-interval", "1", "--filters", "8,16,32,64", "--arms", arms]
+    cmd += ["--val-interval", "1", "--filters", "8,16,32,64", "--arms", arms, "--pseudo-label-weight", "0.5"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
@@ -102,6 +102,14 @@ def test_benchmark_runs_every_arm_on_a_tiny_configuration(tmp_path):
             assert arms_of[arm]["n_train"] == labelled + accepted
             if not accepted:  # nothing added: the arm is its round-0 model
                 assert arms_of[arm]["metrics"] == arms_of["few"]["metrics"]
+        base = {
+            e["image"]
+            for e in json.loads((out / seed / "classical" / "round_0" / "datalist.json").read_text())["training"]
+        }
+        for arm in ("litemedsam", "union", "self-training"):
+            last = max((out / seed / arm).glob("round_*/datalist.json"), key=lambda p: int(p.parent.name[6:]))
+            added = [e for e in json.loads(last.read_text())["training"] if e["image"] not in base]
+            assert all(e["weight"] == 0.5 for e in added), (arm, added)  # machine labels carry the asked weight
         for record in (out / seed / "union" / "round_1" / "matches" / "pool").glob("*.json"):
             assert json.loads(record.read_text())["generator"] == "union"
         chosen = json.loads((out / seed / "self-training.json").read_text())
@@ -113,4 +121,13 @@ def test_benchmark_runs_every_arm_on_a_tiny_configuration(tmp_path):
         assert arms_of["self-training"]["n_train"] == labelled + sum(counts)
     for arm in ("few", *arms.split(",")):
         assert any(line.startswith(arm) for line in done.stdout.splitlines()), arm
+    assert "machine-label weight 0.5" in done.stdout
     assert "Wall time per arm" in done.stdout and "Spearman" in done.stdout
+
+
+def test_benchmark_refuses_a_machine_label_weight_that_is_not_positive(tmp_path):
+    """A weight of 0 would train the SamDSK arms on human labels only: refused before any work."""
+    cmd = [sys.executable, str(SCRIPT), "--out", str(tmp_path / "out"), "--pseudo-label-weight", "0"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "--pseudo-label-weight must be a finite number > 0, got 0.0" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
