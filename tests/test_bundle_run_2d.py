@@ -12,6 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from samdsk_plan.cli.main import main
@@ -109,6 +110,14 @@ def test_2d_bundle_trains_infers_and_evaluates(tmp_path, fmt):
     train = ["--epochs", "2", "--iterations_per_epoch", "3", "--batch_size", "2", "--val_interval", "1"]
     log = run_bundle(bundle, ["train.json"], *common, *train)
     assert "Epoch[2] Complete" in log and (tmp_path / "models" / "model.pt").is_file()
+    if fmt == "png":  # the bundle seeds everything: the same training twice gives the same weights, bit for bit
+        again = [*common[:-4], "--ckpt_dir", str(tmp_path / "again"), *common[-2:], *train]
+        run_bundle(bundle, ["train.json"], *again)
+        first, second = (torch.load(tmp_path / d / "model.pt", map_location="cpu") for d in ("models", "again"))
+        first, second = (c.get("model", c) for c in (first, second))
+        tensors = [k for k in first if torch.is_tensor(first[k])]
+        assert first.keys() == second.keys() and len(tensors) > 10
+        assert all(torch.equal(first[k], second[k]) for k in tensors)
 
     run_bundle(
         bundle, ["inference.json"], *common, "--output_dir", str(tmp_path / "pred"), "--save_probabilities", "True"
