@@ -92,6 +92,10 @@ class Setup:
     filters: str
     pseudo_label_weight: float | None = None  # None: the plan's (the paper's lambda = 1)
 
+    def machine_label_weight(self, plans: Plans) -> float:
+        """The sampling weight of machine labels: ``pseudo_label_weight`` or the plan's."""
+        return plans.samdsk.pseudo_label_weight if self.pseudo_label_weight is None else self.pseudo_label_weight
+
     def overrides(self) -> dict[str, str]:
         return {"network_def#filters": f"[{self.filters}]", "num_workers": "0"}
 
@@ -218,7 +222,7 @@ def self_training_job(setup: Setup, seed_dir: Path, counts: list[int]) -> None:
     round writes ``round_R/summary.json``."""
     run, log = seed_dir / "self-training", say(seed_dir, "self-training")
     plans = Plans.load(setup.bundle / "configs" / "plans.json")
-    weight = plans.samdsk.pseudo_label_weight if setup.pseudo_label_weight is None else setup.pseudo_label_weight
+    weight = setup.machine_label_weight(plans)
     previous, models = (
         seed_dir / "classical" / "round_0" / "datalist.json",
         seed_dir / "classical" / "round_0" / "models",
@@ -586,9 +590,10 @@ def main() -> None:
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
         sys.exit(f"unknown arm(s) {', '.join(unknown)}: choose from {', '.join(ARMS)}")
-    w = args.pseudo_label_weight
-    if w is not None and not (np.isfinite(w) and w > 0):
-        sys.exit(f"--pseudo-label-weight must be a finite number > 0, got {w}")
+    try:  # the loop's own check of the weight, before any work
+        LoopSettings(pseudo_label_weight=args.pseudo_label_weight).check()
+    except SamdskError as error:
+        sys.exit(str(error))
     if "union" in arms and not {"litemedsam", "classical"} <= set(arms):
         sys.exit("the union arm reuses the litemedsam and classical arms' round-1 proposals: add both to --arms")
     data = (args.data or REPO.parent / "shared" / "data" / args.dataset).resolve()
@@ -608,13 +613,13 @@ def main() -> None:
         prepare_bundle(args.dataset, data, out)
     setup = Setup(
         data, bundle, out, epochs, args.batch_size, min(args.val_interval, epochs),
-        args.filters or FILTERS[args.dataset], w,
+        args.filters or FILTERS[args.dataset], args.pseudo_label_weight,
     )  # fmt: skip
     plans = Plans.load(bundle / "configs" / "plans.json")
     print(
         f"{args.dataset}: {len(splits)} seed(s), pool {args.pool}, at most {args.rounds} round(s), "
         f"{epochs * ITERATIONS_PER_EPOCH} iterations of batch {args.batch_size} per training, filters "
-        f"[{setup.filters}], machine-label weight {w or plans.samdsk.pseudo_label_weight:g}, "
+        f"[{setup.filters}], machine-label weight {setup.machine_label_weight(plans):g}, "
         f"{args.jobs} job(s) of one thread, CPU; work folder {out}",
         flush=True,
     )

@@ -102,13 +102,13 @@ class LoopSettings:
             out.pop(key)
         return out
 
-
-def _check_settings(s: LoopSettings) -> None:
-    """Numbers of the run that must be finite and in range, checked before anything runs."""
-    if s.threshold is not None and not 0.0 <= s.threshold <= 1.0:
-        raise SamdskError(f"--threshold must be a number in [0, 1], got {s.threshold}")
-    if s.pseudo_label_weight is not None and not (np.isfinite(s.pseudo_label_weight) and s.pseudo_label_weight > 0):
-        raise SamdskError(f"--pseudo-label-weight must be a finite number > 0, got {s.pseudo_label_weight}")
+    def check(self) -> None:
+        """Numbers of the run that must be finite and in range, checked before anything runs."""
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise SamdskError(f"--threshold must be a number in [0, 1], got {self.threshold}")
+        w = self.pseudo_label_weight
+        if w is not None and not (np.isfinite(w) and w > 0):
+            raise SamdskError(f"--pseudo-label-weight must be a finite number > 0, got {w}")
 
 
 def _hidden_labels(datalist: Path | None, data: Path) -> dict[str, str]:
@@ -198,7 +198,7 @@ class Loop:
         self.device = device
         self.auto = self._generator_kind() == AUTO
         self._generators: dict[str, dict] = {}
-        _check_settings(s)
+        s.check()
         if not round0_trained(self.run_dir / "state.json"):  # checked before the run folder is created
             require_device(device, nproc)
             for kind in self._kinds():  # a SAM checkpoint or LiteMedSAM loads now, not after round 0
