@@ -111,11 +111,15 @@ def test_2d_bundle_trains_infers_and_evaluates(tmp_path, fmt):
     log = run_bundle(bundle, ["train.json"], *common, *train)
     assert "Epoch[2] Complete" in log and (tmp_path / "models" / "model.pt").is_file()
     if fmt == "png":  # the bundle seeds everything: the same training twice gives the same weights, bit for bit
-        again = [str(tmp_path / "again") if a == str(tmp_path / "models") else a for a in common]
-        run_bundle(bundle, ["train.json"], *again, *train)
-        first, second = (torch.load(tmp_path / d / "model.pt", map_location="cpu") for d in ("models", "again"))
-        assert first.keys() == second.keys() and len(first) > 10  # the network's state_dict
+        for name, seed in (("again", "0"), ("seed1", "1")):  # and --seed trains another sample
+            other = [str(tmp_path / name) if a == str(tmp_path / "models") else a for a in common]
+            run_bundle(bundle, ["train.json"], *other, *train, "--seed", seed)
+        first, second, third = (
+            torch.load(tmp_path / d / "model.pt", map_location="cpu") for d in ("models", "again", "seed1")
+        )
+        assert first.keys() == second.keys() == third.keys() and len(first) > 10  # the network's state_dict
         assert all(torch.equal(first[k], second[k]) for k in first)
+        assert not all(torch.equal(first[k], third[k]) for k in first)
 
     run_bundle(
         bundle, ["inference.json"], *common, "--output_dir", str(tmp_path / "pred"), "--save_probabilities", "True"

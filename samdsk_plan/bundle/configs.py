@@ -286,6 +286,7 @@ def train_config(plans: Plans, configuration: str | None = None) -> dict:
         ids.BATCH_SIZE: cfg.batch_size,
         ids.VAL_INTERVAL: 10,
         ids.LEARNING_RATE: tr.learning_rate,
+        ids.SEED: 0,
         "cache_rate": 1.0,
         ids.INIT_CHECKPOINT: None,
         **common,
@@ -411,7 +412,7 @@ def train_config(plans: Plans, configuration: str | None = None) -> dict:
                 "amp": "@amp",
             },
         },
-        "initialize": ["$monai.utils.set_determinism(seed=0)"],
+        "initialize": [f"$monai.utils.set_determinism(seed=@{ids.SEED})"],
         "run": ["$@train::trainer.run()"],
     }
 
@@ -588,7 +589,7 @@ def multi_gpu_train_config() -> dict:
             "$import torch.distributed as dist",
             f"$dist.is_initialized() or dist.init_process_group(backend=@{ids.DIST_BACKEND})",
             "$torch.device(@device).type != 'cuda' or torch.cuda.set_device(@device)",
-            "$monai.utils.set_determinism(seed=0)",
+            f"$monai.utils.set_determinism(seed=@{ids.SEED})",
         ],
         "run": ["$@train::trainer.run()"],
         "finalize": ["$dist.is_initialized() and dist.destroy_process_group()"],

@@ -27,6 +27,7 @@ ITERATIONS_PER_EPOCH = "iterations_per_epoch"
 BATCH_SIZE = "batch_size"
 VAL_INTERVAL = "val_interval"
 LEARNING_RATE = "learning_rate"
+SEED = "seed"  # training's random seed (monai.utils.set_determinism): weights, sampling, augmentation
 INIT_CHECKPOINT = "init_checkpoint"
 # inference
 SAVE_PROBABILITIES = "save_probabilities"

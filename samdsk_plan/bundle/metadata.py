@@ -161,7 +161,9 @@ The data are not part of the bundle: pass their folder with `--dataset_dir`, and
 - {optimizer}, learning rate {tr.learning_rate} with
   polynomial decay, Dice + cross-entropy; an epoch is `iterations_per_epoch` random patches batches;
   {int(tr.val_fraction * 100)}% of the labelled cases validate every `val_interval` epochs and the best
-  mean Dice is saved to `models/model.pt`.
+  mean Dice is saved to `models/model.pt`; `seed` (default 0) seeds the weights, the patch sampling
+  and the augmentation, so a training on the CPU repeats bit for bit and `--seed N` trains another
+  sample of the same setting.
 
 ## Run
 From this folder (`pip install samdsk-plan` provides the components the configs name):
