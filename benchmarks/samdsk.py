@@ -29,7 +29,10 @@ few -> pool-truth gap it closes, cases accepted per round, the true Dice of the 
 next to the model's predictions of the same cases, the Spearman rank correlation of beta with the
 true Dice of round 1's pool labels (of confidence with the predictions' for self-training), and
 the wall time split into training, prediction, proposals, matching and test evaluation.
-Everything is kept in ``--out`` (rerun to resume; ``results.json`` holds the numbers).
+Everything is kept in ``--out`` (rerun to resume; ``results.json`` holds the numbers; a rerun with
+other settings than ``setup.json`` records is refused). Training is deterministic on the CPU, so
+the seeds' spread measures what each arm is trained on; ``--train-seed N`` trains every arm again
+under the bundle's seed ``N``, another sample of the same comparison.
 
     .venv/bin/python benchmarks/samdsk.py --out /tmp/samdsk-psfhs1 --pool 60 --rounds 1 --iterations 400 --batch-size 4
 """
@@ -91,13 +94,27 @@ class Setup:
     val_interval: int
     filters: str
     pseudo_label_weight: float | None = None  # None: the plan's (the paper's lambda = 1)
+    train_seed: int = 0  # the bundle's ``seed``: every training of the run starts from it
 
     def machine_label_weight(self, plans: Plans) -> float:
         """The sampling weight of machine labels: ``pseudo_label_weight`` or the plan's."""
         return plans.samdsk.pseudo_label_weight if self.pseudo_label_weight is None else self.pseudo_label_weight
 
     def overrides(self) -> dict[str, str]:
-        return {"network_def#filters": f"[{self.filters}]", "num_workers": "0"}
+        return {"network_def#filters": f"[{self.filters}]", "num_workers": "0", ids.SEED: str(self.train_seed)}
+
+    def fixed(self, pool: int) -> dict:
+        """What the work folder's results depend on (``setup.json``; a rerun must match it)."""
+        return {
+            "data": str(self.data),
+            "pool": pool,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "val_interval": self.val_interval,
+            "filters": self.filters,
+            "pseudo_label_weight": self.pseudo_label_weight,
+            "train_seed": self.train_seed,
+        }
 
     def settings(self, generator: str, rounds: int) -> LoopSettings:
         return LoopSettings(
@@ -584,6 +601,10 @@ def main() -> None:
         "--pseudo-label-weight", type=float, default=None,
         help="sampling weight of machine labels, SamDSK and self-training alike (default: the plan's)",
     )  # fmt: skip
+    ap.add_argument(
+        "--train-seed", type=int, default=0,
+        help="the bundle's training seed for every training (another value: another sample of each arm)",
+    )  # fmt: skip
     ap.add_argument("-j", "--jobs", type=int, default=2, help="jobs side by side (one torch thread each)")
     args = ap.parse_args()
     arms = [a.strip() for a in args.arms.split(",") if a.strip() and a.strip() != "few"]
@@ -609,17 +630,23 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     epochs = max(1, args.iterations // ITERATIONS_PER_EPOCH)
     bundle = out / "bundle"
-    if not bundle.is_dir():
-        prepare_bundle(args.dataset, data, out)
     setup = Setup(
         data, bundle, out, epochs, args.batch_size, min(args.val_interval, epochs),
-        args.filters or FILTERS[args.dataset], args.pseudo_label_weight,
+        args.filters or FILTERS[args.dataset], args.pseudo_label_weight, args.train_seed,
     )  # fmt: skip
+    fixed, recorded = setup.fixed(args.pool), out / "setup.json"
+    if recorded.is_file() and (before := read_json_object(recorded)) != fixed:
+        changed = ", ".join(f"{k} {before.get(k)!r} -> {v!r}" for k, v in fixed.items() if before.get(k) != v)
+        sys.exit(f"{out}: the work folder holds results of other settings ({changed}); choose another --out")
+    atomic_write_json(recorded, fixed)
+    if not bundle.is_dir():
+        prepare_bundle(args.dataset, data, out)
     plans = Plans.load(bundle / "configs" / "plans.json")
     print(
         f"{args.dataset}: {len(splits)} seed(s), pool {args.pool}, at most {args.rounds} round(s), "
         f"{epochs * ITERATIONS_PER_EPOCH} iterations of batch {args.batch_size} per training, filters "
-        f"[{setup.filters}], machine-label weight {setup.machine_label_weight(plans):g}, "
+        f"[{setup.filters}], machine-label weight {setup.machine_label_weight(plans):g}, training seed "
+        f"{setup.train_seed}, "
         f"{args.jobs} job(s) of one thread, CPU; work folder {out}",
         flush=True,
     )

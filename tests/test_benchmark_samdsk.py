@@ -84,6 +84,7 @@ def test_benchmark_runs_every_arm_on_a_tiny_configuration(tmp_path):
     cmd = [sys.executable, str(SCRIPT), "--data", str(data), "--splits", str(split)]
     cmd += ["--out", str(out), "--pool", "3", "--rounds", "1", "--iterations", "50", "--batch-size", "2"]
     cmd += ["--val-interval", "1", "--filters", "8,16,32,64", "--arms", arms, "--pseudo-label-weight", "0.5"]
+    cmd += ["--train-seed", "0"]  # the default, named: under seed 3 LiteMedSAM's labels pass no calibration here
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
@@ -106,7 +107,8 @@ def test_benchmark_runs_every_arm_on_a_tiny_configuration(tmp_path):
             e["image"]
             for e in json.loads((out / seed / "classical" / "round_0" / "datalist.json").read_text())["training"]
         }
-        for arm in ("litemedsam", "union", "self-training"):
+        assert json.loads((out / seed / "litemedsam" / "state.json").read_text())["rounds"]["1"]["accepted"]
+        for arm in ("litemedsam", "union", "self-training"):  # something was added: the weights are checked
             last = max((out / seed / arm).glob("round_*/datalist.json"), key=lambda p: int(p.parent.name.split("_")[1]))
             added = [e for e in json.loads(last.read_text())["training"] if e["image"] not in base]
             assert all(e["weight"] == 0.5 for e in added), (arm, added)  # machine labels carry the asked weight
@@ -121,7 +123,12 @@ def test_benchmark_runs_every_arm_on_a_tiny_configuration(tmp_path):
         assert arms_of["self-training"]["n_train"] == labelled + sum(counts)
     for arm in ("few", *arms.split(",")):
         assert any(line.startswith(arm) for line in done.stdout.splitlines()), arm
-    assert "machine-label weight 0.5" in done.stdout
+    assert "machine-label weight 0.5, training seed 0" in done.stdout
+    for seed in results:  # every training of the run, the loop's included, ran under the bundle's seed
+        for arm in ("classical", "litemedsam", "union"):
+            header = json.loads((out / seed / arm / "state.json").read_text())["header"]
+            assert header["settings"]["overrides"]["seed"] == "0"
+    assert json.loads((out / "setup.json").read_text())["train_seed"] == 0
     assert "Wall time per arm" in done.stdout and "Spearman" in done.stdout
 
 
@@ -131,3 +138,19 @@ def test_benchmark_refuses_a_machine_label_weight_that_is_not_positive(tmp_path)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "--pseudo-label-weight must be a finite number > 0, got 0.0" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_benchmark_refuses_a_work_folder_of_other_settings(tmp_path, psfhs):
+    """A work folder keeps finished trainings: a rerun with another training seed (or budget,
+    weight, pool) would mix them with the new ones, so it is refused, naming what changed, before
+    the bundle is made."""
+    bench = _module()
+    out = tmp_path / "out"
+    out.mkdir()
+    # the defaults (400 iterations: 8 epochs of batch 4, validation every 4) but training seed 1
+    setup = bench.Setup(psfhs.resolve(), out / "bundle", out, 8, 4, 4, bench.FILTERS["psfhs"], None, 1)
+    (out / "setup.json").write_text(json.dumps(setup.fixed(60)))
+    done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"{out}: the work folder holds results of other settings (train_seed 1 -> 0)" in done.stderr
+    assert not (out / "bundle").exists()
