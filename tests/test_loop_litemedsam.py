@@ -14,6 +14,7 @@ from samdsk_plan.cli.main import main
 from samdsk_plan.io import write_image
 from samdsk_plan.proposals.cache import ProposalCache
 from samdsk_plan.proposals.embeddings import CACHE_ENV
+from tests.test_bundle_run_2d import ONE_BOX
 
 pytestmark = pytest.mark.slow  # bundle runs and the real LiteMedSAM
 
@@ -77,7 +78,7 @@ def test_one_round_with_litemedsam_prompted(dataset, tmp_path):
     work = tmp_path / "work"
     fp, plans, bundle, split, run = (work / n for n in ("fp.json", "plans.json", "bundle", "split.json", "run"))
     assert main(["fingerprint", str(dataset), "-o", str(fp), "-q"]) == 0
-    assert main(["plan", str(fp), "-o", str(plans)]) == 0
+    assert main(["plan", str(fp), "-o", str(plans), *ONE_BOX]) == 0
     assert json.loads(plans.read_text())["samdsk"]["axes"] == [0]
     assert main(["emit", str(plans), "-o", str(bundle)]) == 0
     assert main(["split", str(dataset), "--labelled-fraction", "0.5", "--test-fraction", "0.25", "-o", str(split)]) == 0
