@@ -44,12 +44,14 @@ demo: $(VENV)/.installed
 	$(PY) -m samdsk_plan loop bundles/$(NAME) --data $(DATA) --datalist runs/$(NAME)/split.json \
 		-o runs/$(NAME)/samdsk --device $(DEVICE) -j $(JOBS) $(LOOP_ARGS)
 
+# the suite in $(JOBS) pytest-xdist workers; a test file whose tests share a trained model stays on one
+# worker (pytest.mark.xdist_group)
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup
 
 # the edit-test cycle: everything but the tests marked slow (bundle runs, the loop, kill tests)
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup -m "not slow"
 
 # ruff (configured in pyproject.toml): lint, and the formatting check
 lint: $(VENV)/.installed

@@ -11,6 +11,11 @@ import pytest
 
 from samdsk_plan.io import write_image
 
+# One OpenMP / torch thread per process, in the tests and in every child they start (bundle runs,
+# the loop's workers; set before any test module imports torch): `make test` runs one pytest-xdist
+# worker per core, and a second thread per process would only fight the other worker for its core.
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
 SHAPE = (20, 24, 28)
 SPACING = (1.0, 1.5, 2.0)
 LABELS = {0: "background", 1: "spheres", 2: "box", 3: "u_shape"}

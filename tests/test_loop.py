@@ -20,7 +20,9 @@ from samdsk_plan.cli.main import main
 from samdsk_plan.loop import Loop, LoopSettings
 from samdsk_plan.loop.bundle_runner import bundle_command
 
-pytestmark = pytest.mark.slow  # real data or bundle runs: left out of `make test-fast`
+# real data or bundle runs: left out of `make test-fast`; one pytest-xdist worker runs the file, whose tests
+# share the module's trained run (`finished`)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("loop")]
 
 REPO = Path(__file__).resolve().parents[1]
 SPLIT = REPO / "benchmarks" / "splits" / "hippocampus.json"
