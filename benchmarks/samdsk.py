@@ -47,7 +47,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -104,17 +104,10 @@ class Setup:
         return {"network_def#filters": f"[{self.filters}]", "num_workers": "0", ids.SEED: str(self.train_seed)}
 
     def fixed(self, pool: int) -> dict:
-        """What the work folder's results depend on (``setup.json``; a rerun must match it)."""
-        return {
-            "data": str(self.data),
-            "pool": pool,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "val_interval": self.val_interval,
-            "filters": self.filters,
-            "pseudo_label_weight": self.pseudo_label_weight,
-            "train_seed": self.train_seed,
-        }
+        """What the work folder's results depend on (``setup.json``; a rerun must match it): every
+        field but the folders the run writes, and the pool size."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("bundle", "out")}
+        return {**out, "data": str(self.data), "pool": pool}
 
     def settings(self, generator: str, rounds: int) -> LoopSettings:
         return LoopSettings(

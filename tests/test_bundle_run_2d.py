@@ -35,7 +35,7 @@ def _slim(bundle: Path) -> str:
 
 # `plan --set`s for loop tests that prompt LiteMedSAM: one box per predicted region instead of the plan's
 # eight variants, so the decoder runs an eighth as often (the variants are tested in test_prompts.py)
-ONE_BOX = ["--set", "samdsk.proposals.prompts.box_scales=[1.0]", "--set", "samdsk.proposals.prompts.box_shift=0"]
+ONE_BOX = ("--set", "samdsk.proposals.prompts.box_scales=[1.0]", "--set", "samdsk.proposals.prompts.box_shift=0")
 
 
 def _bundle(data: Path, work: Path, *emit: str, plan: tuple[str, ...] = ()) -> Path:
@@ -263,7 +263,7 @@ def test_loop_round_with_generator_auto_matches_the_pool_with_the_validation_win
     (recomputed here from the records), matches the pool with that one only and accepts exactly
     the pool images at or above its threshold (or, with no winner, matches no pool image)."""
     data = write_scenes(tmp_path / "data", 12)
-    bundle = _bundle(data, tmp_path, plan=tuple(ONE_BOX))
+    bundle = _bundle(data, tmp_path, plan=ONE_BOX)
     run = short_loop(bundle, data, scene_lists(3), tmp_path, 1, 10, "--generator", "auto")
 
     r1 = run / "round_1"
