@@ -628,7 +628,11 @@ def main() -> None:
         args.filters or FILTERS[args.dataset], args.pseudo_label_weight, args.train_seed,
     )  # fmt: skip
     fixed, recorded = setup.fixed(args.pool), out / "setup.json"
-    if recorded.is_file() and (before := read_json_object(recorded)) != fixed:
+    try:
+        before = read_json_object(recorded) if recorded.is_file() else fixed
+    except SamdskError as error:  # truncated or hand-edited: the folder's settings are unknown
+        sys.exit(f"{error}; choose another --out")
+    if before != fixed:
         changed = ", ".join(f"{k} {before.get(k)!r} -> {v!r}" for k, v in fixed.items() if before.get(k) != v)
         sys.exit(f"{out}: the work folder holds results of other settings ({changed}); choose another --out")
     atomic_write_json(recorded, fixed)

@@ -154,3 +154,13 @@ def test_benchmark_refuses_a_work_folder_of_other_settings(tmp_path, psfhs):
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert f"{out}: the work folder holds results of other settings (train_seed 1 -> 0)" in done.stderr
     assert not (out / "bundle").exists()
+
+
+def test_benchmark_refuses_a_work_folder_whose_settings_file_is_truncated(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "setup.json").write_text('{"data": ')
+    done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"{out / 'setup.json'}: not valid JSON" in done.stderr and "choose another --out" in done.stderr
+    assert (out / "setup.json").read_text() == '{"data": ' and not (out / "bundle").exists()
