@@ -60,6 +60,7 @@ from samdsk_plan.io import load_dataset
 from samdsk_plan.io.atomic import atomic_write_json
 from samdsk_plan.io.datalists import PART_UNLABELLED, prediction_file, read_probabilities
 from samdsk_plan.io.layouts import entry_case_id, read_json_object
+from samdsk_plan.io.outputs import check_output
 from samdsk_plan.io.splits import make_split
 from samdsk_plan.loop import Loop, LoopSettings
 from samdsk_plan.loop.bundle_runner import BundleRunner
@@ -619,6 +620,10 @@ def main() -> None:
     missing = [str(p) for p in splits if not p.is_file()]
     if missing:
         sys.exit(f"split file(s) not found: {', '.join(missing)}")
+    try:  # before any work: never into the input data, and writable
+        check_output(args.out, folder=True, protected=[data], what="work folder (--out)")
+    except SamdskError as error:
+        sys.exit(str(error))
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     epochs = max(1, args.iterations // ITERATIONS_PER_EPOCH)

@@ -164,3 +164,17 @@ def test_benchmark_refuses_a_work_folder_whose_settings_file_is_truncated(tmp_pa
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert f"{out / 'setup.json'}: not valid JSON" in done.stderr and "choose another --out" in done.stderr
     assert (out / "setup.json").read_text() == '{"data": ' and not (out / "bundle").exists()
+
+
+def test_benchmark_refuses_a_work_folder_inside_the_dataset(tmp_path):
+    """``--out`` inside the dataset folder would write beside the images: refused, naming both,
+    before anything is made (a stand-in dataset folder, so a broken check writes nothing real)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dataset.json").write_text("{}")
+    out = data / "bench"
+    cmd = [sys.executable, str(SCRIPT), "--data", str(data), "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"{out}: the work folder (--out) lies inside the input dataset folder {data}" in done.stderr
+    assert sorted(p.name for p in data.iterdir()) == ["dataset.json"]
