@@ -45,9 +45,9 @@ demo: $(VENV)/.installed
 		-o runs/$(NAME)/samdsk --device $(DEVICE) -j $(JOBS) $(LOOP_ARGS)
 
 # the suite in $(JOBS) pytest-xdist workers; a test file whose tests share a trained model stays on one
-# worker (pytest.mark.xdist_group)
+# worker (pytest.mark.xdist_group); the 15 slowest tests are listed at the end
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup
+	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup --durations=15
 
 # the edit-test cycle: everything but the tests marked slow (bundle runs, the loop, kill tests)
 test-fast: $(VENV)/.installed
