@@ -1,7 +1,7 @@
 # The two commands a new user runs:
 #   make demo DATA=../shared/data/hippocampus   set up .venv; verify, fingerprint, plan DATA, emit its bundle,
 #                                               split off 10 % labels and run one SamDSK round (short CPU budget);
-#                                               DATA=../shared/data/psfhs: the same on 2D ultrasound (5 % labels)
+#                                               DATA=../shared/data/psfhs: the same on 2D ultrasound (1 % labels)
 #   make test                                   set up .venv, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,9 +16,10 @@ DEVICE ?= cpu
 LABELLED_hippocampus := 0.1
 LOOP_ARGS_hippocampus := --rounds 1 --epochs 15 --iterations-per-epoch 50 --batch-size 2 --val-interval 5 \
 	--set 'network_def\#filters=[8,16,32,64]'
-LABELLED_psfhs := 0.05
-SPLIT_ARGS_psfhs := --pool-size 40
-LOOP_ARGS_psfhs := --rounds 1 --epochs 10 --iterations-per-epoch 50 --batch-size 8 --val-interval 5 \
+# PSFHS: the label-efficiency benchmark's setting and budget (1 % labels, a 60-image pool, 400 iterations of 4)
+LABELLED_psfhs := 0.01
+SPLIT_ARGS_psfhs := --pool-size 60
+LOOP_ARGS_psfhs := --rounds 1 --epochs 8 --iterations-per-epoch 50 --batch-size 4 --val-interval 4 \
 	--set 'network_def\#filters=[8,16,32,64,64,64,64]'
 LABELLED ?= $(or $(LABELLED_$(NAME)),0.1)
 SPLIT_ARGS ?= $(SPLIT_ARGS_$(NAME))
