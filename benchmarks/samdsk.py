@@ -71,7 +71,7 @@ from samdsk_plan.planning.plans import Plans
 from samdsk_plan.proposals.pipeline import windowed_volume
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from supervised import FILTERS, ITERATIONS_PER_EPOCH, prepare_bundle
+from supervised import FILTERS, ITERATIONS_PER_EPOCH, default_data, prepare_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 SAMDSK_ARMS = ("classical", "litemedsam", "union")
@@ -611,7 +611,7 @@ def main() -> None:
         sys.exit(str(error))
     if "union" in arms and not {"litemedsam", "classical"} <= set(arms):
         sys.exit("the union arm reuses the litemedsam and classical arms' round-1 proposals: add both to --arms")
-    data = (args.data or REPO.parent / "shared" / "data" / args.dataset).resolve()
+    data = (args.data or default_data(args.dataset)).resolve()
     splits = (
         [Path(p) for p in args.splits.split(",")]
         if args.splits

@@ -69,11 +69,18 @@ def write_datalist(split: dict, setting: str, path: Path) -> int:
     return len(training)
 
 
+def default_data(dataset: str) -> Path:
+    """The shared folder of ``dataset`` (``../shared/data/DATASET``), resolved."""
+    return (REPO.parent / "shared" / "data" / dataset).resolve()
+
+
 def prepare_bundle(dataset: str, data: Path, work: Path) -> Path:
-    """The bundle to train: a copy of the committed one, or one emitted from ``data``."""
+    """The bundle to train: a copy of ``bundles/DATASET`` when ``data`` is the shared folder it
+    was emitted from, else one emitted from ``data`` (fingerprint -> plan -> emit in ``work``),
+    so another folder given as ``--data`` never trains a bundle planned for other images."""
     bundle = work / "bundle"
     committed = REPO / "bundles" / dataset
-    if committed.is_dir():
+    if committed.is_dir() and Path(data).resolve() == default_data(dataset):
         shutil.copytree(committed, bundle)
         return bundle
     cli = [sys.executable, "-m", "samdsk_plan"]
@@ -205,7 +212,7 @@ def main() -> None:
     parser.add_argument("--split", type=Path, default=None, help="split file (default: benchmarks/splits/DATASET.json)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads")
     args = parser.parse_args()
-    args.data = (args.data or REPO / ".." / "shared" / "data" / args.dataset).resolve()
+    args.data = (args.data or default_data(args.dataset)).resolve()
     args.filters = args.filters or FILTERS[args.dataset]
     split = json.loads((args.split or REPO / "benchmarks" / "splits" / f"{args.dataset}.json").read_text())
     labels = {int(k): v for k, v in split["labels"].items() if int(k)}

@@ -178,3 +178,19 @@ def test_benchmark_refuses_a_work_folder_inside_the_dataset(tmp_path):
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert f"{out}: the work folder (--out) lies inside the input dataset folder {data}" in done.stderr
     assert sorted(p.name for p in data.iterdir()) == ["dataset.json"]
+
+
+def test_the_committed_bundle_serves_only_the_data_it_was_emitted_from(tmp_path, hippocampus):
+    """``bundles/hippocampus`` is copied for the shared hippocampus folder; another ``--data``
+    (here 2D scenes) gets a bundle emitted from its own fingerprint, not the committed 3D one."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from supervised import prepare_bundle
+
+    committed = json.loads((REPO / "bundles" / "hippocampus" / "configs" / "train.json").read_text())
+    copied = prepare_bundle("hippocampus", hippocampus, tmp_path / "shared")
+    assert json.loads((copied / "configs" / "train.json").read_text()) == committed
+    assert not (tmp_path / "shared" / "fp.json").exists()  # copied, not planned again
+    emitted = prepare_bundle("hippocampus", write_scenes(tmp_path / "scenes", 6), tmp_path / "other")
+    assert (tmp_path / "other" / "fp.json").is_file()
+    assert json.loads((emitted / "configs" / "train.json").read_text())["network_def"]["spatial_dims"] == 2
+    assert committed["network_def"]["spatial_dims"] == 3
