@@ -183,9 +183,7 @@ def test_benchmark_refuses_a_work_folder_inside_the_dataset(tmp_path):
 def test_the_committed_bundle_serves_only_the_data_it_was_emitted_from(tmp_path, hippocampus):
     """``bundles/hippocampus`` is copied for the shared hippocampus folder; another ``--data``
     (here 2D scenes) gets a bundle emitted from its own fingerprint, not the committed 3D one."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from supervised import prepare_bundle
-
+    prepare_bundle = _module().prepare_bundle
     committed = json.loads((REPO / "bundles" / "hippocampus" / "configs" / "train.json").read_text())
     copied = prepare_bundle("hippocampus", hippocampus, tmp_path / "shared")
     assert json.loads((copied / "configs" / "train.json").read_text()) == committed
