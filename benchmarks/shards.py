@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from samdsk_plan.errors import SamdskError
 from samdsk_plan.io import read_image
+from samdsk_plan.io.outputs import check_output
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "psfhs"
@@ -64,6 +66,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="work folder (emptied first)")
     parser.add_argument("--pool", type=int, default=16, help="pool images")
     args = parser.parse_args()
+    try:  # the folder is emptied: never the dataset or a folder inside it
+        check_output(args.out, folder=True, protected=[args.data], what="work folder (--out)")
+    except SamdskError as error:
+        sys.exit(str(error))
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     sys.path.insert(0, str(REPO / "benchmarks"))

@@ -192,3 +192,16 @@ def test_the_committed_bundle_serves_only_the_data_it_was_emitted_from(tmp_path,
     assert (tmp_path / "other" / "fp.json").is_file()
     assert json.loads((emitted / "configs" / "train.json").read_text())["network_def"]["spatial_dims"] == 2
     assert committed["network_def"]["spatial_dims"] == 3
+
+
+def test_the_shards_benchmark_never_empties_a_folder_inside_the_dataset(tmp_path):
+    """``benchmarks/shards.py`` empties its ``--out`` first: inside the dataset folder that
+    would delete images, so it is refused and the folder keeps its files."""
+    data = tmp_path / "data"
+    (data / "imagesTr").mkdir(parents=True)
+    (data / "imagesTr" / "a.png").write_bytes(b"image")
+    cmd = [sys.executable, str(REPO / "benchmarks" / "shards.py"), "--data", str(data), "--out", str(data / "imagesTr")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"{data / 'imagesTr'}: the work folder (--out) lies inside the input dataset folder {data}" in done.stderr
+    assert (data / "imagesTr" / "a.png").read_bytes() == b"image"
