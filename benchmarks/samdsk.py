@@ -32,7 +32,10 @@ the wall time split into training, prediction, proposals, matching and test eval
 Everything is kept in ``--out`` (rerun to resume; ``results.json`` holds the numbers; a rerun with
 other settings than ``setup.json`` records is refused). Training is deterministic on the CPU, so
 the seeds' spread measures what each arm is trained on; ``--train-seed N`` trains every arm again
-under the bundle's seed ``N``, another sample of the same comparison.
+under the bundle's seed ``N``, another sample of the same comparison. ``--retrain finetune``
+starts every training after round 0 from the previous model (the loop's ``retrain``), pool-truth
+from the round-0 model, and adds ``few-continued``: the round-0 model trained on its own labels
+as many more times as the reference SamDSK arm trained, the gap's low end at that budget.
 
     .venv/bin/python benchmarks/samdsk.py --out /tmp/samdsk-psfhs1 --pool 60 --rounds 1 --iterations 400 --batch-size 4
 """
@@ -48,6 +51,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +79,7 @@ from supervised import FILTERS, ITERATIONS_PER_EPOCH, default_data, prepare_bund
 
 REPO = Path(__file__).resolve().parent.parent
 SAMDSK_ARMS = ("classical", "litemedsam", "union")
-ARMS = ("few", "pool-truth", "all", *SAMDSK_ARMS, "self-training")
+ARMS = ("few", "few-continued", "pool-truth", "all", *SAMDSK_ARMS, "self-training")
 DEFAULT_ARMS = ("few", "pool-truth", *SAMDSK_ARMS, "self-training")
 DEFAULT_SPLITS = {
     "psfhs": ("psfhs_1pct.json", "psfhs_1pct_seed1.json", "psfhs_1pct_seed2.json"),
@@ -96,6 +100,7 @@ class Setup:
     filters: str
     pseudo_label_weight: float | None = None  # None: the plan's (the paper's lambda = 1)
     train_seed: int = 0  # the bundle's ``seed``: every training of the run starts from it
+    retrain: str = "scratch"  # or "finetune": every training after round 0 starts from the previous model
 
     def machine_label_weight(self, plans: Plans) -> float:
         """The sampling weight of machine labels: ``pseudo_label_weight`` or the plan's."""
@@ -119,6 +124,7 @@ class Setup:
             val_interval=self.val_interval,
             generator=generator,
             pseudo_label_weight=self.pseudo_label_weight,
+            retrain=self.retrain,
             overrides=self.overrides(),
             embedding_cache=str(self.out / "embeddings"),
         )
@@ -184,9 +190,12 @@ def loop_job(setup: Setup, seed_dir: Path, arm: str, rounds: int) -> None:
         loop.state.save()
 
 
-def train_and_evaluate(setup: Setup, folder: Path, datalist: dict, log: Callable[[str], None]) -> dict:
-    """Train the bundle on ``datalist`` in ``folder`` and evaluate it on the test cases;
-    returns the seconds of both (kept in ``folder/seconds.json``, so a rerun skips the work)."""
+def train_and_evaluate(
+    setup: Setup, folder: Path, datalist: dict, log: Callable[[str], None], init: Path | None = None
+) -> dict:
+    """Train the bundle on ``datalist`` in ``folder`` (from the weights ``init`` if given, else
+    from scratch) and evaluate it on the test cases; returns the seconds of both (kept in
+    ``folder/seconds.json``, so a rerun skips the work)."""
     done = folder / "seconds.json"
     if done.is_file():
         return read_json_object(done)
@@ -194,11 +203,12 @@ def train_and_evaluate(setup: Setup, folder: Path, datalist: dict, log: Callable
     path = atomic_write_json(folder / "datalist.json", datalist)
     runner, models = setup.runner(), folder / "models"
     start = time.perf_counter()
-    log(f"train on {len(datalist['training'])} cases")
+    log(f"train on {len(datalist['training'])} cases" + (f" from {init}" if init else ""))
+    start_from = {ids.INIT_CHECKPOINT: init} if init else {}
     runner.run(
         ["train.json"],
         folder / "logs" / "train.log",
-        **{ids.DATALIST: path, ids.CKPT_DIR: models},
+        **{ids.DATALIST: path, ids.CKPT_DIR: models, **start_from},
         **setup.train_args(),
     )
     trained = time.perf_counter()
@@ -212,9 +222,15 @@ def train_and_evaluate(setup: Setup, folder: Path, datalist: dict, log: Callable
     return seconds
 
 
+def round0_model(seed_dir: Path) -> Path:
+    """The round-0 model every arm of a seed shares (the classical arm's)."""
+    return seed_dir / "classical" / "round_0" / "models" / "model.pt"
+
+
 def supervised_job(setup: Setup, seed_dir: Path, arm: str) -> None:
     """``pool-truth`` or ``all``: the labelled cases plus hidden labels, same validation cases
-    as the loop arms (taken from the classical arm's round 0)."""
+    as the loop arms (taken from the classical arm's round 0); under ``--retrain finetune`` one
+    training from the round-0 model (the budget of one round)."""
     r0 = read_json_object(seed_dir / "classical" / "round_0" / "datalist.json")
     split = read_json_object(seed_dir / "split.json")
     pool = read_json_object(seed_dir / "datalist.json")["unlabelled"] if arm == "pool-truth" else split["unlabelled"]
@@ -224,16 +240,31 @@ def supervised_job(setup: Setup, seed_dir: Path, arm: str) -> None:
         if e.get("hidden_label")
     ]
     datalist = {"training": r0["training"] + truth, "validation": r0["validation"], "testing": r0["testing"]}
-    train_and_evaluate(setup, seed_dir / arm, datalist, say(seed_dir, arm))
+    init = round0_model(seed_dir) if setup.retrain == "finetune" else None
+    train_and_evaluate(setup, seed_dir / arm, datalist, say(seed_dir, arm), init)
+
+
+def continued_job(setup: Setup, seed_dir: Path, counts: list[int]) -> None:
+    """``few-continued`` (``--retrain finetune`` only): the round-0 model trained on the
+    labelled cases alone once per round the reference SamDSK arm added cases (``len(counts)``
+    trainings, each from the previous one), so it has the SamDSK arm's budget without its
+    labels. With nothing added it is the round-0 model. Each round is ``round_R``."""
+    r0 = read_json_object(seed_dir / "classical" / "round_0" / "datalist.json")
+    datalist = {k: r0[k] for k in ("training", "validation", "testing")}
+    run, model = seed_dir / "few-continued", round0_model(seed_dir)
+    for r in range(1, len(counts) + 1):
+        train_and_evaluate(setup, run / f"round_{r}", datalist, say(seed_dir, f"few-continued r{r}"), model)
+        model = run / f"round_{r}" / "models" / "model.pt"
 
 
 def self_training_job(setup: Setup, seed_dir: Path, counts: list[int]) -> None:
     """Round r adds the ``counts[r-1]`` most confident remaining pool cases with the previous
-    model's predicted labels (round 1: the shared round-0 model, the classical arm's). Each
-    round writes ``round_R/summary.json``."""
+    model's predicted labels (round 1: the shared round-0 model, the classical arm's), trained
+    from scratch or, under ``--retrain finetune``, from the previous model. Each round writes
+    ``round_R/summary.json``."""
     run, log = seed_dir / "self-training", say(seed_dir, "self-training")
     plans = Plans.load(setup.bundle / "configs" / "plans.json")
-    weight = setup.machine_label_weight(plans)
+    weight, finetune = setup.machine_label_weight(plans), setup.retrain == "finetune"
     previous, models = (
         seed_dir / "classical" / "round_0" / "datalist.json",
         seed_dir / "classical" / "round_0" / "models",
@@ -278,7 +309,7 @@ def self_training_job(setup: Setup, seed_dir: Path, counts: list[int]) -> None:
                 "training": datalist["training"] + added,
                 "unlabelled": [e for c, e in pool.items() if c not in set(chosen)],
             }
-            seconds = train_and_evaluate(setup, rdir, datalist, log)
+            seconds = train_and_evaluate(setup, rdir, datalist, log, models / "model.pt" if finetune else None)
             atomic_write_json(
                 rdir / "summary.json",
                 {
@@ -483,6 +514,14 @@ def collect(seed_dir: Path, arms: list[str], classes: list[int]) -> dict:
             }
         elif arm in SAMDSK_ARMS:
             out[arm] = loop_arm_result(seed_dir, arm, classes, hidden)
+        elif arm == "few-continued":
+            trained = sorted((seed_dir / arm).glob("round_*/seconds.json"), key=lambda p: int(p.parent.name[6:]))
+            out[arm] = {**out["few"], "seconds": {"train": 0.0, "evaluate": 0.0}}  # nothing added: round 0
+            if trained:
+                out[arm]["metrics"] = mean_metrics(trained[-1].parent / "eval" / "metrics.json")
+                for path in trained:
+                    for key, t in read_json_object(path).items():
+                        out[arm]["seconds"][key] += t
         elif arm == "self-training" and (seed_dir / "self-training.json").is_file():
             # with nothing to add (the reference accepted no case) self-training is the round-0 model
             result = self_training_result(seed_dir, classes, hidden) or {**out["few"], "rounds": [], "spearman": None}
@@ -502,6 +541,8 @@ def print_tables(results: dict[str, dict], names: dict[int, str], arms: list[str
     seeds = sorted(results)
     classes = list(names.values())
     order = [a for a in ARMS if a in arms or a == "few"]
+    # the gap's low end: the few-label model at the other arms' budget (--retrain finetune) or round 0
+    base = "few-continued" if all("few-continued" in results[s] for s in seeds) else "few"
 
     def dice(arm: str, seed: str) -> float | None:
         r = results[seed].get(arm)
@@ -511,7 +552,7 @@ def print_tables(results: dict[str, dict], names: dict[int, str], arms: list[str
     head += "".join(f" {'HD95 ' + c[:12]:>19}" for c in classes)
     print(f"\nTest metrics over {len(seeds)} seed(s) ({', '.join(seeds)}); mean ± sd over seeds\n")
     print(f"{'arm':<14} {'n train':>8}{head} {'gap closed':>10}")
-    few = [dice("few", s) for s in seeds]
+    few = [dice(base, s) for s in seeds]
     ceiling = [dice("pool-truth", s) for s in seeds]
     for arm in order:
         have = [s for s in seeds if arm in results[s]]
@@ -522,7 +563,8 @@ def print_tables(results: dict[str, dict], names: dict[int, str], arms: list[str
         cells += f" {_ms([dice(arm, s) for s in have]):>17}"
         cells += "".join(f" {_ms([r['metrics'][c]['hd95'] for r in rows], 2):>19}" for c in classes)
         gap = "-"
-        if arm != "few" and None not in ceiling and len(have) == len(seeds) and np.mean(ceiling) > np.mean(few):
+        ends = arm in ("few", base) or None in ceiling
+        if not ends and len(have) == len(seeds) and np.mean(ceiling) > np.mean(few):
             closed = (np.mean([dice(arm, s) for s in seeds]) - np.mean(few)) / (np.mean(ceiling) - np.mean(few))
             gap = f"{100 * closed:.0f} %"
         print(f"{arm:<14} {np.mean([r['n_train'] for r in rows]):8.0f}{cells} {gap:>10}")
@@ -564,10 +606,10 @@ def print_tables(results: dict[str, dict], names: dict[int, str], arms: list[str
         st = np.array([dice("self-training", s) for s in seeds])
         gap = np.mean(ceiling) - np.mean(few)
         closed = (
-            f"closes {100 * np.mean(b - np.array(few)) / gap:.0f} % of the few -> pool-truth gap of {gap:+.4f} "
+            f"closes {100 * np.mean(b - np.array(few)) / gap:.0f} % of the {base} -> pool-truth gap of {gap:+.4f} "
             "mean Dice (target >= 50 %)"
             if gap > 0
-            else f"no few -> pool-truth gap to close ({gap:+.4f} mean Dice)"
+            else f"no {base} -> pool-truth gap to close ({gap:+.4f} mean Dice)"
         )
         sd = np.std(st, ddof=1) if len(seeds) > 1 else float("nan")
         print(
@@ -599,6 +641,10 @@ def main() -> None:
         "--train-seed", type=int, default=0,
         help="the bundle's training seed for every training (another value: another sample of each arm)",
     )  # fmt: skip
+    ap.add_argument(
+        "--retrain", default="scratch", choices=("scratch", "finetune"),
+        help="each round's training from scratch, or from the previous model (then also the few-continued arm)",
+    )  # fmt: skip
     ap.add_argument("-j", "--jobs", type=int, default=2, help="jobs side by side (one torch thread each)")
     args = ap.parse_args()
     arms = [a.strip() for a in args.arms.split(",") if a.strip() and a.strip() != "few"]
@@ -609,6 +655,10 @@ def main() -> None:
         LoopSettings(pseudo_label_weight=args.pseudo_label_weight).check()
     except SamdskError as error:
         sys.exit(str(error))
+    if args.retrain == "finetune" and "few-continued" not in arms:
+        arms.append("few-continued")  # the few-label end of the gap at the fine-tuned arms' budget
+    if args.retrain == "scratch" and "few-continued" in arms:
+        sys.exit("few-continued is the round-0 model fine-tuned on its own labels: it needs --retrain finetune")
     if "union" in arms and not {"litemedsam", "classical"} <= set(arms):
         sys.exit("the union arm reuses the litemedsam and classical arms' round-1 proposals: add both to --arms")
     data = (args.data or default_data(args.dataset)).resolve()
@@ -630,7 +680,7 @@ def main() -> None:
     bundle = out / "bundle"
     setup = Setup(
         data, bundle, out, epochs, args.batch_size, min(args.val_interval, epochs),
-        args.filters or FILTERS[args.dataset], args.pseudo_label_weight, args.train_seed,
+        args.filters or FILTERS[args.dataset], args.pseudo_label_weight, args.train_seed, args.retrain,
     )  # fmt: skip
     fixed, recorded = setup.fixed(args.pool), out / "setup.json"
     try:
@@ -648,7 +698,7 @@ def main() -> None:
         f"{args.dataset}: {len(splits)} seed(s), pool {args.pool}, at most {args.rounds} round(s), "
         f"{epochs * ITERATIONS_PER_EPOCH} iterations of batch {args.batch_size} per training, filters "
         f"[{setup.filters}], machine-label weight {setup.machine_label_weight(plans):g}, training seed "
-        f"{setup.train_seed}, "
+        f"{setup.train_seed}, retrain {setup.retrain}, "
         f"{args.jobs} job(s) of one thread, CPU; work folder {out}",
         flush=True,
     )
@@ -666,19 +716,11 @@ def main() -> None:
             jobs.append(Job(f"{s}/{arm}/1", loop_job, (setup, d, arm, 1), first))
             if args.rounds > 1:
                 jobs.append(Job(f"{s}/{arm}", loop_job, (setup, d, arm, args.rounds), (f"{s}/{arm}/1",)))
-        if "self-training" in arms:
-            last = tuple(f"{s}/{a}" + ("" if args.rounds > 1 else "/1") for a in SAMDSK_ARMS if a in arms)
-            jobs.append(
-                Job(
-                    f"{s}/self-training",
-                    self_training_job,
-                    (setup, d),
-                    last,
-                    late_args=lambda d=d: self_training_counts(
-                        d, plans.samdsk.class_values, plans.samdsk.calibration_min_cases
-                    ),
-                )
-            )
+        last = tuple(f"{s}/{a}" + ("" if args.rounds > 1 else "/1") for a in SAMDSK_ARMS if a in arms)
+        for arm, fn in (("self-training", self_training_job), ("few-continued", continued_job)):
+            if arm in arms:  # as many rounds (and cases) as the reference SamDSK arm
+                counts = partial(self_training_counts, d, plans.samdsk.class_values, plans.samdsk.calibration_min_cases)
+                jobs.append(Job(f"{s}/{arm}", fn, (setup, d), last or (f"{s}/few",), late_args=counts))
     start = time.perf_counter()
     run_jobs(jobs, args.jobs)
     print(f"all jobs done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
