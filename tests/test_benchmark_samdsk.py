@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,11 +72,48 @@ def test_comparison_reports_the_share_of_the_gap_closed_and_the_margin_over_self
     assert "seed1: r1: 6" in out
 
 
+def test_under_finetune_the_gap_runs_from_the_continued_few_label_model(capsys):
+    """few 0.50 (round 0), few-continued 0.60, ceiling 0.80: an arm at 0.70 closes half of the
+    few-continued -> pool-truth gap (it would be 67 % of round 0's); both low ends show no share."""
+    seed = {
+        "few": _result((0.5, 0.5), 10),
+        "few-continued": _result((0.6, 0.6), 10),
+        "pool-truth": _result((0.8, 0.8), 20),
+        "litemedsam": _result((0.7, 0.7), 18, [8]),
+        "self-training": _result((0.62, 0.62), 18, [8]),
+    }
+    _module().print_tables({"seed0": seed}, {1: "disc", 2: "bar"}, list(seed)[1:])
+    out = capsys.readouterr().out
+    rows = {}  # the first line of each arm: its row of the metrics table
+    for line in out.splitlines():
+        if line.split() and line.split()[0] in seed:
+            rows.setdefault(line.split()[0], line)
+    assert rows["litemedsam"].rstrip().endswith("50 %") and rows["self-training"].rstrip().endswith("10 %")
+    assert rows["few"].rstrip().endswith("-") and rows["few-continued"].rstrip().endswith("-")
+    assert "best SamDSK arm: litemedsam; closes 50 % of the few-continued -> pool-truth gap of +0.2000" in out
+
+
+def test_benchmark_refuses_a_continued_few_label_arm_without_finetune(tmp_path):
+    """Retrained from scratch, a continued few-label model would be round 0 again: refused."""
+    cmd = [sys.executable, str(SCRIPT), "--out", str(tmp_path / "out"), "--arms", "pool-truth,few-continued"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "few-continued is the round-0 model fine-tuned on its own labels: it needs --retrain finetune" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def _init_checkpoint(log: Path) -> str | None:
+    """The ``init_checkpoint`` a bundle run's log shows (MONAI prints the overridden arguments)."""
+    hits = re.findall(r"> init_checkpoint: '([^']*)'", log.read_text())
+    return hits[-1] if hits else None
+
+
 @pytest.mark.slow
 def test_benchmark_runs_every_arm_on_a_tiny_configuration(tmp_path):
     """One seed of synthetic scenes (the arithmetic over seeds is tested above), a pool of 3,
-    one round of one 50-iteration epoch: every arm trains and is evaluated, the arms share
-    round 0, and the counts agree with the runs."""
+    one round of one 50-iteration epoch, retrained by fine-tuning: every arm trains and is
+    evaluated, the arms share round 0, every later training starts from the model before it,
+    and the counts agree with the runs."""
     data = write_scenes(tmp_path / "data", 20)
     split = tmp_path / "split.json"
     assert main(["split", str(data), "--labelled-fraction", "0.4", "--seed", "0", "-o", str(split)]) == 0
@@ -85,12 +123,13 @@ def test_benchmark_runs_every_arm_on_a_tiny_configuration(tmp_path):
     cmd += ["--out", str(out), "--pool", "3", "--rounds", "1", "--iterations", "50", "--batch-size", "2"]
     cmd += ["--val-interval", "1", "--filters", "8,16,32,64", "--arms", arms, "--pseudo-label-weight", "0.5"]
     cmd += ["--train-seed", "0"]  # the default, named: under seed 3 LiteMedSAM's labels pass no calibration here
+    cmd += ["--retrain", "finetune"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert sorted(results) == ["seed0"]
     for seed, arms_of in results.items():
-        assert set(arms_of) == {"few", *arms.split(",")}
+        assert set(arms_of) == {"few", "few-continued", *arms.split(",")}
         labelled = len(json.loads((out / seed / "classical" / "round_0" / "datalist.json").read_text())["training"])
         assert arms_of["few"]["n_train"] == labelled == 6  # 8 labelled, two kept for validation (calibration needs two)
         assert arms_of["pool-truth"]["n_train"] == labelled + 3
@@ -121,9 +160,28 @@ def test_benchmark_runs_every_arm_on_a_tiny_configuration(tmp_path):
             counts = [n] if (n := len(state["rounds"]["1"]["accepted"])) else []
         assert chosen["counts"] == counts
         assert arms_of["self-training"]["n_train"] == labelled + sum(counts)
+        assert arms_of["few-continued"]["n_train"] == labelled
+        r0 = out / seed / "classical" / "round_0"
+        assert _init_checkpoint(r0 / "logs" / "train.log") is None  # round 0: from scratch
+        continued = sorted(p.name for p in (out / seed / "few-continued").glob("round_*"))
+        assert continued == [f"round_{r}" for r in range(1, len(counts) + 1)]  # the reference's trainings
+        for name in continued:  # on the labelled cases alone, from round 0
+            again = json.loads((out / seed / "few-continued" / name / "datalist.json").read_text())
+            assert again["training"] == json.loads((r0 / "datalist.json").read_text())["training"]
+            assert _init_checkpoint(out / seed / "few-continued" / name / "logs" / "train.log") == str(
+                r0 / "models" / "model.pt"
+            )
+        assert _init_checkpoint(out / seed / "pool-truth" / "logs" / "train.log") == str(r0 / "models" / "model.pt")
+        for arm in ("classical", "litemedsam", "union"):  # a trained round 1 from its round 0 (the shared one's copy)
+            if json.loads((out / seed / arm / "state.json").read_text())["rounds"]["1"]["accepted"]:
+                log = out / seed / arm / "round_1" / "logs" / "train.log"
+                assert _init_checkpoint(log) == str(out / seed / arm / "round_0" / "models" / "model.pt")
+        if counts:
+            log = out / seed / "self-training" / "round_1" / "logs" / "train.log"
+            assert _init_checkpoint(log) == str(r0 / "models" / "model.pt")
     for arm in ("few", *arms.split(",")):
         assert any(line.startswith(arm) for line in done.stdout.splitlines()), arm
-    assert "machine-label weight 0.5, training seed 0" in done.stdout
+    assert "machine-label weight 0.5, training seed 0, retrain finetune" in done.stdout
     for seed in results:  # every training of the run, the loop's included, ran under the bundle's seed
         for arm in ("classical", "litemedsam", "union"):
             header = json.loads((out / seed / arm / "state.json").read_text())["header"]
