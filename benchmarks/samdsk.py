@@ -69,7 +69,7 @@ from samdsk_plan.io.splits import make_split
 from samdsk_plan.loop import Loop, LoopSettings
 from samdsk_plan.loop.bundle_runner import BundleRunner
 from samdsk_plan.loop.pseudolabel import confidence
-from samdsk_plan.loop.rounds import validation_evidence
+from samdsk_plan.loop.rounds import RETRAIN_MODES, validation_evidence
 from samdsk_plan.loop.selection import choose_generator, top_n
 from samdsk_plan.planning.plans import Plans
 from samdsk_plan.proposals.pipeline import windowed_volume
@@ -105,6 +105,10 @@ class Setup:
     def machine_label_weight(self, plans: Plans) -> float:
         """The sampling weight of machine labels: ``pseudo_label_weight`` or the plan's."""
         return plans.samdsk.pseudo_label_weight if self.pseudo_label_weight is None else self.pseudo_label_weight
+
+    def start_from(self, model: Path) -> Path | None:
+        """Where a training after round 0 starts: ``model`` under ``finetune``, else None (scratch)."""
+        return model if self.retrain == "finetune" else None
 
     def overrides(self) -> dict[str, str]:
         return {"network_def#filters": f"[{self.filters}]", "num_workers": "0", ids.SEED: str(self.train_seed)}
@@ -240,8 +244,7 @@ def supervised_job(setup: Setup, seed_dir: Path, arm: str) -> None:
         if e.get("hidden_label")
     ]
     datalist = {"training": r0["training"] + truth, "validation": r0["validation"], "testing": r0["testing"]}
-    init = round0_model(seed_dir) if setup.retrain == "finetune" else None
-    train_and_evaluate(setup, seed_dir / arm, datalist, say(seed_dir, arm), init)
+    train_and_evaluate(setup, seed_dir / arm, datalist, say(seed_dir, arm), setup.start_from(round0_model(seed_dir)))
 
 
 def continued_job(setup: Setup, seed_dir: Path, counts: list[int]) -> None:
@@ -264,11 +267,8 @@ def self_training_job(setup: Setup, seed_dir: Path, counts: list[int]) -> None:
     ``round_R/summary.json``."""
     run, log = seed_dir / "self-training", say(seed_dir, "self-training")
     plans = Plans.load(setup.bundle / "configs" / "plans.json")
-    weight, finetune = setup.machine_label_weight(plans), setup.retrain == "finetune"
-    previous, models = (
-        seed_dir / "classical" / "round_0" / "datalist.json",
-        seed_dir / "classical" / "round_0" / "models",
-    )
+    weight = setup.machine_label_weight(plans)
+    previous, models = seed_dir / "classical" / "round_0" / "datalist.json", round0_model(seed_dir).parent
     for r, n in enumerate(counts, 1):
         rdir = run / f"round_{r}"
         if not (rdir / "summary.json").is_file():
@@ -309,7 +309,7 @@ def self_training_job(setup: Setup, seed_dir: Path, counts: list[int]) -> None:
                 "training": datalist["training"] + added,
                 "unlabelled": [e for c, e in pool.items() if c not in set(chosen)],
             }
-            seconds = train_and_evaluate(setup, rdir, datalist, log, models / "model.pt" if finetune else None)
+            seconds = train_and_evaluate(setup, rdir, datalist, log, setup.start_from(models / "model.pt"))
             atomic_write_json(
                 rdir / "summary.json",
                 {
@@ -642,7 +642,7 @@ def main() -> None:
         help="the bundle's training seed for every training (another value: another sample of each arm)",
     )  # fmt: skip
     ap.add_argument(
-        "--retrain", default="scratch", choices=("scratch", "finetune"),
+        "--retrain", default="scratch", choices=RETRAIN_MODES,
         help="each round's training from scratch, or from the previous model (then also the few-continued arm)",
     )  # fmt: skip
     ap.add_argument("-j", "--jobs", type=int, default=2, help="jobs side by side (one torch thread each)")
