@@ -198,19 +198,23 @@ def test_benchmark_refuses_a_machine_label_weight_that_is_not_positive(tmp_path)
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
 
 
-def test_benchmark_refuses_a_work_folder_of_other_settings(tmp_path, psfhs):
-    """A work folder keeps finished trainings: a rerun with another training seed (or budget,
-    weight, pool) would mix them with the new ones, so it is refused, naming what changed, before
-    the bundle is made."""
+@pytest.mark.parametrize(
+    "changed, message",
+    [({"train_seed": 1}, "train_seed 1 -> 0"), ({"retrain": "finetune"}, "retrain 'finetune' -> 'scratch'")],
+)
+def test_benchmark_refuses_a_work_folder_of_other_settings(tmp_path, psfhs, changed, message):
+    """A work folder keeps finished trainings: a rerun with another training seed (or retraining
+    mode, budget, weight, pool) would mix them with the new ones, so it is refused, naming what
+    changed, before the bundle is made."""
     bench = _module()
     out = tmp_path / "out"
     out.mkdir()
-    # the defaults (400 iterations: 8 epochs of batch 4, validation every 4) but training seed 1
-    setup = bench.Setup(psfhs.resolve(), out / "bundle", out, 8, 4, 4, bench.FILTERS["psfhs"], None, 1)
+    # the defaults (400 iterations: 8 epochs of batch 4, validation every 4) but one setting changed
+    setup = bench.Setup(psfhs.resolve(), out / "bundle", out, 8, 4, 4, bench.FILTERS["psfhs"], **changed)
     (out / "setup.json").write_text(json.dumps(setup.fixed(60)))
     done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "Traceback" not in done.stderr
-    assert f"{out}: the work folder holds results of other settings (train_seed 1 -> 0)" in done.stderr
+    assert f"{out}: the work folder holds results of other settings ({message})" in done.stderr
     assert not (out / "bundle").exists()
 
 
