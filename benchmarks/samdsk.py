@@ -618,6 +618,24 @@ def print_tables(results: dict[str, dict], names: dict[int, str], arms: list[str
         )
 
 
+def machine() -> str:
+    """The CPU and the vector kernels torch uses on it. The same training gives bit-identical weights
+    on one kernel set but other weights on another (``ATEN_CPU_CAPABILITY=default`` against AVX2:
+    0.015 apart after 20 Adam steps), so runs compare round for round only on the same kind of CPU."""
+    import torch
+
+    cpuinfo = Path("/proc/cpuinfo")
+    names = (
+        [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        if cpuinfo.is_file()
+        else []
+    )
+    return (
+        f"{names[0] if names else 'unknown CPU'} ({os.cpu_count()} CPUs), torch {torch.__version__} with "
+        f"{torch.backends.cpu.get_cpu_capability()} kernels"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="psfhs", choices=tuple(DEFAULT_SPLITS))
@@ -702,6 +720,7 @@ def main() -> None:
         f"{args.jobs} job(s) of one thread, CPU; work folder {out}",
         flush=True,
     )
+    print(f"machine: {machine()}", flush=True)
     jobs, seed_dirs = [], []
     for split in splits:
         d = prepare_seed(setup, split, args.pool)

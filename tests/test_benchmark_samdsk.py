@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from samdsk_plan.cli.main import main
 from tests.conftest import write_scenes
@@ -182,6 +183,7 @@ def test_benchmark_runs_every_arm_on_a_tiny_configuration(tmp_path):
     for arm in ("few", *arms.split(",")):
         assert any(line.startswith(arm) for line in done.stdout.splitlines()), arm
     assert "machine-label weight 0.5, training seed 0, retrain finetune" in done.stdout
+    assert f"with {torch.backends.cpu.get_cpu_capability()} kernels" in done.stdout  # runs compare on one kernel set
     for seed in results:  # every training of the run, the loop's included, ran under the bundle's seed
         for arm in ("classical", "litemedsam", "union"):
             header = json.loads((out / seed / arm / "state.json").read_text())["header"]
