@@ -625,13 +625,10 @@ def machine() -> str:
     import torch
 
     cpuinfo = Path("/proc/cpuinfo")
-    names = (
-        [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
-        if cpuinfo.is_file()
-        else []
-    )
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
     return (
-        f"{names[0] if names else 'unknown CPU'} ({os.cpu_count()} CPUs), torch {torch.__version__} with "
+        f"{name} ({os.cpu_count()} CPUs), torch {torch.__version__} with "
         f"{torch.backends.cpu.get_cpu_capability()} kernels"
     )
 
