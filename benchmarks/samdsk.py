@@ -98,7 +98,7 @@ class Setup:
     batch_size: int
     val_interval: int
     filters: str
-    pseudo_label_weight: float | None = None  # None: the plan's (the paper's lambda = 1)
+    pseudo_label_weight: float | None = None  # None: the plan's (0.5; the paper's lambda = 1)
     train_seed: int = 0  # the bundle's ``seed``: every training of the run starts from it
     retrain: str = "scratch"  # or "finetune": every training after round 0 starts from the previous model
 

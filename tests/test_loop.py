@@ -92,8 +92,10 @@ def _state(run: Path) -> dict:
     return json.loads((run / "state.json").read_text())
 
 
-def test_two_rounds_add_every_pool_case_with_provenance(finished, hippocampus):
+def test_two_rounds_add_every_pool_case_with_provenance(finished, bundle, hippocampus):
     state = _state(finished)
+    weight = json.loads((bundle / "configs" / "plans.json").read_text())["samdsk"]["pseudo_label_weight"]
+    assert weight == 0.5, "the plan's default lambda"
     steps = ["prepare", "train", "evaluate"]
     per_round = ["predict", "match", "accept", "train", "evaluate"]
     assert state["done"] == [f"0/{s}" for s in steps] + [f"{r}/{s}" for r in (1, 2) for s in per_round]
@@ -110,7 +112,7 @@ def test_two_rounds_add_every_pool_case_with_provenance(finished, hippocampus):
         assert seg.shape == image.shape
         np.testing.assert_allclose(seg.affine, image.affine, atol=1e-5)
         assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2}
-        assert entry["weight"] == 1.0 and entry["samdsk"]["generator"] == "classical"
+        assert entry["weight"] == weight and entry["samdsk"]["generator"] == "classical"
         record = json.loads(label.with_name(label.name.replace(".nii.gz", ".json")).read_text())
         assert entry["samdsk"]["beta"] == record["beta"] and entry["samdsk"]["round"] in (1, 2)
     # the betas were ranked: round 1 took the two best of its pool
