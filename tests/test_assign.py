@@ -224,3 +224,21 @@ def test_bad_inputs_are_rejected():
         MatchSettings(metric="f1")
     with pytest.raises(ValueError, match="grid"):
         match_slice(np.ones((1, 3, 3), bool), probs, [(1, 1)])
+
+
+def test_chance_floor_ignores_an_under_trained_background():
+    """One class; the object (3x3) at p = 0.9 and the rest of the 10x10 slice at p = 0.4 (a model
+    that never became confident of the background). At a floor of 0.05 the background's mass
+    decides: the 6x6 proposal scores (8.1 + 27 * 0.4) / (36 + 64 * 0.4) = 0.307 against the exact
+    one's 8.1 / (9 + 91 * 0.4) = 0.178. At the chance floor (1/2) only the object counts: 0.9 vs 0.225."""
+    probs_fg = np.full((10, 10), 0.4)
+    probs_fg[2:5, 2:5] = 0.9
+    probs = np.stack([1 - probs_fg, probs_fg])
+    exact, large = np.zeros((2, 10, 10), bool)
+    exact[2:5, 2:5] = True
+    large[2:8, 2:8] = True
+    masks = np.stack([exact, large])
+    low = match_slice(masks, probs, [(1, 1)], MatchSettings(prob_floor=0.05))
+    assert low.chosen[1] == (1,) and low.beta == pytest.approx(18.9 / 61.6)
+    chance = match_slice(masks, probs, [(1, 1)], MatchSettings(prob_floor=0.5))
+    assert chance.chosen[1] == (0,) and chance.beta == pytest.approx(0.9)

@@ -58,6 +58,12 @@ def test_samdsk_settings_isotropic():
     assert sam_cfg["stability_score_thresh"] == 0.5
     assert sam_cfg["box_nms_thresh"] == 0.5
     assert sam["acceptance_threshold"] == 0.9
+    assert sam["matching"] == {"metric": "iou", "target": "soft", "prob_floor": 0.5}  # chance of 2 classes
+
+
+def test_matching_floor_is_chance_for_the_number_of_classes():
+    fp = iso_fp(10, classes={"1": make_class("a"), "2": make_class("b"), "3": make_class("c")})
+    assert samdsk_settings(fp, [1.0, 1.0, 1.0])["matching"]["prob_floor"] == 0.25
 
 
 def test_samdsk_settings_direct_anisotropy_threshold():
