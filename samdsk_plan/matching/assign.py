@@ -60,6 +60,7 @@ class MatchSettings:
         prob_floor: soft targets below this count as 0 (the model's confident background), so
             that proposals away from the prediction drop out before the search. A softmax
             never reaches 0 exactly; without a floor every proposal touches every class.
+            Plans set it to chance, ``1 / C`` (:func:`~samdsk_plan.planning.planner.chance_floor`).
         max_exact: node budget of each class's :func:`best_union` search.
         max_nodes: budget of conflict branches when some ``u_c >= 2``.
         solver: ``"auto"`` (the assignment when every ``u_c <= 1``, else the search),

@@ -1,0 +1,137 @@
+"""Matching settings side by side on a finished SamDSK round: the same cached proposals and
+probabilities, re-matched under each ``--variants`` entry, scored against the pool's hidden labels.
+
+Reads a ``benchmarks/samdsk.py`` work folder (``--out`` of that script): per seed, the arm's
+round-``--round`` predictions (``predictions/pool/CASE_prob.*``), its prompted proposals
+(``proposals/CASE.npz``, the loop's round cache) and ``hidden_labels.json``; nothing is proposed,
+trained or written. Per seed and variant it prints the mean true Dice of every pool label, of
+the ``k`` labels with the highest beta (``k``: the images the round accepted under the run's
+own settings) next to the model's predictions of those images, and the Spearman rank
+correlation of beta with the labels' true Dice (how well beta would choose). A variant is
+``TARGET:FLOOR`` (``soft:0.05``, ``hard:0.05``), ``FLOOR`` ``chance`` meaning ``1 / C``.
+
+    .venv/bin/python benchmarks/rematch.py /tmp/bench/psfhs-i --variants soft:0.05,soft:chance,hard:0.05
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from samdsk_plan.evaluation import case_dice
+from samdsk_plan.io.images import read_image, write_image
+from samdsk_plan.io.layouts import read_json_object
+from samdsk_plan.matching import MatchSettings, match_volume
+from samdsk_plan.planning.plans import Plans
+from samdsk_plan.proposals.cache import ProposalCache
+
+
+def variant_settings(variant: str, n_classes: int) -> MatchSettings:
+    """``TARGET:FLOOR`` -> the IoU matching settings it names (``FLOOR`` ``chance``: ``1 / n_classes``)."""
+    target, _, floor = variant.partition(":")
+    return MatchSettings(target=target, prob_floor=1.0 / n_classes if floor == "chance" else float(floor))
+
+
+def cached_proposals(cache: ProposalCache, case_id: str) -> dict:
+    """Every slice of a case's cache file, under the key the file was written with (the loop's
+    own, so nothing stale can be read: the file holds one key)."""
+    with np.load(cache.path(case_id)) as data:
+        key = json.loads(bytes(data["header"]).decode("utf-8"))["key"]
+    return cache.load(case_id, key)
+
+
+def label_dice(label: np.ndarray, affine: np.ndarray, truth: str, classes: list[int], tmp: Path) -> dict[int, float]:
+    """Per-class true Dice of a label array, written where :func:`case_dice` can read it."""
+    path = write_image(tmp / ("label.png" if truth.endswith(".png") else "label.nii.gz"), label, affine)
+    return case_dice(path, truth, classes)
+
+
+def seed_rows(arm_dir: Path, round_index: int, plans: Plans, variants: list[str], tmp: Path) -> dict:
+    """Per variant (and ``prediction``): per pool case its beta and per-class true Dice."""
+    samdsk = plans.samdsk
+    classes = samdsk.class_values
+    rdir = arm_dir / f"round_{round_index}"
+    hidden = read_json_object(arm_dir / "hidden_labels.json")
+    cache = ProposalCache(rdir / "proposals")
+    rows: dict[str, list] = {v: [] for v in [*variants, "prediction"]}
+    for case_id, truth in sorted(hidden.items()):
+        prob_file = next((rdir / "predictions" / "pool").glob(f"{case_id}_prob.*"))
+        prob_image = read_image(prob_file)
+        probs = np.moveaxis(np.asarray(prob_image.array, dtype=np.float32), -1, 0)
+        proposals = cached_proposals(cache, case_id)
+        for v in variants:
+            match = match_volume(
+                probs,
+                proposals,
+                samdsk.bounds,
+                samdsk.max_components,
+                fusion=samdsk.fusion,
+                connectivity=samdsk.connectivity,
+                settings=variant_settings(v, plans.n_classes),
+            )
+            dice = label_dice(match.label.astype(np.uint8), prob_image.affine, truth, classes, tmp)
+            rows[v].append((case_id, match.beta, dice))
+        prediction = np.argmax(probs, axis=0).astype(np.uint8)
+        rows["prediction"].append((case_id, None, label_dice(prediction, prob_image.affine, truth, classes, tmp)))
+    return rows
+
+
+def summarise(rows: dict, k: int, names: dict[int, str]) -> list[str]:
+    """One printed line per variant: all-pool and top-k label Dice, the predictions' on the top k, Spearman."""
+    lines = []
+    predicted = {case: np.mean(list(d.values())) for case, _, d in rows["prediction"]}
+    for v, items in rows.items():
+        if v == "prediction":
+            continue
+        betas = np.array([b for _, b, _ in items])
+        per_class = {c: np.mean([d[c] for _, _, d in items]) for c in names}
+        means = np.array([np.mean(list(d.values())) for _, _, d in items])
+        top = np.argsort(-betas, kind="stable")[:k]
+        rho = spearmanr(betas, means).statistic if np.ptp(betas) > 0 else float("nan")
+        top_dice = means[top].mean() if k else float("nan")
+        pred_top = np.mean([predicted[items[i][0]] for i in top]) if k else float("nan")
+        classes = " ".join(f"{names[c][:12]} {per_class[c]:.3f}" for c in names)
+        lines.append(
+            f"  {v:<12} all {means.mean():.3f} ({classes}) | top {k:>2} by beta {top_dice:.3f}"
+            f" vs predictions {pred_top:.3f} | Spearman {rho:.2f} | beta {np.median(betas):.2f} median"
+        )
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", type=Path, help="a benchmarks/samdsk.py work folder")
+    ap.add_argument("--arm", default="litemedsam", help="the SamDSK arm whose round is re-matched")
+    ap.add_argument("--round", type=int, default=1, dest="round_index")
+    ap.add_argument("--variants", default="soft:0.05,soft:chance,hard:0.05", help="comma-separated TARGET:FLOOR")
+    args = ap.parse_args()
+    plans_path = args.out / "bundle" / "configs" / "plans.json"
+    seeds = sorted(p for p in args.out.glob("seed*") if (p / args.arm / f"round_{args.round_index}").is_dir())
+    if not plans_path.is_file() or not seeds:
+        sys.exit(f"{args.out}: no benchmarks/samdsk.py work folder with a round {args.round_index} of {args.arm}")
+    plans = Plans.load(plans_path)
+    variants = args.variants.split(",")
+    try:
+        for v in variants:
+            variant_settings(v, plans.n_classes)
+    except ValueError as error:
+        sys.exit(f"--variants: {error}")
+    names = {c.value: c.name for c in plans.samdsk.classes}
+    print(f"{args.out} ({args.arm}, round {args.round_index}); the run's own matching: {plans.samdsk.matching}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed_dir in seeds:
+            arm_dir = seed_dir / args.arm
+            k = len(read_json_object(arm_dir / "state.json")["rounds"][str(args.round_index)].get("accepted", []))
+            print(f"{seed_dir.name}: {k} accepted by the run", flush=True)
+            for line in summarise(seed_rows(arm_dir, args.round_index, plans, variants, Path(tmp)), k, names):
+                print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
