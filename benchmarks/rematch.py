@@ -8,9 +8,12 @@ trained or written. Per seed and variant it prints the mean true Dice of every p
 the ``k`` labels with the highest beta (``k``: the images the round accepted under the run's
 own settings) next to the model's predictions of those images, and the Spearman rank
 correlation of beta with the labels' true Dice (how well beta would choose). A variant is
-``TARGET:FLOOR`` (``soft:0.05``, ``hard:0.05``), ``FLOOR`` ``chance`` meaning ``1 / C``.
+``TARGET:FLOOR`` (``soft:0.05``, ``hard:0.05``), ``FLOOR`` ``chance`` meaning ``1 / C`` and
+``bg+M`` a floor that follows the model: per image, the largest over the foreground classes of
+the class's median probability on the pixels predicted background, plus ``M`` (not a plan
+setting: an experiment).
 
-    .venv/bin/python benchmarks/rematch.py /tmp/bench/psfhs-i --variants soft:0.05,soft:chance,hard:0.05
+    .venv/bin/python benchmarks/rematch.py /tmp/bench/psfhs-i --variants soft:0.05,soft:chance,hard:0.05,soft:bg+0.05
 """
 
 from __future__ import annotations
@@ -32,10 +35,17 @@ from samdsk_plan.planning.plans import Plans
 from samdsk_plan.proposals.cache import ProposalCache
 
 
-def variant_settings(variant: str, n_classes: int) -> MatchSettings:
-    """``TARGET:FLOOR`` -> the IoU matching settings it names (``FLOOR`` ``chance``: ``1 / n_classes``)."""
+def variant_settings(variant: str, probs: np.ndarray) -> MatchSettings:
+    """``TARGET:FLOOR`` -> the IoU matching settings it names for softmax maps ``probs``
+    ``(C, ...)`` (``FLOOR`` ``chance``: ``1 / C``; ``bg+M``: see the module docstring)."""
     target, _, floor = variant.partition(":")
-    return MatchSettings(target=target, prob_floor=1.0 / n_classes if floor == "chance" else float(floor))
+    if floor == "chance":
+        return MatchSettings(target=target, prob_floor=1.0 / probs.shape[0])
+    if floor.startswith("bg+"):
+        background = np.argmax(probs, axis=0) == 0
+        base = max(float(np.median(p[background])) for p in probs[1:]) if background.any() else 0.0
+        return MatchSettings(target=target, prob_floor=min(0.99, base + float(floor[3:])))
+    return MatchSettings(target=target, prob_floor=float(floor))
 
 
 def cached_proposals(cache: ProposalCache, case_id: str) -> dict:
@@ -73,7 +83,7 @@ def seed_rows(arm_dir: Path, round_index: int, plans: Plans, variants: list[str]
                 samdsk.max_components,
                 fusion=samdsk.fusion,
                 connectivity=samdsk.connectivity,
-                settings=variant_settings(v, plans.n_classes),
+                settings=variant_settings(v, probs),
             )
             dice = label_dice(match.label.astype(np.uint8), prob_image.affine, truth, classes, tmp)
             rows[v].append((case_id, match.beta, dice))
@@ -119,7 +129,7 @@ def main() -> None:
     variants = args.variants.split(",")
     try:
         for v in variants:
-            variant_settings(v, plans.n_classes)
+            variant_settings(v, np.full((plans.n_classes, 1), 1.0 / plans.n_classes))
     except ValueError as error:
         sys.exit(f"--variants: {error}")
     names = {c.value: c.name for c in plans.samdsk.classes}
