@@ -30,7 +30,8 @@ from scipy.stats import spearmanr
 from samdsk_plan.evaluation import case_dice
 from samdsk_plan.io.images import read_image, write_image
 from samdsk_plan.io.layouts import read_json_object
-from samdsk_plan.matching import MatchSettings, match_volume
+from samdsk_plan.loop.pseudolabel import match_proposals
+from samdsk_plan.matching import MatchSettings
 from samdsk_plan.planning.plans import Plans
 from samdsk_plan.proposals.cache import ProposalCache
 
@@ -64,8 +65,7 @@ def label_dice(label: np.ndarray, affine: np.ndarray, truth: str, classes: list[
 
 def seed_rows(arm_dir: Path, round_index: int, plans: Plans, variants: list[str], tmp: Path) -> dict:
     """Per variant (and ``prediction``): per pool case its beta and per-class true Dice."""
-    samdsk = plans.samdsk
-    classes = samdsk.class_values
+    classes = plans.samdsk.class_values
     rdir = arm_dir / f"round_{round_index}"
     hidden = read_json_object(arm_dir / "hidden_labels.json")
     cache = ProposalCache(rdir / "proposals")
@@ -76,15 +76,7 @@ def seed_rows(arm_dir: Path, round_index: int, plans: Plans, variants: list[str]
         probs = np.moveaxis(np.asarray(prob_image.array, dtype=np.float32), -1, 0)
         proposals = cached_proposals(cache, case_id)
         for v in variants:
-            match = match_volume(
-                probs,
-                proposals,
-                samdsk.bounds,
-                samdsk.max_components,
-                fusion=samdsk.fusion,
-                connectivity=samdsk.connectivity,
-                settings=variant_settings(v, probs),
-            )
+            match = match_proposals(probs, proposals, plans, settings=variant_settings(v, probs))
             dice = label_dice(match.label.astype(np.uint8), prob_image.affine, truth, classes, tmp)
             rows[v].append((case_id, match.beta, dice))
         prediction = np.argmax(probs, axis=0).astype(np.uint8)

@@ -103,11 +103,15 @@ def case_proposals(
 
 
 def match_proposals(
-    probs: np.ndarray, proposals: dict[tuple[int, int], Proposals], plans: Plans, workers: int = 1
+    probs: np.ndarray,
+    proposals: dict[tuple[int, int], Proposals],
+    plans: Plans,
+    workers: int = 1,
+    settings: MatchSettings | None = None,
 ) -> VolumeMatch:
     """:func:`~samdsk_plan.matching.match_volume` of ``probs`` ``(C, I, J, K)`` and the slices'
-    ``proposals`` with the plan's ROI-count bounds, fusion and matching settings, the slices
-    solved in ``workers`` processes."""
+    ``proposals`` with the plan's ROI-count bounds, fusion and matching settings (or
+    ``settings``), the slices solved in ``workers`` processes."""
     samdsk = plans.samdsk
     return match_volume(
         probs,
@@ -116,7 +120,7 @@ def match_proposals(
         samdsk.max_components,
         fusion=samdsk.fusion,
         connectivity=samdsk.connectivity,
-        settings=MatchSettings(**samdsk.matching),
+        settings=settings or MatchSettings(**samdsk.matching),
         workers=workers,
     )
 
