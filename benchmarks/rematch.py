@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
 
-from samdsk_plan.evaluation import case_dice
-from samdsk_plan.io.images import read_image, write_image
+from samdsk_plan.evaluation.dice import dice_per_class
+from samdsk_plan.io.images import read_image
 from samdsk_plan.io.layouts import read_json_object
 from samdsk_plan.loop.pseudolabel import match_proposals
 from samdsk_plan.matching import MatchSettings
@@ -57,13 +56,7 @@ def cached_proposals(cache: ProposalCache, case_id: str) -> dict:
     return cache.load(case_id, key)
 
 
-def label_dice(label: np.ndarray, affine: np.ndarray, truth: str, classes: list[int], tmp: Path) -> dict[int, float]:
-    """Per-class true Dice of a label array, written where :func:`case_dice` can read it."""
-    path = write_image(tmp / ("label.png" if truth.endswith(".png") else "label.nii.gz"), label, affine)
-    return case_dice(path, truth, classes)
-
-
-def seed_rows(arm_dir: Path, round_index: int, plans: Plans, variants: list[str], tmp: Path) -> dict:
+def seed_rows(arm_dir: Path, round_index: int, plans: Plans, variants: list[str]) -> dict:
     """Per variant (and ``prediction``): per pool case its beta and per-class true Dice."""
     classes = plans.samdsk.class_values
     rdir = arm_dir / f"round_{round_index}"
@@ -72,15 +65,14 @@ def seed_rows(arm_dir: Path, round_index: int, plans: Plans, variants: list[str]
     rows: dict[str, list] = {v: [] for v in [*variants, "prediction"]}
     for case_id, truth in sorted(hidden.items()):
         prob_file = next((rdir / "predictions" / "pool").glob(f"{case_id}_prob.*"))
-        prob_image = read_image(prob_file)
-        probs = np.moveaxis(np.asarray(prob_image.array, dtype=np.float32), -1, 0)
+        probs = np.moveaxis(np.asarray(read_image(prob_file).array, dtype=np.float32), -1, 0)
+        truth_label = read_image(truth).array
         proposals = cached_proposals(cache, case_id)
         for v in variants:
             match = match_proposals(probs, proposals, plans, settings=variant_settings(v, probs))
-            dice = label_dice(match.label.astype(np.uint8), prob_image.affine, truth, classes, tmp)
-            rows[v].append((case_id, match.beta, dice))
-        prediction = np.argmax(probs, axis=0).astype(np.uint8)
-        rows["prediction"].append((case_id, None, label_dice(prediction, prob_image.affine, truth, classes, tmp)))
+            rows[v].append((case_id, match.beta, dice_per_class(match.label, truth_label, classes)))
+        prediction = np.argmax(probs, axis=0)
+        rows["prediction"].append((case_id, None, dice_per_class(prediction, truth_label, classes)))
     return rows
 
 
@@ -126,13 +118,12 @@ def main() -> None:
         sys.exit(f"--variants: {error}")
     names = {c.value: c.name for c in plans.samdsk.classes}
     print(f"{args.out} ({args.arm}, round {args.round_index}); the run's own matching: {plans.samdsk.matching}")
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed_dir in seeds:
-            arm_dir = seed_dir / args.arm
-            k = len(read_json_object(arm_dir / "state.json")["rounds"][str(args.round_index)].get("accepted", []))
-            print(f"{seed_dir.name}: {k} accepted by the run", flush=True)
-            for line in summarise(seed_rows(arm_dir, args.round_index, plans, variants, Path(tmp)), k, names):
-                print(line, flush=True)
+    for seed_dir in seeds:
+        arm_dir = seed_dir / args.arm
+        k = len(read_json_object(arm_dir / "state.json")["rounds"][str(args.round_index)].get("accepted", []))
+        print(f"{seed_dir.name}: {k} accepted by the run", flush=True)
+        for line in summarise(seed_rows(arm_dir, args.round_index, plans, variants), k, names):
+            print(line, flush=True)
 
 
 if __name__ == "__main__":
