@@ -9,9 +9,10 @@ the ``k`` labels with the highest beta (``k``: the images the round accepted und
 own settings) next to the model's predictions of those images, and the Spearman rank
 correlation of beta with the labels' true Dice (how well beta would choose). A variant is
 ``TARGET:FLOOR`` (``soft:0.05``, ``hard:0.05``), ``FLOOR`` ``chance`` meaning ``1 / C`` and
-``bg+M`` a floor that follows the model: per image, the largest over the foreground classes of
-the class's median probability on the pixels predicted background, plus ``M`` (not a plan
-setting: an experiment).
+``bg+M`` the floor that follows the model (``floor_rule`` ``"background"`` with margin ``M``: per
+case, the largest over the foreground classes of the class's median probability on the pixels
+predicted background, plus ``M``). A missing or unreadable file ends the run with its name;
+nothing is written.
 
     .venv/bin/python benchmarks/rematch.py /tmp/bench/psfhs-i --variants soft:0.05,soft:chance,hard:0.05,soft:bg+0.05
 """
@@ -19,15 +20,15 @@ setting: an experiment).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
 
+from samdsk_plan.errors import SamdskError
 from samdsk_plan.evaluation.dice import dice_per_class
-from samdsk_plan.io.images import read_image
+from samdsk_plan.io.images import read_image_or_fail
 from samdsk_plan.io.layouts import read_json_object
 from samdsk_plan.loop.pseudolabel import match_proposals
 from samdsk_plan.matching import MatchSettings
@@ -35,25 +36,15 @@ from samdsk_plan.planning.plans import Plans
 from samdsk_plan.proposals.cache import ProposalCache
 
 
-def variant_settings(variant: str, probs: np.ndarray) -> MatchSettings:
-    """``TARGET:FLOOR`` -> the IoU matching settings it names for softmax maps ``probs``
-    ``(C, ...)`` (``FLOOR`` ``chance``: ``1 / C``; ``bg+M``: see the module docstring)."""
+def variant_settings(variant: str, n_classes: int) -> MatchSettings:
+    """``TARGET:FLOOR`` -> the IoU matching settings it names for softmax maps of ``n_classes``
+    channels (``FLOOR`` ``chance``: ``1 / C``; ``bg+M``: see the module docstring)."""
     target, _, floor = variant.partition(":")
     if floor == "chance":
-        return MatchSettings(target=target, prob_floor=1.0 / probs.shape[0])
+        return MatchSettings(target=target, prob_floor=1.0 / n_classes)
     if floor.startswith("bg+"):
-        background = np.argmax(probs, axis=0) == 0
-        base = max(float(np.median(p[background])) for p in probs[1:]) if background.any() else 0.0
-        return MatchSettings(target=target, prob_floor=min(0.99, base + float(floor[3:])))
+        return MatchSettings(target=target, prob_floor=0.0, floor_rule="background", floor_margin=float(floor[3:]))
     return MatchSettings(target=target, prob_floor=float(floor))
-
-
-def cached_proposals(cache: ProposalCache, case_id: str) -> dict:
-    """Every slice of a case's cache file, under the key the file was written with (the loop's
-    own, so nothing stale can be read: the file holds one key)."""
-    with np.load(cache.path(case_id)) as data:
-        key = json.loads(bytes(data["header"]).decode("utf-8"))["key"]
-    return cache.load(case_id, key)
 
 
 def seed_rows(arm_dir: Path, round_index: int, plans: Plans, variants: list[str]) -> dict:
@@ -64,12 +55,14 @@ def seed_rows(arm_dir: Path, round_index: int, plans: Plans, variants: list[str]
     cache = ProposalCache(rdir / "proposals")
     rows: dict[str, list] = {v: [] for v in [*variants, "prediction"]}
     for case_id, truth in sorted(hidden.items()):
-        prob_file = next((rdir / "predictions" / "pool").glob(f"{case_id}_prob.*"))
-        probs = np.moveaxis(np.asarray(read_image(prob_file).array, dtype=np.float32), -1, 0)
-        truth_label = read_image(truth).array
-        proposals = cached_proposals(cache, case_id)
+        prob_file = next((rdir / "predictions" / "pool").glob(f"{case_id}_prob.*"), None)
+        if prob_file is None:
+            raise SamdskError(f"{rdir / 'predictions' / 'pool'}: no probabilities of case {case_id}")
+        probs = np.moveaxis(np.asarray(read_image_or_fail(prob_file).array, dtype=np.float32), -1, 0)
+        truth_label = read_image_or_fail(truth).array
+        proposals = cache.stored(case_id)
         for v in variants:
-            match = match_proposals(probs, proposals, plans, settings=variant_settings(v, probs))
+            match = match_proposals(probs, proposals, plans, settings=variant_settings(v, len(probs)))
             rows[v].append((case_id, match.beta, dice_per_class(match.label, truth_label, classes)))
         prediction = np.argmax(probs, axis=0)
         rows["prediction"].append((case_id, None, dice_per_class(prediction, truth_label, classes)))
@@ -113,17 +106,21 @@ def main() -> None:
     variants = args.variants.split(",")
     try:
         for v in variants:
-            variant_settings(v, np.full((plans.n_classes, 1), 1.0 / plans.n_classes))
+            variant_settings(v, plans.n_classes)
     except ValueError as error:
         sys.exit(f"--variants: {error}")
     names = {c.value: c.name for c in plans.samdsk.classes}
     print(f"{args.out} ({args.arm}, round {args.round_index}); the run's own matching: {plans.samdsk.matching}")
-    for seed_dir in seeds:
-        arm_dir = seed_dir / args.arm
-        k = len(read_json_object(arm_dir / "state.json")["rounds"][str(args.round_index)].get("accepted", []))
-        print(f"{seed_dir.name}: {k} accepted by the run", flush=True)
-        for line in summarise(seed_rows(arm_dir, args.round_index, plans, variants), k, names):
-            print(line, flush=True)
+    try:
+        for seed_dir in seeds:
+            arm_dir = seed_dir / args.arm
+            rounds = read_json_object(arm_dir / "state.json").get("rounds", {})
+            k = len(rounds.get(str(args.round_index), {}).get("accepted", []))
+            print(f"{seed_dir.name}: {k} accepted by the run", flush=True)
+            for line in summarise(seed_rows(arm_dir, args.round_index, plans, variants), k, names):
+                print(line, flush=True)
+    except SamdskError as error:
+        sys.exit(str(error))
 
 
 if __name__ == "__main__":

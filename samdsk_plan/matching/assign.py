@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -45,6 +45,9 @@ from scipy.optimize import linear_sum_assignment
 from samdsk_plan.matching.union import DEFAULT_MAX_EXACT, METRICS, atoms, best_union, union_score
 
 TARGETS = ("soft", "hard")
+FLOOR_RULES = ("fixed", "background")
+MAX_FLOOR = 0.99
+"""The highest floor the ``"background"`` rule sets (a floor of 1 would empty every target)."""
 SOLVERS = ("auto", "assignment", "search")
 DEFAULT_MAX_NODES = 64
 """Default budget of conflict branches in the multi-proposal solver."""
@@ -57,10 +60,19 @@ class MatchSettings:
     Attributes:
         metric: ``"iou"`` (the paper's) or ``"dice"``.
         target: ``"soft"`` (probabilities) or ``"hard"`` (argmax), see the module docstring.
-        prob_floor: soft targets below this count as 0 (the model's confident background), so
-            that proposals away from the prediction drop out before the search. A softmax
-            never reaches 0 exactly; without a floor every proposal touches every class.
-            Plans set it to chance, ``1 / C`` (:func:`~samdsk_plan.planning.planner.chance_floor`).
+        prob_floor: soft targets below the floor count as 0 (the model's confident
+            background), so that proposals away from the prediction drop out before the search.
+            A softmax never reaches 0 exactly; without a floor every proposal touches every
+            class. Under ``floor_rule="fixed"`` this is the floor; under ``"background"`` its
+            lower bound.
+        floor_rule: ``"fixed"`` (``prob_floor``) or ``"background"``: per case, the level the
+            model gives the foreground classes where it predicts background
+            (:func:`background_level`) plus ``floor_margin``, at least ``prob_floor`` and at
+            most :data:`MAX_FLOOR`. A well-trained model's background level is near 0 and the
+            floor stays low; an under-trained one spreads near-uniform mass over the
+            background, and the floor rises above it instead of letting that mass into every
+            proposal's score (:meth:`for_case`).
+        floor_margin: the ``"background"`` rule's margin above the level.
         max_exact: node budget of each class's :func:`best_union` search.
         max_nodes: budget of conflict branches when some ``u_c >= 2``.
         solver: ``"auto"`` (the assignment when every ``u_c <= 1``, else the search),
@@ -70,6 +82,8 @@ class MatchSettings:
     metric: str = "iou"
     target: str = "soft"
     prob_floor: float = 0.05
+    floor_rule: str = "fixed"
+    floor_margin: float = 0.05
     max_exact: int = DEFAULT_MAX_EXACT
     max_nodes: int = DEFAULT_MAX_NODES
     solver: str = "auto"
@@ -78,12 +92,37 @@ class MatchSettings:
         for name, value, allowed in (
             ("metric", self.metric, METRICS),
             ("target", self.target, TARGETS),
+            ("floor_rule", self.floor_rule, FLOOR_RULES),
             ("solver", self.solver, SOLVERS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if not 0 <= self.prob_floor < 1:
             raise ValueError(f"prob_floor must lie in [0, 1), got {self.prob_floor}")
+        if not 0 <= self.floor_margin < 1:
+            raise ValueError(f"floor_margin must lie in [0, 1), got {self.floor_margin}")
+
+    def floor(self, probs: np.ndarray) -> float:
+        """The soft targets' floor for one case's softmax maps ``probs`` ``(C, ...)``."""
+        if self.floor_rule == "fixed":
+            return self.prob_floor
+        return min(MAX_FLOOR, max(self.prob_floor, background_level(probs) + self.floor_margin))
+
+    def for_case(self, probs: np.ndarray) -> MatchSettings:
+        """These settings with the floor of the case ``probs`` ``(C, ...)`` fixed, so that every
+        slice of a volume is matched under the same floor."""
+        return replace(self, prob_floor=self.floor(probs), floor_rule="fixed")
+
+
+def background_level(probs: np.ndarray) -> float:
+    """The largest over the foreground classes of the class's median probability on the
+    pixels the model predicts background (``probs`` ``(C, ...)`` softmax maps); 0 where it
+    predicts no background."""
+    probs = np.asarray(probs)
+    background = np.argmax(probs, axis=0) == 0
+    if not background.any():
+        return 0.0
+    return max(float(np.median(p[background])) for p in probs[1:])
 
 
 @dataclass(frozen=True)
@@ -167,7 +206,8 @@ def match_slice(
         probs: ``(C, H, W)`` softmax maps, channel 0 the background.
         bounds: ``C - 1`` pairs ``(l_c, u_c)``, one per foreground class ``1..C-1``; ``(0, 0)``
             keeps a class empty (e.g. where the model predicts it absent).
-        settings: metric, target and search budgets (:class:`MatchSettings`).
+        settings: metric, target, floor and search budgets (:class:`MatchSettings`; a
+            ``"background"`` floor is taken from this slice's ``probs``).
         offset: ``(row, column)`` of the window in the slice.
         scale: pixels per mask pixel along each axis.
         size: ``(h, w)`` of the window in pixels (needed when ``scale > 1``).
@@ -175,9 +215,9 @@ def match_slice(
     Returns:
         :class:`SliceMatch` (its label on the whole slice).
     """
-    settings = settings or MatchSettings()
     masks = np.asarray(masks)
     probs = np.asarray(probs, dtype=np.float64)
+    settings = (settings or MatchSettings()).for_case(probs)
     if probs.ndim != 3 or probs.shape[0] < 2:
         raise ValueError(f"probs must be (C, H, W) with C >= 2, got {probs.shape}")
     (r, c), shape = offset, probs.shape[1:]

@@ -159,7 +159,7 @@ def keep_largest_components(label: np.ndarray, max_components: Sequence[int], co
 def volume_scores(label: np.ndarray, probs: np.ndarray, settings: MatchSettings | None = None) -> dict[int, float]:
     """3D overlap of ``label == c`` with class ``c``'s target, for the classes the model predicts
     (argmax of ``probs`` ``(C, I, J, K)``) somewhere in the volume."""
-    settings = settings or MatchSettings()
+    settings = (settings or MatchSettings()).for_case(probs)
     targets = class_targets(probs, settings.target, settings.prob_floor)
     predicted = set(np.unique(np.argmax(probs, axis=0)).tolist())
     return {
@@ -193,12 +193,15 @@ def match_volume(
             a fourth voter: proposals then refine the prediction where two axes agree against
             it) or ``"single"``.
         connectivity: ``"full"`` or ``"face"`` neighbourhood for the 3D components.
-        settings: metric, target and budgets (:class:`~samdsk_plan.matching.assign.MatchSettings`).
+        settings: metric, target, floor and budgets
+            (:class:`~samdsk_plan.matching.assign.MatchSettings`; a ``"background"`` floor is
+            taken from the whole volume's ``probs``).
         workers: processes each axis's slices are solved in (:func:`match_axis`).
     """
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 4:
         raise ValueError(f"probs must be (C, I, J, K), got {probs.shape}")
+    settings = (settings or MatchSettings()).for_case(probs)  # one floor for the whole volume
     if fusion not in FUSIONS:
         raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
     axes = sorted(int(a) for a in bounds)

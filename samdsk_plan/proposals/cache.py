@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from samdsk_plan.errors import SamdskError
 from samdsk_plan.io.atomic import atomic_write_bytes
 from samdsk_plan.proposals.base import ProposalGenerator, Proposals
 
@@ -66,24 +67,45 @@ class ProposalCache:
         if not path.is_file():
             return {}
         try:
-            with np.load(path) as data:
-                header = json.loads(bytes(data["header"]).decode("utf-8"))
-                if header.get("key") != key:
-                    return {}
-                out = {}
-                for axis, index, n, h, w, row, col, height, width, scale, size_h, size_w in header["slices"]:
-                    packed = data[f"m_{axis}_{index}"]
-                    masks = np.unpackbits(packed, axis=-1, count=h * w).astype(bool).reshape(n, h, w)
-                    origins = data[f"o_{axis}_{index}"].astype(np.int32) if f"o_{axis}_{index}" in data.files else None
-                    frame = None if (row, col, height, width) == (0, 0, size_h, size_w) else (height, width)
-                    scores = data[f"s_{axis}_{index}"].astype(np.float32)
-                    size = (size_h, size_w) if scale > 1 else None
-                    out[(axis, index)] = Proposals(masks, scores, origins, (row, col), frame, scale, size)
-                return out
+            return self._read(path, key)
         except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             # truncated, empty, foreign or corrupt: recompute and overwrite (JSONDecodeError is a ValueError)
             logger.warning("%s: unreadable proposal cache file (%s: %s); recomputing it", path, type(exc).__name__, exc)
             return {}
+
+    def stored(self, case_id: str) -> dict[SliceKey, Proposals]:
+        """Every slice of ``case_id``'s file under whatever key it was written with (a finished
+        round's own proposals, read back for analysis: the file holds one key, so nothing stale
+        can be mixed in).
+
+        Raises:
+            SamdskError: the file is missing or unreadable (named, with the problem).
+        """
+        path = self.path(case_id)
+        try:
+            return self._read(path, None)
+        except FileNotFoundError:
+            raise SamdskError(f"{path}: no proposal cache file for case {case_id}") from None
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise SamdskError(f"{path}: unreadable proposal cache file ({type(exc).__name__}: {exc})") from None
+
+    @staticmethod
+    def _read(path: Path, key: str | None) -> dict[SliceKey, Proposals]:
+        """The slices of the file at ``path``; ``{}`` if its key is not ``key`` (``None``: any)."""
+        with np.load(path) as data:
+            header = json.loads(bytes(data["header"]).decode("utf-8"))
+            if key is not None and header.get("key") != key:
+                return {}
+            out = {}
+            for axis, index, n, h, w, row, col, height, width, scale, size_h, size_w in header["slices"]:
+                packed = data[f"m_{axis}_{index}"]
+                masks = np.unpackbits(packed, axis=-1, count=h * w).astype(bool).reshape(n, h, w)
+                origins = data[f"o_{axis}_{index}"].astype(np.int32) if f"o_{axis}_{index}" in data.files else None
+                frame = None if (row, col, height, width) == (0, 0, size_h, size_w) else (height, width)
+                scores = data[f"s_{axis}_{index}"].astype(np.float32)
+                size = (size_h, size_w) if scale > 1 else None
+                out[(axis, index)] = Proposals(masks, scores, origins, (row, col), frame, scale, size)
+            return out
 
     def save(self, case_id: str, key: str, slices: dict[SliceKey, Proposals]) -> Path:
         """Write all ``slices`` of ``case_id`` under ``key`` (replacing the file atomically)."""
