@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from samdsk_plan.matching import MatchSettings, match_slice, union_score
-from samdsk_plan.matching.assign import class_targets, resolve_overlaps
+from samdsk_plan.matching import MatchSettings, background_level, match_slice, union_score
+from samdsk_plan.matching.assign import MAX_FLOOR, class_targets, resolve_overlaps
 
 DEFAULT_SETTINGS = MatchSettings()
 
@@ -242,3 +242,40 @@ def test_chance_floor_ignores_an_under_trained_background():
     assert low.chosen[1] == (1,) and low.beta == pytest.approx(18.9 / 61.6)
     chance = match_slice(masks, probs, [(1, 1)], MatchSettings(prob_floor=0.5))
     assert chance.chosen[1] == (0,) and chance.beta == pytest.approx(0.9)
+
+
+def test_background_floor_rises_above_an_under_trained_background():
+    """The slice above: the background's class-1 median is 0.4, so the ``"background"`` rule's
+    floor is 0.4 + 0.05 = 0.45 and only the object counts, as at chance: the exact proposal, 0.9."""
+    probs_fg = np.full((10, 10), 0.4)
+    probs_fg[2:5, 2:5] = 0.9
+    probs = np.stack([1 - probs_fg, probs_fg])
+    exact, large = np.zeros((2, 10, 10), bool)
+    exact[2:5, 2:5] = True
+    large[2:8, 2:8] = True
+    rule = MatchSettings(floor_rule="background", floor_margin=0.05)
+    assert background_level(probs) == pytest.approx(0.4)
+    assert rule.floor(probs) == pytest.approx(0.45)
+    assert rule.for_case(probs) == MatchSettings(prob_floor=rule.floor(probs))
+    match = match_slice(np.stack([exact, large]), probs, [(1, 1)], rule)
+    assert match.chosen[1] == (0,) and match.beta == pytest.approx(0.9)
+
+
+def test_background_floor_stays_low_for_a_confident_model_and_keeps_its_bounds():
+    """Three classes, background (0.96, 0.03, 0.01): level 0.03, floor 0.08 (below chance, 1/3);
+    ``prob_floor`` is its lower bound, :data:`MAX_FLOOR` its upper; no predicted background: level 0."""
+    probs = np.zeros((3, 6, 6))
+    probs[:] = np.array([0.96, 0.03, 0.01])[:, None, None]
+    probs[:, 1:3, 1:3] = np.array([0.1, 0.7, 0.2])[:, None, None]
+    assert background_level(probs) == pytest.approx(0.03)
+    assert MatchSettings(floor_rule="background").floor(probs) == pytest.approx(0.08)
+    assert MatchSettings(floor_rule="background", prob_floor=0.2).floor(probs) == pytest.approx(0.2)
+    assert MatchSettings(floor_rule="background", floor_margin=0.98).floor(probs) == MAX_FLOOR
+    assert MatchSettings(prob_floor=0.2).floor(probs) == 0.2, "the fixed rule ignores the model"
+    all_foreground = probs[:, 1:3, 1:3]
+    assert background_level(all_foreground) == 0.0
+    assert MatchSettings(floor_rule="background", floor_margin=0.1).floor(all_foreground) == 0.1
+    with pytest.raises(ValueError, match="floor_rule"):
+        MatchSettings(floor_rule="median")
+    with pytest.raises(ValueError, match="floor_margin"):
+        MatchSettings(floor_margin=1.0)

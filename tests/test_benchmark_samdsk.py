@@ -192,6 +192,31 @@ def test_benchmark_runs_every_arm_on_a_tiny_configuration(tmp_path):
             assert header["settings"]["overrides"]["seed"] == "0"
     assert json.loads((out / "setup.json").read_text())["train_seed"] == 0
     assert "Wall time per arm" in done.stdout and "Spearman" in done.stdout
+    _rematch_reads_the_finished_round_and_names_what_it_cannot(out)
+
+
+def _rematch_reads_the_finished_round_and_names_what_it_cannot(out: Path) -> None:
+    """benchmarks/rematch.py on the tiny run's LiteMedSAM round: one line per variant, the run's
+    own count of accepted images; a truncated cache file or a missing probability map ends the run
+    with the file named and no traceback."""
+    variants = ["soft:0.05", "soft:bg+0.05"]
+    rematch = [sys.executable, str(REPO / "benchmarks" / "rematch.py"), str(out), "--variants", ",".join(variants)]
+    done = subprocess.run(rematch, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    accepted = len(json.loads((out / "seed0" / "litemedsam" / "state.json").read_text())["rounds"]["1"]["accepted"])
+    assert f"seed0: {accepted} accepted by the run" in done.stdout
+    assert [line.split()[0] for line in done.stdout.splitlines() if line.startswith("  ")] == variants
+    rdir = out / "seed0" / "litemedsam" / "round_1"
+    cache = sorted((rdir / "proposals").glob("*.npz"))[0]
+    cache.write_bytes(cache.read_bytes()[:100])
+    done = subprocess.run(rematch, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"{cache}: unreadable proposal cache file" in done.stderr
+    for prob in (rdir / "predictions" / "pool").glob("*_prob.*"):
+        prob.unlink()
+    done = subprocess.run(rematch, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"{rdir / 'predictions' / 'pool'}: no probabilities of case" in done.stderr
 
 
 def test_benchmark_refuses_a_machine_label_weight_that_is_not_positive(tmp_path):

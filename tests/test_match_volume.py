@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from samdsk_plan.matching import match_volume
+from samdsk_plan.matching import MatchSettings, match_volume
 from samdsk_plan.matching.volume import keep_largest_components, slice_bounds, vote
 
 SHAPE = (14, 16, 12)
@@ -152,3 +152,22 @@ def test_no_predicted_foreground_scores_zero_and_bad_axes_are_rejected():
             match_volume(empty, {}, {2: BOUNDS[2]}, max_components=[1, 1], fusion=fusion)
     with pytest.raises(ValueError, match="one axis"):
         match_volume(empty, {}, BOUNDS, max_components=[1, 1], fusion="single")
+
+
+def test_background_floor_is_one_floor_for_the_whole_volume():
+    """Slices differ in their own background level (noise grows along axis 0); the volume is
+    matched under the one floor of its whole probabilities, as a fixed floor of that value."""
+    truth = _truth()
+    probs = _probs(truth)
+    ramp = np.linspace(0.0, 0.3, SHAPE[0])[None, :, None, None] * (truth == 0)[None]
+    probs = probs + ramp * np.array([0.0, 1.0, 0.5])[:, None, None, None]
+    probs /= probs.sum(axis=0)
+    rule = MatchSettings(floor_rule="background", floor_margin=0.05)
+    floor = rule.floor(probs)
+    per_slice = {MatchSettings(floor_rule="background").floor(probs[:, i]) for i in (0, SHAPE[0] - 1)}
+    assert len(per_slice) == 2 and floor not in per_slice, "the slices' own floors differ from the volume's"
+    proposals = _proposals(truth)
+    result = match_volume(probs, proposals, BOUNDS, max_components=[1, 1], settings=rule)
+    fixed = match_volume(probs, proposals, BOUNDS, max_components=[1, 1], settings=MatchSettings(prob_floor=floor))
+    np.testing.assert_array_equal(result.label, fixed.label)
+    assert result.scores == fixed.scores and result.chosen == fixed.chosen

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from samdsk_plan.errors import SamdskError
 from samdsk_plan.proposals import Proposals
 from samdsk_plan.proposals.cache import ProposalCache
 from samdsk_plan.proposals.pipeline import propose_case
@@ -217,3 +218,18 @@ def test_proposals_on_blocks_blow_up_concatenate_and_survive_the_cache(tmp_path)
         Proposals(coarse, np.ones(2, np.float32), scale=3, size=(7, 7))
     with pytest.raises(ValueError, match="exactly when"):
         Proposals(coarse, np.ones(2, np.float32), scale=3)
+
+
+def test_stored_reads_any_key_and_names_a_missing_or_unreadable_file(volume, tmp_path):
+    cache = ProposalCache(tmp_path)
+    written = propose_case("c1", volume, {0: ThresholdGenerator()}, {0: [0, 1]}, cache)
+    stored = cache.stored("c1")
+    assert stored.keys() == written.keys()
+    for k in written:
+        np.testing.assert_array_equal(stored[k].masks, written[k].masks)
+    with pytest.raises(SamdskError, match=r"c2\.npz: no proposal cache file for case c2"):
+        cache.stored("c2")
+    data = (tmp_path / "c1.npz").read_bytes()
+    (tmp_path / "c1.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SamdskError, match=r"c1\.npz: unreadable proposal cache file"):
+        cache.stored("c1")
