@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from samdsk_plan.matching import MatchSettings
 from samdsk_plan.planning import plan_from_fingerprint, samdsk_settings
 from samdsk_plan.planning.planner import coverage_count
 from tests.planning_cases import iso_fp, make_class
@@ -58,12 +60,11 @@ def test_samdsk_settings_isotropic():
     assert sam_cfg["stability_score_thresh"] == 0.5
     assert sam_cfg["box_nms_thresh"] == 0.5
     assert sam["acceptance_threshold"] == 0.9
-    assert sam["matching"] == {"metric": "iou", "target": "soft", "prob_floor": 0.5}  # chance of 2 classes
-
-
-def test_matching_floor_is_chance_for_the_number_of_classes():
-    fp = iso_fp(10, classes={"1": make_class("a"), "2": make_class("b"), "3": make_class("c")})
-    assert samdsk_settings(fp, [1.0, 1.0, 1.0])["matching"]["prob_floor"] == 0.25
+    matching = {"metric": "iou", "target": "soft", "prob_floor": 0.05, "floor_rule": "background", "floor_margin": 0.05}
+    assert sam["matching"] == matching
+    settings = MatchSettings(**sam["matching"])  # the plan's matching is MatchSettings' keywords
+    uniform = np.stack([np.full((4, 4), 0.6), np.full((4, 4), 0.4)])  # an under-trained background
+    assert settings.floor(uniform) == pytest.approx(0.45)
 
 
 def test_samdsk_settings_direct_anisotropy_threshold():
