@@ -226,18 +226,23 @@ def test_bad_inputs_are_rejected():
         match_slice(np.ones((1, 3, 3), bool), probs, [(1, 1)])
 
 
+def _under_trained_slice() -> tuple[np.ndarray, np.ndarray]:
+    """Softmax ``(2, 10, 10)``: a 3x3 object at p = 0.9, the rest at 0.4; proposals ``(2, 10, 10)``:
+    the exact object and a 6x6 square holding it."""
+    probs_fg = np.full((10, 10), 0.4)
+    probs_fg[2:5, 2:5] = 0.9
+    exact, large = np.zeros((2, 10, 10), bool)
+    exact[2:5, 2:5] = True
+    large[2:8, 2:8] = True
+    return np.stack([1 - probs_fg, probs_fg]), np.stack([exact, large])
+
+
 def test_chance_floor_ignores_an_under_trained_background():
     """One class; the object (3x3) at p = 0.9 and the rest of the 10x10 slice at p = 0.4 (a model
     that never became confident of the background). At a floor of 0.05 the background's mass
     decides: the 6x6 proposal scores (8.1 + 27 * 0.4) / (36 + 64 * 0.4) = 0.307 against the exact
     one's 8.1 / (9 + 91 * 0.4) = 0.178. At the chance floor (1/2) only the object counts: 0.9 vs 0.225."""
-    probs_fg = np.full((10, 10), 0.4)
-    probs_fg[2:5, 2:5] = 0.9
-    probs = np.stack([1 - probs_fg, probs_fg])
-    exact, large = np.zeros((2, 10, 10), bool)
-    exact[2:5, 2:5] = True
-    large[2:8, 2:8] = True
-    masks = np.stack([exact, large])
+    probs, masks = _under_trained_slice()
     low = match_slice(masks, probs, [(1, 1)], MatchSettings(prob_floor=0.05))
     assert low.chosen[1] == (1,) and low.beta == pytest.approx(18.9 / 61.6)
     chance = match_slice(masks, probs, [(1, 1)], MatchSettings(prob_floor=0.5))
@@ -247,17 +252,12 @@ def test_chance_floor_ignores_an_under_trained_background():
 def test_background_floor_rises_above_an_under_trained_background():
     """The slice above: the background's class-1 median is 0.4, so the ``"background"`` rule's
     floor is 0.4 + 0.05 = 0.45 and only the object counts, as at chance: the exact proposal, 0.9."""
-    probs_fg = np.full((10, 10), 0.4)
-    probs_fg[2:5, 2:5] = 0.9
-    probs = np.stack([1 - probs_fg, probs_fg])
-    exact, large = np.zeros((2, 10, 10), bool)
-    exact[2:5, 2:5] = True
-    large[2:8, 2:8] = True
+    probs, masks = _under_trained_slice()
     rule = MatchSettings(floor_rule="background", floor_margin=0.05)
     assert background_level(probs) == pytest.approx(0.4)
     assert rule.floor(probs) == pytest.approx(0.45)
     assert rule.for_case(probs) == MatchSettings(prob_floor=rule.floor(probs))
-    match = match_slice(np.stack([exact, large]), probs, [(1, 1)], rule)
+    match = match_slice(masks, probs, [(1, 1)], rule)
     assert match.chosen[1] == (0,) and match.beta == pytest.approx(0.9)
 
 
