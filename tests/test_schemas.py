@@ -19,7 +19,7 @@ from samdsk_plan.fingerprint.components import CONNECTIVITIES
 from samdsk_plan.io.schemas import load_schema, read_fingerprint, schema_problems, validate_plans
 from samdsk_plan.loop import Loop
 from samdsk_plan.loop.rounds import RETRAIN_MODES
-from samdsk_plan.matching.assign import SOLVERS, TARGETS
+from samdsk_plan.matching.assign import FLOOR_RULES, SOLVERS, TARGETS
 from samdsk_plan.matching.union import METRICS
 from samdsk_plan.matching.volume import FUSIONS
 from samdsk_plan.planning import plan_from_fingerprint
@@ -111,6 +111,7 @@ def test_schema_enums_match_the_code():
     assert set(matching["metric"]["enum"]) == set(METRICS)
     assert set(matching["target"]["enum"]) == set(TARGETS)
     assert set(matching["solver"]["enum"]) == set(SOLVERS)
+    assert set(matching["floor_rule"]["enum"]) == set(FLOOR_RULES)
     proposals = samdsk["proposals"]["properties"]
     assert set(proposals["generator"]["enum"]) == set(GENERATOR_CHOICES)
     assert set(proposals["sam"]["properties"]["model_type"]["enum"]) == {*MODEL_TYPES, "auto"}
