@@ -28,6 +28,7 @@ from scipy.stats import spearmanr
 
 from samdsk_plan.errors import SamdskError
 from samdsk_plan.evaluation.dice import dice_per_class
+from samdsk_plan.io.datalists import read_probabilities
 from samdsk_plan.io.images import read_image_or_fail
 from samdsk_plan.io.layouts import read_json_object
 from samdsk_plan.loop.pseudolabel import match_proposals
@@ -58,8 +59,8 @@ def seed_rows(arm_dir: Path, round_index: int, plans: Plans, variants: list[str]
         prob_file = next((rdir / "predictions" / "pool").glob(f"{case_id}_prob.*"), None)
         if prob_file is None:
             raise SamdskError(f"{rdir / 'predictions' / 'pool'}: no probabilities of case {case_id}")
-        probs = np.moveaxis(np.asarray(read_image_or_fail(prob_file).array, dtype=np.float32), -1, 0)
         truth_label = read_image_or_fail(truth).array
+        probs = read_probabilities(prob_file, truth_label.shape, plans.n_classes)
         proposals = cache.stored(case_id)
         for v in variants:
             match = match_proposals(probs, proposals, plans, settings=variant_settings(v, len(probs)))

@@ -110,7 +110,10 @@ class MatchSettings:
 
     def for_case(self, probs: np.ndarray) -> MatchSettings:
         """These settings with the floor of the case ``probs`` ``(C, ...)`` fixed, so that every
-        slice of a volume is matched under the same floor."""
+        slice of a volume is matched under the same floor (fixed settings are returned as
+        they are)."""
+        if self.floor_rule == "fixed":
+            return self
         return replace(self, prob_floor=self.floor(probs), floor_rule="fixed")
 
 
@@ -217,9 +220,9 @@ def match_slice(
     """
     masks = np.asarray(masks)
     probs = np.asarray(probs, dtype=np.float64)
-    settings = (settings or MatchSettings()).for_case(probs)
     if probs.ndim != 3 or probs.shape[0] < 2:
         raise ValueError(f"probs must be (C, H, W) with C >= 2, got {probs.shape}")
+    settings = (settings or MatchSettings()).for_case(probs)
     (r, c), shape = offset, probs.shape[1:]
     if scale < 1 or (scale > 1) != (size is not None):
         raise ValueError(f"a window size is given exactly when the scale exceeds 1, got scale {scale}, size {size}")

@@ -28,6 +28,8 @@ from samdsk_plan.proposals.base import ProposalGenerator, Proposals
 
 logger = logging.getLogger(__name__)
 SliceKey = tuple[int, int]  # (axis, slice index)
+UNREADABLE = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile)
+"""What reading a truncated, empty, foreign or corrupt file raises (JSONDecodeError is a ValueError)."""
 FORMAT_VERSION = 3
 """2: slices carry the window their masks lie on; 3: and the scale of their grid (older
 files are stale)."""
@@ -68,8 +70,7 @@ class ProposalCache:
             return {}
         try:
             return self._read(path, key)
-        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-            # truncated, empty, foreign or corrupt: recompute and overwrite (JSONDecodeError is a ValueError)
+        except UNREADABLE as exc:  # recompute and overwrite
             logger.warning("%s: unreadable proposal cache file (%s: %s); recomputing it", path, type(exc).__name__, exc)
             return {}
 
@@ -86,7 +87,7 @@ class ProposalCache:
             return self._read(path, None)
         except FileNotFoundError:
             raise SamdskError(f"{path}: no proposal cache file for case {case_id}") from None
-        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        except UNREADABLE as exc:
             raise SamdskError(f"{path}: unreadable proposal cache file ({type(exc).__name__}: {exc})") from None
 
     @staticmethod
