@@ -203,8 +203,9 @@ def speed(model: LiteMedSam, cache: EmbeddingCache, image: np.ndarray, repeats: 
 
 def psfhs_setup(slices: list) -> MatchSetup:
     """PSFHS's image-level knowledge: one pubic symphysis (1) and one fetal head (2) per image;
-    the classical generator scaled to the median region area of the sampled labels."""
-    from samdsk_plan.planning.planner import PROMPT_SETTINGS
+    the classical generator scaled to the median region area of the sampled labels; the plan's
+    prompts and matching (``planner.PROMPT_SETTINGS``, ``planner.MATCHING``)."""
+    from samdsk_plan.planning.planner import MATCHING, PROMPT_SETTINGS
     from samdsk_plan.planning.plans import PromptPlan
 
     areas = [int((label == c).sum()) for _, _, label in slices for c in (1, 2)]
@@ -213,7 +214,7 @@ def psfhs_setup(slices: list) -> MatchSetup:
         {0: [(1, 1), (1, 1)]},
         {0: float(np.median(areas))},
         PromptPlan(**PROMPT_SETTINGS),
-        {"metric": "iou", "target": "soft", "prob_floor": 0.05},
+        dict(MATCHING),
         "full",
     )
 
