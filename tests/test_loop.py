@@ -172,6 +172,29 @@ def test_round_report_measures_accepted_labels_against_hidden_labels(finished, h
     assert "beta histogram" in (finished / "round_1" / "report.md").read_text()
 
 
+def test_each_case_records_the_floor_the_plan_gave_it(finished, bundle):
+    """Every pool case's record holds the floor of the plan's rule for its own probabilities,
+    and the round report summarises them."""
+    from samdsk_plan.io.datalists import read_probabilities
+    from samdsk_plan.matching import MatchSettings
+    from samdsk_plan.planning.plans import Plans
+
+    plans = Plans.load(bundle / "configs" / "plans.json")
+    rule = MatchSettings(**plans.samdsk.matching)
+    assert rule.floor_rule == "background"
+    r1 = finished / "round_1"
+    floors = []
+    for path in sorted((r1 / "matches" / "pool").glob("*.json")):
+        record = json.loads(path.read_text())
+        shape = nib.load(record["image"]).shape
+        probs = read_probabilities(next((r1 / "predictions" / "pool").glob(f"{path.stem}_prob.*")), shape, 3)
+        assert record["floor"] == pytest.approx(rule.floor(probs))
+        floors.append(record["floor"])
+    report = json.loads((r1 / "report.json").read_text())
+    assert report["floor"]["median"] == pytest.approx(np.median(floors)) and report["floor"]["n_cases"] == 4
+    assert "- matching floor: median" in (r1 / "report.md").read_text()
+
+
 def test_killed_run_resumes_to_the_same_state(finished, bundle, hippocampus, datalist, tmp_path):
     """Start from the finished run's round 0, kill the loop mid-round 1, rerun it."""
     run = tmp_path / "run"

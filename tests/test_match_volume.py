@@ -171,3 +171,4 @@ def test_background_floor_is_one_floor_for_the_whole_volume():
     fixed = match_volume(probs, proposals, BOUNDS, max_components=[1, 1], settings=MatchSettings(prob_floor=floor))
     np.testing.assert_array_equal(result.label, fixed.label)
     assert result.scores == fixed.scores and result.chosen == fixed.chosen
+    assert result.floor == fixed.floor == floor, "the match records the floor it was made under"

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from samdsk_plan.loop.selection import calibrate_threshold, choose_generator, histogram, select, top_n
+from samdsk_plan.loop.selection import calibrate_threshold, choose_generator, floor_summary, histogram, select, top_n
 
 
 def test_calibration_picks_the_lowest_threshold_whose_labels_beat_the_predictions():
@@ -121,3 +121,37 @@ def test_run_summary_states_what_the_rounds_did():
     assert text[4] == "SamDSK added 2 pseudo-labelled case(s): mean test Dice 0.750 -> 0.780 (+0.030)"
     nothing = run_summary({"0": {"evaluation": ev(0.7, 0.8)}, "1": {"generator": "classical", "n_pool": 3}}, 5, "stop")
     assert nothing.splitlines()[-1] == "SamDSK added no case, so the final model is round 0's (stop)"
+
+
+def test_the_report_states_the_floors_the_round_matched_under():
+    from samdsk_plan.loop.report import report_markdown
+
+    rule = {"metric": "iou", "floor_rule": "background", "prob_floor": 0.05, "floor_margin": 0.05}
+    floors = floor_summary([0.30, None, 0.10, 0.08], rule)
+    assert floors == {
+        "floor_rule": "background",
+        "prob_floor": 0.05,
+        "floor_margin": 0.05,
+        "min": 0.08,
+        "median": 0.10,
+        "max": 0.30,
+        "n_cases": 3,
+    }
+    summary = {
+        "round": 1,
+        "n_pool": 4,
+        "accepted": [],
+        "generator": "litemedsam",
+        "threshold": None,
+        "threshold_source": "fixed",
+        "exact_fraction": 1.0,
+        "beta_histogram": [],
+        "floor": floors,
+    }
+    assert "- matching floor: median 0.100 (0.080-0.300) over 3 case(s); per case 0.05 above" in report_markdown(
+        summary
+    )
+    fixed = floor_summary([0.05, 0.05], {"floor_rule": "fixed", "prob_floor": 0.05})
+    assert "- matching floor: 0.05 (fixed)" in report_markdown({**summary, "floor": fixed}).splitlines()
+    assert "matching floor" not in report_markdown({k: v for k, v in summary.items() if k != "floor"})
+    assert floor_summary([None], rule)["median"] is None

@@ -57,6 +57,8 @@ class MatchRecord:
         seconds: wall time in seconds of this case's ``proposals`` (making them, or reading
             them back from the caches) and ``matching`` (empty in records written before it
             was kept).
+        floor: the matching's probability floor for this case (None in records written before
+            it was kept).
     """
 
     case_id: str
@@ -69,6 +71,7 @@ class MatchRecord:
     generator: str
     chosen: dict[str, dict[str, list[int]]]
     seconds: dict[str, float] = field(default_factory=dict)
+    floor: float | None = None
 
 
 def confidence(probs: np.ndarray) -> float:
@@ -172,6 +175,7 @@ def _match_entry(
         generator=next(iter(generators.values())).name,
         chosen={k: {str(c): ids for c, ids in v.items()} for k, v in result.chosen.items()},
         seconds=seconds,
+        floor=result.floor,
     )
     atomic_write_json(record_path, asdict(record))
     return record

@@ -18,6 +18,7 @@ def report_markdown(summary: dict) -> str:
         f"- proposals: {summary.get('generator') or 'none (no generator beat the predictions)'}",
         f"- threshold: {summary['threshold']} ({summary['threshold_source']})",
         f"- exact matchings: {100 * summary['exact_fraction']:.0f} % of cases",
+        *_floor_lines(summary.get("floor")),
         "",
         "## beta histogram",
         "",
@@ -59,6 +60,24 @@ def report_markdown(summary: dict) -> str:
             for c in summary["calibration"]
         ]
     return "\n".join(lines) + "\n"
+
+
+def _floor_lines(floor: dict | None) -> list[str]:
+    """The report's line on the matching floor (none for summaries written before it was kept)."""
+    if not floor:
+        return []
+    if floor["floor_rule"] == "fixed":
+        return [f"- matching floor: {floor['prob_floor']} (fixed)"]
+    rule = (
+        f"per case {floor['floor_margin']} above the model's foreground probability on its predicted background, "
+        f"at least {floor['prob_floor']}"
+    )
+    if floor["median"] is None:
+        return [f"- matching floor: {rule}"]
+    return [
+        f"- matching floor: median {floor['median']:.3f} ({floor['min']:.3f}-{floor['max']:.3f}) over "
+        f"{floor['n_cases']} case(s); {rule}"
+    ]
 
 
 def _mean_dice(evaluation: dict) -> tuple[str, float | None]:

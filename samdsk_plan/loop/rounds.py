@@ -46,7 +46,14 @@ from samdsk_plan.loop.bundle_runner import BundleRunner
 from samdsk_plan.loop.lock import RunLock
 from samdsk_plan.loop.pseudolabel import MatchRecord, match_entries, with_accepted
 from samdsk_plan.loop.report import report_markdown, run_summary
-from samdsk_plan.loop.selection import calibrate_threshold, choose_generator, histogram, select, top_n
+from samdsk_plan.loop.selection import (
+    calibrate_threshold,
+    choose_generator,
+    floor_summary,
+    histogram,
+    select,
+    top_n,
+)
 from samdsk_plan.loop.shards import Shard
 from samdsk_plan.loop.state import RunState, round0_trained
 from samdsk_plan.planning.plans import Plans
@@ -617,6 +624,7 @@ class Loop:
             accepted=accepted,
             beta_histogram=histogram([rec.beta for rec in pool.values()]),
             exact_fraction=float(np.mean([rec.exact for rec in pool.values()])) if pool else 1.0,
+            floor=floor_summary([rec.floor for rec in pool.values()], self.plans.samdsk.matching),
         )
         summary.update(self._truth_report(r, pool, accepted))
         atomic_write_json(self._round_dir(r) / "datalist.json", with_accepted(previous, pool, accepted, r, self.weight))

@@ -85,6 +85,17 @@ def histogram(values: Sequence[float], bins: int = 10) -> list[dict[str, float]]
     ]
 
 
+def floor_summary(floors: Sequence[float | None], matching: Mapping) -> dict:
+    """The probability floors a round's cases were matched under: the plan's ``matching``
+    rule (``floor_rule``, ``prob_floor``, ``floor_margin``) and the ``min`` / ``median`` /
+    ``max`` of the cases' ``floors`` (None for cases whose records predate them; the three are
+    None when no case has one)."""
+    known = [f for f in floors if f is not None]
+    out = {key: matching.get(key) for key in ("floor_rule", "prob_floor", "floor_margin")}
+    stats = (min(known), float(np.median(known)), max(known)) if known else (None, None, None)
+    return {**out, **dict(zip(("min", "median", "max"), stats, strict=True)), "n_cases": len(known)}
+
+
 @dataclass(frozen=True)
 class SourceChoice:
     """Result of :func:`choose_generator`.

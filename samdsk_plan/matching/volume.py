@@ -40,6 +40,8 @@ class VolumeMatch:
             where a class took a proposal).
         n_slices: slices matched (those with proposals and a class the model predicts).
         n_exact: how many of them were solved exactly.
+        floor: the soft targets' probability floor the case was matched under (the settings'
+            fixed floor, or the one their ``"background"`` rule took from this case).
     """
 
     label: np.ndarray
@@ -47,6 +49,7 @@ class VolumeMatch:
     chosen: dict[str, dict[int, list[int]]]
     n_slices: int
     n_exact: int
+    floor: float
 
     @property
     def exact(self) -> bool:
@@ -220,4 +223,4 @@ def match_volume(
         labels.append(np.argmax(probs, axis=0))
     label = labels[0] if fusion == "single" else vote(labels, probs)
     label = keep_largest_components(label, max_components, connectivity)
-    return VolumeMatch(label, volume_scores(label, probs, settings), chosen, n_slices, n_exact)
+    return VolumeMatch(label, volume_scores(label, probs, settings), chosen, n_slices, n_exact, settings.prob_floor)
