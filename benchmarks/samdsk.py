@@ -28,7 +28,9 @@ Printed: per arm the test Dice and HD95 per class (mean and sd over seeds), the 
 few -> pool-truth gap it closes, cases accepted per round, the true Dice of the accepted labels
 next to the model's predictions of the same cases, the Spearman rank correlation of beta with the
 true Dice of round 1's pool labels (of confidence with the predictions' for self-training), and
-the wall time split into training, prediction, proposals, matching and test evaluation.
+the wall time split into training, prediction, proposals, matching and test evaluation; last,
+the best SamDSK arm against the issue's targets (the share of the gap, the margin over
+self-training against its seed-sd) and the per-seed margin's sign and sd.
 Everything is kept in ``--out`` (rerun to resume; ``results.json`` holds the numbers; a rerun with
 other settings than ``setup.json`` records is refused). Training is deterministic on the CPU, so
 the seeds' spread measures what each arm is trained on; ``--train-seed N`` trains every arm again
@@ -611,10 +613,11 @@ def print_tables(results: dict[str, dict], names: dict[int, str], arms: list[str
             if gap > 0
             else f"no {base} -> pool-truth gap to close ({gap:+.4f} mean Dice)"
         )
-        sd = np.std(st, ddof=1) if len(seeds) > 1 else float("nan")
+        sd, paired_sd = (np.std(st, ddof=1), np.std(b - st, ddof=1)) if len(seeds) > 1 else (np.nan, np.nan)
         print(
             f"\nbest SamDSK arm: {best}; {closed}; beats self-training by {np.mean(b - st):+.4f} mean Dice "
-            f"(target > one seed-sd of self-training, {sd:.4f})"
+            f"(target > one seed-sd of self-training, {sd:.4f}); ahead on {int(np.sum(b > st))} of {len(seeds)} "
+            f"seed(s), the per-seed difference's sd {paired_sd:.4f}"
         )
 
 

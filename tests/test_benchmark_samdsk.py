@@ -41,7 +41,8 @@ def _result(dice: tuple[float, float], n_train: int, accepted: list[int] | None 
 
 def test_comparison_reports_the_share_of_the_gap_closed_and_the_margin_over_self_training(capsys):
     """few 0.60, ceiling 0.80 (mean over classes and seeds): an arm at 0.70 closes 50 %, one
-    at 0.65 closes 25 %; the best arm beats self-training (0.62, 0.64: sd 0.0141) by 0.07."""
+    at 0.65 closes 25 %; the best arm beats self-training (0.62, 0.64: sd 0.0141) by 0.07, by 0.08
+    and 0.06 per seed."""
     results = {
         "seed0": {
             "few": _result((0.6, 0.6), 10),
@@ -70,6 +71,7 @@ def test_comparison_reports_the_share_of_the_gap_closed_and_the_margin_over_self
     assert "0.630 ± 0.014" in rows["self-training"]
     assert "best SamDSK arm: litemedsam; closes 50 % of the few -> pool-truth gap of +0.2000" in out
     assert "beats self-training by +0.0700 mean Dice (target > one seed-sd of self-training, 0.0141)" in out
+    assert "ahead on 2 of 2 seed(s), the per-seed difference's sd 0.0141" in out  # 0.08 and 0.06
     assert "seed1: r1: 6" in out
 
 
