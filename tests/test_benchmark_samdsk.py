@@ -18,6 +18,7 @@ from tests.conftest import write_scenes
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "samdsk.py"
+PROMPT_BOXES = REPO / "benchmarks" / "prompt_boxes.py"
 
 
 def _module():
@@ -194,7 +195,28 @@ def test_benchmark_runs_every_arm_on_a_tiny_configuration(tmp_path):
             assert header["settings"]["overrides"]["seed"] == "1"
     assert json.loads((out / "setup.json").read_text())["train_seed"] == 1
     assert "Wall time per arm" in done.stdout and "Spearman" in done.stdout
+    _prompt_boxes_score_the_accepted_labels_as_the_loop_did(out)
     _rematch_reads_the_finished_round_and_names_what_it_cannot(out)
+    missing = subprocess.run([sys.executable, str(PROMPT_BOXES), str(out)], capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr  # rematch's check removed the probabilities
+    assert "no probabilities of case" in missing.stderr
+
+
+def _prompt_boxes_score_the_accepted_labels_as_the_loop_did(out: Path) -> None:
+    """benchmarks/prompt_boxes.py on the tiny run's LiteMedSAM round: per class, its prediction
+    and matched-label columns are the round report's true Dice of the accepted cases."""
+    done = subprocess.run([sys.executable, str(PROMPT_BOXES), str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((out / "seed0" / "litemedsam" / "round_1" / "report.json").read_text())
+    rows = [line for line in done.stdout.splitlines() if line.startswith("seed0 ")]
+    plans = json.loads((out / "bundle" / "configs" / "plans.json").read_text())
+    assert len(rows) == len(plans["samdsk"]["classes"])
+    for row, c in zip(rows, sorted(plans["samdsk"]["classes"], key=int), strict=True):
+        values = [float(v) for v in row[24:].split("(n=")[0].split()]
+        assert len(values) == 8 and all(0 <= v <= 1 for v in values)
+        assert values[0] == pytest.approx(report["true_dice"]["accepted_predictions"][c], abs=5e-4)
+        assert values[1] == pytest.approx(report["true_dice"]["accepted_pseudo_labels"][c], abs=5e-4)
+        assert f"(n={report['true_dice']['n_cases']})" in row
 
 
 def _rematch_reads_the_finished_round_and_names_what_it_cannot(out: Path) -> None:
