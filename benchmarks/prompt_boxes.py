@@ -20,16 +20,15 @@ Nothing is trained, matched or written; a missing or unreadable file ends the ru
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from rematch import finished_round, round_arguments, round_probabilities  # benchmarks/ (the script's folder)
 
 from samdsk_plan.errors import SamdskError
 from samdsk_plan.evaluation.dice import dice_per_class
-from samdsk_plan.io.datalists import read_probabilities
 from samdsk_plan.io.images import read_image_or_fail
 from samdsk_plan.io.layouts import read_json_object
 from samdsk_plan.planning.plans import Plans
@@ -83,10 +82,7 @@ def seed_table(model: LiteMedSam, out: Path, arm_dir: Path, round_index: int, pl
         volume, _ = windowed_volume(record["image"], plans)
         if volume.shape[2] != 1:
             raise SamdskError(f"{record['image']}: not a 2D image (shape {volume.shape})")
-        prob_file = next((rdir / "predictions" / "pool").glob(f"{case}_prob.*"), None)
-        if prob_file is None:
-            raise SamdskError(f"{rdir / 'predictions' / 'pool'}: no probabilities of case {case}")
-        probs = read_probabilities(prob_file, volume.shape, plans.n_classes)[..., 0]
+        probs = round_probabilities(rdir, case, volume.shape, plans.n_classes)[..., 0]
         label = np.asarray(read_image_or_fail(record["label"]).array).reshape(probs.shape[1:])
         truth = np.asarray(read_image_or_fail(hidden[case]).array).reshape(probs.shape[1:])
         image = volume[..., 0]
@@ -100,17 +96,9 @@ def seed_table(model: LiteMedSam, out: Path, arm_dir: Path, round_index: int, pl
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("out", type=Path, help="a benchmarks/samdsk.py work folder of a 2D dataset")
-    ap.add_argument("--arm", default="litemedsam", help="the SamDSK arm whose accepted cases are read")
-    ap.add_argument("--round", type=int, default=1, dest="round_index")
-    args = ap.parse_args()
-    plans_path = args.out / "bundle" / "configs" / "plans.json"
-    seeds = sorted(p for p in args.out.glob("seed*") if (p / args.arm / f"round_{args.round_index}").is_dir())
-    if not plans_path.is_file() or not seeds:
-        sys.exit(f"{args.out}: no benchmarks/samdsk.py work folder with a round {args.round_index} of {args.arm}")
+    args = round_arguments(__doc__.split("\n\n")[0], "read (a 2D dataset's)").parse_args()
+    plans, seeds = finished_round(args.out, args.arm, args.round_index)
     torch.set_num_threads(1)
-    plans = Plans.load(plans_path)
     names = {c.value: c.name for c in plans.samdsk.classes}
     try:
         model = LiteMedSam()

@@ -37,6 +37,35 @@ from samdsk_plan.planning.plans import Plans
 from samdsk_plan.proposals.cache import ProposalCache
 
 
+def round_arguments(description: str, what: str) -> argparse.ArgumentParser:
+    """The work folder, ``--arm`` and ``--round`` arguments of the scripts that read a finished
+    round of a ``benchmarks/samdsk.py`` work folder (``what``: what they do with the arm)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("out", type=Path, help="a benchmarks/samdsk.py work folder")
+    ap.add_argument("--arm", default="litemedsam", help=f"the SamDSK arm whose round is {what}")
+    ap.add_argument("--round", type=int, default=1, dest="round_index")
+    return ap
+
+
+def finished_round(out: Path, arm: str, round_index: int) -> tuple[Plans, list[Path]]:
+    """The work folder's plan and its seed folders whose ``arm`` has round ``round_index``; exits
+    naming ``out`` when it has none."""
+    plans_path = out / "bundle" / "configs" / "plans.json"
+    seeds = sorted(p for p in out.glob("seed*") if (p / arm / f"round_{round_index}").is_dir())
+    if not plans_path.is_file() or not seeds:
+        sys.exit(f"{out}: no benchmarks/samdsk.py work folder with a round {round_index} of {arm}")
+    return Plans.load(plans_path), seeds
+
+
+def round_probabilities(round_dir: Path, case_id: str, shape: tuple[int, ...], n_classes: int) -> np.ndarray:
+    """The round's softmax maps of a pool case, ``(C, *shape)``; SamdskError naming the folder
+    and the case when they are missing."""
+    prob_file = next((round_dir / "predictions" / "pool").glob(f"{case_id}_prob.*"), None)
+    if prob_file is None:
+        raise SamdskError(f"{round_dir / 'predictions' / 'pool'}: no probabilities of case {case_id}")
+    return read_probabilities(prob_file, shape, n_classes)
+
+
 def variant_settings(variant: str, n_classes: int) -> MatchSettings:
     """``TARGET:FLOOR`` -> the IoU matching settings it names for softmax maps of ``n_classes``
     channels (``FLOOR`` ``chance``: ``1 / C``; ``bg+M``: see the module docstring)."""
@@ -56,11 +85,8 @@ def seed_rows(arm_dir: Path, round_index: int, plans: Plans, variants: list[str]
     cache = ProposalCache(rdir / "proposals")
     rows: dict[str, list] = {v: [] for v in [*variants, "prediction"]}
     for case_id, truth in sorted(hidden.items()):
-        prob_file = next((rdir / "predictions" / "pool").glob(f"{case_id}_prob.*"), None)
-        if prob_file is None:
-            raise SamdskError(f"{rdir / 'predictions' / 'pool'}: no probabilities of case {case_id}")
         truth_label = read_image_or_fail(truth).array
-        probs = read_probabilities(prob_file, truth_label.shape, plans.n_classes)
+        probs = round_probabilities(rdir, case_id, truth_label.shape, plans.n_classes)
         proposals = cache.stored(case_id)
         for v in variants:
             match = match_proposals(probs, proposals, plans, settings=variant_settings(v, len(probs)))
@@ -93,17 +119,10 @@ def summarise(rows: dict, k: int, names: dict[int, str]) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("out", type=Path, help="a benchmarks/samdsk.py work folder")
-    ap.add_argument("--arm", default="litemedsam", help="the SamDSK arm whose round is re-matched")
-    ap.add_argument("--round", type=int, default=1, dest="round_index")
+    ap = round_arguments(__doc__.split("\n\n")[0], "re-matched")
     ap.add_argument("--variants", default="soft:0.05,soft:chance,hard:0.05", help="comma-separated TARGET:FLOOR")
     args = ap.parse_args()
-    plans_path = args.out / "bundle" / "configs" / "plans.json"
-    seeds = sorted(p for p in args.out.glob("seed*") if (p / args.arm / f"round_{args.round_index}").is_dir())
-    if not plans_path.is_file() or not seeds:
-        sys.exit(f"{args.out}: no benchmarks/samdsk.py work folder with a round {args.round_index} of {args.arm}")
-    plans = Plans.load(plans_path)
+    plans, seeds = finished_round(args.out, args.arm, args.round_index)
     variants = args.variants.split(",")
     try:
         for v in variants:
