@@ -69,8 +69,8 @@ def _floor_lines(floor: dict | None) -> list[str]:
     if floor["floor_rule"] == "fixed":
         return [f"- matching floor: {floor['prob_floor']} (fixed)"]
     rule = (
-        f"per case {floor['floor_margin']} above the model's foreground probability on its predicted background, "
-        f"at least {floor['prob_floor']}"
+        f"per case {floor['floor_margin']} above the model's median foreground probability on its predicted "
+        f"background, at least {floor['prob_floor']}"
     )
     if floor["median"] is None:
         return [f"- matching floor: {rule}"]
