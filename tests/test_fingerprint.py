@@ -190,3 +190,23 @@ def test_dataset_without_labelled_cases_is_an_error(msd_dataset, tmp_path, capsy
     assert main(["fingerprint", str(msd_dataset), "-o", str(tmp_path / "x.json"), "-q"]) == 2
     assert "no labelled cases" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_rerun_on_unchanged_data_leaves_the_file_as_it_is(fp, tmp_path):
+    """The same fingerprint at another time keeps the written file (bytes and modification
+    time); other content, or an unreadable file, is written over."""
+    from samdsk_plan.fingerprint import write_fingerprint
+
+    out = tmp_path / "fp.json"
+    write_fingerprint(fp, out)
+    before, stamp = out.read_bytes(), out.stat().st_mtime_ns
+    later = {**fp, "provenance": {**fp["provenance"], "created": "2030-01-01T00:00:00+00:00"}}
+    write_fingerprint(later, out)
+    assert out.read_bytes() == before and out.stat().st_mtime_ns == stamp
+    changed = {**later, "n_cases": {"labelled": 3, "unlabelled": 0}}
+    write_fingerprint(changed, out)
+    assert json.loads(out.read_text())["n_cases"] == {"labelled": 3, "unlabelled": 0}
+    assert json.loads(out.read_text())["provenance"]["created"] == "2030-01-01T00:00:00+00:00"
+    out.write_text("{trunc")
+    write_fingerprint(fp, out)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(fp))

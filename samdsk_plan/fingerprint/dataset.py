@@ -15,6 +15,7 @@ and ``region_area``.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from functools import partial
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from samdsk_plan.fingerprint.stats import (
     value_summary,
 )
 from samdsk_plan.io import Dataset, Problem, atomic_write_json
+from samdsk_plan.io.atomic import dumps_json
 from samdsk_plan.io.parallel import parallel_map
 from samdsk_plan.io.verify import DEFAULT_TOLERANCE_MM, dataset_problems, mixed_dimensions
 
@@ -231,8 +233,25 @@ def _volume_class_statistics(value: int, name: str, labelled: list[CaseFingerpri
 
 
 def write_fingerprint(fingerprint: dict, path: str | Path) -> Path:
-    """Write ``fingerprint`` as canonical JSON, atomically."""
+    """Write ``fingerprint`` as canonical JSON, atomically; a file at ``path`` that holds the same
+    fingerprint, its creation time aside, is left as it is (a rerun on unchanged data changes
+    nothing, so a committed fingerprint stays clean)."""
+    path = Path(path)
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = None
+    if isinstance(old, dict) and _timeless(old) == _timeless(json.loads(dumps_json(fingerprint))):
+        return path
     return atomic_write_json(path, fingerprint)
+
+
+def _timeless(fingerprint: dict) -> dict:
+    """A fingerprint as read from its JSON, without ``provenance.created``."""
+    provenance = fingerprint.get("provenance")
+    if isinstance(provenance, dict):
+        provenance = {k: v for k, v in provenance.items() if k != "created"}
+    return {**fingerprint, "provenance": provenance}
 
 
 def comparable(fingerprint: dict) -> dict:
