@@ -75,6 +75,13 @@ def run_command(cmd: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
+def fresh_command(cmd: list[str], out: Path, env: dict[str, str]) -> float:
+    """:func:`run_command` after removing its output ``out``, so it is written each time (as
+    nnU-Net's is: the fingerprint command keeps an unchanged file)."""
+    out.unlink(missing_ok=True)
+    return run_command(cmd, env)
+
+
 def alternate(ours: Callable[[], float], theirs: Callable[[], float], repeats: int) -> tuple[list[float], list[float]]:
     """Run ``ours`` and ``theirs`` in turn, ``repeats`` times; returns both lists of seconds."""
     times: tuple[list[float], list[float]] = ([], [])
@@ -103,13 +110,11 @@ def in_process(data: Path, out: Path, workers: int, repeats: int) -> tuple[list[
         with contextlib.redirect_stdout(io.StringIO()):  # its "Using <reader class>" line
             extractor.run(overwrite_existing=True)
 
-    return alternate(
-        lambda: timed(
-            lambda: write_fingerprint(compute_fingerprint(load_dataset(data), workers=workers, progress=False), out)
-        ),
-        lambda: timed(nnunet),
-        repeats,
-    )
+    def ours() -> None:
+        out.unlink(missing_ok=True)  # written each time, as nnU-Net's (overwrite_existing) is
+        write_fingerprint(compute_fingerprint(load_dataset(data), workers=workers, progress=False), out)
+
+    return alternate(lambda: timed(ours), lambda: timed(nnunet), repeats)
 
 
 def print_times(title: str, ours: list[float], theirs: list[float]) -> None:
@@ -183,7 +188,9 @@ def main() -> None:
         )
         print_times(
             "Subprocess wall time (interpreter start-up and imports included)",
-            *alternate(lambda: run_command(ours_cmd, env), lambda: run_command(nnunet_cmd, env), args.repeats),
+            *alternate(
+                lambda: fresh_command(ours_cmd, ours_out, env), lambda: run_command(nnunet_cmd, env), args.repeats
+            ),
         )
         os.environ.update(paths)
         print_times(

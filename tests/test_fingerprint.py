@@ -198,13 +198,13 @@ def test_a_rerun_on_unchanged_data_leaves_the_file_as_it_is(fp, tmp_path):
     from samdsk_plan.fingerprint import write_fingerprint
 
     out = tmp_path / "fp.json"
-    write_fingerprint(fp, out)
+    assert write_fingerprint(fp, out)
     before, stamp = out.read_bytes(), out.stat().st_mtime_ns
     later = {**fp, "provenance": {**fp["provenance"], "created": "2030-01-01T00:00:00+00:00"}}
-    write_fingerprint(later, out)
+    assert not write_fingerprint(later, out)
     assert out.read_bytes() == before and out.stat().st_mtime_ns == stamp
     changed = {**later, "n_cases": {"labelled": 3, "unlabelled": 0}}
-    write_fingerprint(changed, out)
+    assert write_fingerprint(changed, out)
     assert json.loads(out.read_text())["n_cases"] == {"labelled": 3, "unlabelled": 0}
     assert json.loads(out.read_text())["provenance"]["created"] == "2030-01-01T00:00:00+00:00"
     out.write_text("{trunc")

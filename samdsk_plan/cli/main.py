@@ -309,10 +309,10 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
         )
         print("\n".join(str(p) for p in exc.problems), file=sys.stderr)
         return EXIT_PROBLEMS
-    write_fingerprint(fp, args.output)
+    done = "wrote" if write_fingerprint(fp, args.output) else "kept (the same fingerprint)"
     n, what = fp["n_cases"], "2D images" if fp["dimensions"] == 2 else "cases"
     print(
-        f"wrote {args.output}: {n['labelled']} labelled + {n['unlabelled']} unlabelled {what}, "
+        f"{done} {args.output}: {n['labelled']} labelled + {n['unlabelled']} unlabelled {what}, "
         f"{len(fp['classes'])} classes, connectivity {args.connectivity}"
     )
     return 0

@@ -232,18 +232,19 @@ def _volume_class_statistics(value: int, name: str, labelled: list[CaseFingerpri
     }
 
 
-def write_fingerprint(fingerprint: dict, path: str | Path) -> Path:
+def write_fingerprint(fingerprint: dict, path: str | Path) -> bool:
     """Write ``fingerprint`` as canonical JSON, atomically; a file at ``path`` that holds the same
     fingerprint, its creation time aside, is left as it is (a rerun on unchanged data changes
-    nothing, so a committed fingerprint stays clean)."""
+    nothing, so a committed fingerprint stays clean). Returns whether the file was written."""
     path = Path(path)
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         old = None
     if isinstance(old, dict) and _timeless(old) == _timeless(json.loads(dumps_json(fingerprint))):
-        return path
-    return atomic_write_json(path, fingerprint)
+        return False
+    atomic_write_json(path, fingerprint)
+    return True
 
 
 def _timeless(fingerprint: dict) -> dict:
