@@ -125,8 +125,9 @@ def test_run_summary_states_what_the_rounds_did():
 
 def test_the_report_states_the_floors_the_round_matched_under():
     from samdsk_plan.loop.report import report_markdown
+    from samdsk_plan.matching import MatchSettings
 
-    rule = {"metric": "iou", "floor_rule": "background", "prob_floor": 0.05, "floor_margin": 0.05}
+    rule = MatchSettings(floor_rule="background", prob_floor=0.05, floor_margin=0.05)
     floors = floor_summary([0.30, None, 0.10, 0.08], rule)
     assert floors == {
         "floor_rule": "background",
@@ -151,7 +152,7 @@ def test_the_report_states_the_floors_the_round_matched_under():
     assert "- matching floor: median 0.100 (0.080-0.300) over 3 case(s); per case 0.05 above" in report_markdown(
         summary
     )
-    fixed = floor_summary([0.05, 0.05], {"floor_rule": "fixed", "prob_floor": 0.05})
+    fixed = floor_summary([0.05, 0.05], MatchSettings(**{"metric": "iou", "prob_floor": 0.05}))  # an older plan's
     assert "- matching floor: 0.05 (fixed)" in report_markdown({**summary, "floor": fixed}).splitlines()
     assert "matching floor" not in report_markdown({k: v for k, v in summary.items() if k != "floor"})
     assert floor_summary([None], rule)["median"] is None

@@ -56,6 +56,7 @@ from samdsk_plan.loop.selection import (
 )
 from samdsk_plan.loop.shards import Shard
 from samdsk_plan.loop.state import RunState, round0_trained
+from samdsk_plan.matching import MatchSettings
 from samdsk_plan.planning.plans import Plans
 from samdsk_plan.proposals.pipeline import AUTO, AUTO_CANDIDATES, make_generators
 
@@ -624,7 +625,7 @@ class Loop:
             accepted=accepted,
             beta_histogram=histogram([rec.beta for rec in pool.values()]),
             exact_fraction=float(np.mean([rec.exact for rec in pool.values()])) if pool else 1.0,
-            floor=floor_summary([rec.floor for rec in pool.values()], self.plans.samdsk.matching),
+            floor=floor_summary([rec.floor for rec in pool.values()], MatchSettings(**self.plans.samdsk.matching)),
         )
         summary.update(self._truth_report(r, pool, accepted))
         atomic_write_json(self._round_dir(r) / "datalist.json", with_accepted(previous, pool, accepted, r, self.weight))

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from samdsk_plan.matching import MatchSettings
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -85,13 +87,13 @@ def histogram(values: Sequence[float], bins: int = 10) -> list[dict[str, float]]
     ]
 
 
-def floor_summary(floors: Sequence[float | None], matching: Mapping) -> dict:
-    """The probability floors a round's cases were matched under: the plan's ``matching``
-    rule (``floor_rule``, ``prob_floor``, ``floor_margin``) and the ``min`` / ``median`` /
-    ``max`` of the cases' ``floors`` (None for cases whose records predate them; the three are
-    None when no case has one)."""
+def floor_summary(floors: Sequence[float | None], settings: MatchSettings) -> dict:
+    """The probability floors a round's cases were matched under: the rule of the plan's
+    matching ``settings`` (``floor_rule``, ``prob_floor``, ``floor_margin``, defaults filled in)
+    and the ``min`` / ``median`` / ``max`` of the cases' ``floors`` (None for cases whose records
+    predate them; the three are None when no case has one)."""
     known = [f for f in floors if f is not None]
-    out = {key: matching.get(key) for key in ("floor_rule", "prob_floor", "floor_margin")}
+    out = {key: getattr(settings, key) for key in ("floor_rule", "prob_floor", "floor_margin")}
     stats = (min(known), float(np.median(known)), max(known)) if known else (None, None, None)
     return {**out, **dict(zip(("min", "median", "max"), stats, strict=True)), "n_cases": len(known)}
 
