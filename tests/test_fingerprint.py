@@ -210,3 +210,11 @@ def test_a_rerun_on_unchanged_data_leaves_the_file_as_it_is(fp, tmp_path):
     out.write_text("{trunc")
     write_fingerprint(fp, out)
     assert json.loads(out.read_text()) == json.loads(json.dumps(fp))
+
+
+def test_the_command_says_when_it_kept_the_file(msd_dataset, tmp_path, capsys):
+    out = tmp_path / "fp.json"
+    assert main(["fingerprint", str(msd_dataset), "-o", str(out), "-q"]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {out}: 2 labelled + 1 unlabelled cases")
+    assert main(["fingerprint", str(msd_dataset), "-o", str(out), "-q"]) == 0
+    assert capsys.readouterr().out.startswith(f"kept (the same fingerprint) {out}: 2 labelled")
