@@ -88,6 +88,16 @@ def finished(bundle, hippocampus, datalist, tmp_path_factory) -> Path:
     return run
 
 
+def test_the_module_runs_on_one_worker(request):
+    """Under `make test` (pytest-xdist, `--dist loadgroup`) one worker runs this file, so the
+    two-round run its tests share (``finished``, about two minutes) is made once. xdist marks a
+    grouped test by an "@loop" suffix on its node id; pytest 9.2 drops it (pytest-xdist#1386),
+    and the tests then spread over the workers, each making the run again."""
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("not under pytest-xdist's --dist loadgroup")
+    assert request.node.nodeid.endswith("@loop"), f"{request.node.nodeid}: the xdist_group was lost"
+
+
 def _state(run: Path) -> dict:
     return json.loads((run / "state.json").read_text())
 
