@@ -32,8 +32,8 @@ from samdsk_plan.fingerprint.stats import (
     rnd,
     value_summary,
 )
-from samdsk_plan.io import Dataset, Problem, atomic_write_json
-from samdsk_plan.io.atomic import dumps_json
+from samdsk_plan.io import Dataset, Problem
+from samdsk_plan.io.atomic import atomic_write_text, dumps_json
 from samdsk_plan.io.parallel import parallel_map
 from samdsk_plan.io.verify import DEFAULT_TOLERANCE_MM, dataset_problems, mixed_dimensions
 
@@ -241,9 +241,10 @@ def write_fingerprint(fingerprint: dict, path: str | Path) -> bool:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         old = None
-    if isinstance(old, dict) and _timeless(old) == _timeless(json.loads(dumps_json(fingerprint))):
+    text = dumps_json(fingerprint)
+    if isinstance(old, dict) and _timeless(old) == _timeless(json.loads(text)):
         return False
-    atomic_write_json(path, fingerprint)
+    atomic_write_text(path, text)
     return True
 
 
