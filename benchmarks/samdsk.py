@@ -53,7 +53,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +136,8 @@ class Setup:
         )
 
     def runner(self) -> BundleRunner:
-        return BundleRunner(self.bundle, self.data, "cpu", self.overrides(), threads=1)
+        """This process's runner of the setup's bundle (one warm-start server per worker)."""
+        return _runner(self)
 
     def train_args(self) -> dict[str, object]:
         return {
@@ -145,6 +146,11 @@ class Setup:
             ids.BATCH_SIZE: self.batch_size,
             ids.VAL_INTERVAL: self.val_interval,
         }
+
+
+@cache
+def _runner(setup: Setup) -> BundleRunner:
+    return BundleRunner(setup.bundle, setup.data, "cpu", setup.overrides(), threads=1)
 
 
 def say(seed_dir: Path, arm: str) -> Callable[[str], None]:

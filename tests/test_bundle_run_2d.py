@@ -16,11 +16,14 @@ import torch
 from PIL import Image
 
 from samdsk_plan.cli.main import main
+from samdsk_plan.errors import SamdskError
+from samdsk_plan.loop.bundle_runner import BundleRunner
 from samdsk_plan.loop.rounds import validation_evidence
 from samdsk_plan.loop.selection import choose_generator
 from samdsk_plan.proposals.pipeline import AUTO_CANDIDATES
 from tests.conftest import SCENE_HW, nifti_twin, scene, write_scenes
 from tests.test_bundle_run import hd95, run_bundle
+from tests.test_faults import _processes_mentioning
 
 pytestmark = pytest.mark.slow  # bundle runs: left out of `make test-fast`
 
@@ -115,10 +118,26 @@ def test_2d_bundle_trains_infers_and_evaluates(tmp_path, fmt):
     train = ["--epochs", "2", "--iterations_per_epoch", "3", "--batch_size", "2", "--val_interval", "1"]
     log = run_bundle(bundle, ["train.json"], *common, *train)
     assert "Epoch[2] Complete" in log and (tmp_path / "models" / "model.pt").is_file()
-    if fmt == "png":  # the bundle seeds everything: the same training twice gives the same weights, bit for bit
-        for name, seed in (("again", "0"), ("seed1", "1")):  # and --seed trains another sample
-            other = [str(tmp_path / name) if a == str(tmp_path / "models") else a for a in common]
-            run_bundle(bundle, ["train.json"], *other, *train, "--seed", seed)
+    if fmt == "png":  # the bundle seeds everything: the same training twice gives the same weights, bit for bit,
+        # also when the second is forked from the runner's warm-start server; and --seed trains another sample
+        warm = BundleRunner(bundle, data, overrides={"network_def#filters": _slim(bundle)})
+        for name, seed in (("again", 0), ("seed1", 1)):
+            warm.run(
+                ["train.json"],
+                tmp_path / name / "train.log",
+                **{a[2:]: b for a, b in zip(train[::2], train[1::2], strict=True)},
+                datalist=lists,
+                ckpt_dir=tmp_path / name,
+                seed=seed,
+                num_workers=0,
+            )
+        assert "Epoch[2] Complete" in (tmp_path / "again" / "train.log").read_text()
+        assert len(_processes_mentioning(str(tmp_path / "again"))) == 1  # one server ran both
+        with pytest.raises(SamdskError, match=r"bundle run inference.json failed \(exit 1\); full log: .*"):
+            warm.run(["inference.json"], tmp_path / "bad" / "infer.log", datalist=lists, ckpt_dir=tmp_path / "bad")
+        assert "Traceback" in (tmp_path / "bad" / "infer.log").read_text()
+        warm.close()
+        assert _processes_mentioning(str(tmp_path / "again")) == []
         first, second, third = (
             torch.load(tmp_path / d / "model.pt", map_location="cpu") for d in ("models", "again", "seed1")
         )

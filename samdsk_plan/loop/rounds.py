@@ -236,6 +236,7 @@ class Loop:
             atomic_write_text(self.run_dir / "summary.md", self.summary())
             return state
         finally:
+            self.runner.close()
             self._lock.release()
 
     def summary(self) -> str:
