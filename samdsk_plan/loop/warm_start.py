@@ -2,7 +2,7 @@
 
 Importing MONAI costs 8-12 s on a slow CPU (it loads every submodule, and with them torchvision's
 ops and ``torch._dynamo``), more than a short bundle run's own work. A :class:`WarmStarter` pays
-that once: it starts a server process (``python -m samdsk_plan.loop.warm_start TAG``) that imports
+that once: it starts a server process (``python -c "...warm_start import serve; serve()" TAG``) that imports
 MONAI and the bundle runtime and then forks one child per bundle run. Each child is what a fresh
 ``python -m monai.bundle run`` would be: the run's working directory (also ``sys.path[0]``),
 environment, argument vector and log file (stdout and stderr, stdin from ``/dev/null``), default
@@ -78,7 +78,7 @@ class WarmStarter:
     def _start(self) -> subprocess.Popen:
         if self._server is None or self._server.poll() is not None:
             self._server = subprocess.Popen(
-                [sys.executable, "-m", __name__, self.tag],
+                [sys.executable, "-c", f"from {__name__} import serve; serve()", self.tag],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=self.env,
@@ -146,7 +146,3 @@ def _child(job: dict, server: int) -> int:
         traceback.print_exc()
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    serve()
