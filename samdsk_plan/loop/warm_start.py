@@ -55,8 +55,9 @@ class WarmStarter:
         returns its exit status. Interrupted here, the child is killed before this raises."""
         server = self._start()
         job = {"args": list(args), "cwd": str(cwd), "log": str(log_file), "env": dict(env)}
-        server.stdin.write(json.dumps(job) + "\n")
-        server.stdin.flush()
+        with contextlib.suppress(BrokenPipeError):  # a server that died answers with EOF below
+            server.stdin.write(json.dumps(job) + "\n")
+            server.stdin.flush()
         pid = self._reply("pid")
         try:
             return self._reply("returncode")
@@ -91,7 +92,7 @@ class WarmStarter:
         line = self._server.stdout.readline()
         if not line:
             code = self._server.wait()
-            self._server = None
+            self.close()
             raise SamdskError(f"the bundle runs' warm-start server ended (exit {code}) before a run finished")
         return int(json.loads(line)[key])
 
@@ -103,12 +104,11 @@ def serve() -> None:
     import samdsk_plan.bundle.runtime  # noqa: F401  (what the bundle's configs instantiate)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the child and the loop
-    replies = sys.stdout
+    replies, server = sys.stdout, os.getpid()
     for line in sys.stdin:
         job = json.loads(line)
         sys.stdout.flush()
         sys.stderr.flush()
-        server = os.getpid()
         pid = os.fork()
         if pid == 0:
             sys.exit(_child(job, server))  # the interpreter's own exit, as a fresh process's
@@ -125,10 +125,12 @@ def _child(job: dict, server: int) -> int:
     if os.getppid() != server:  # the server died before the line above
         os._exit(1)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    devnull = os.open(os.devnull, os.O_RDONLY)
     log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    os.dup2(devnull, 0)
     os.dup2(log, 1)
     os.dup2(log, 2)
+    os.close(devnull)
     os.close(log)
     os.chdir(job["cwd"])
     os.environ.clear()
