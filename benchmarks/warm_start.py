@@ -52,7 +52,7 @@ def main() -> None:
             "num_workers": 0,
             "network_def#filters": "[8,16,32,64]",
         }
-        warm = BundleRunner(BUNDLE, args.data, overrides={"network_def#filters": "[8,16,32,64]"}, threads=1)
+        warm = BundleRunner(BUNDLE, args.data, threads=1)
         times: dict[str, list[float]] = {"fresh": [], "warm": []}
         for i in range(args.repeats):
             start = time.perf_counter()
