@@ -103,6 +103,7 @@ class Setup:
     pseudo_label_weight: float | None = None  # None: the plan's (0.5; the paper's lambda = 1)
     train_seed: int = 0  # the bundle's ``seed``: every training of the run starts from it
     retrain: str = "scratch"  # or "finetune": every training after round 0 starts from the previous model
+    plan_sets: tuple[str, ...] = ()  # ``plan --set KEY=VALUE`` of the bundle (none: the committed one's plan)
 
     def machine_label_weight(self, plans: Plans) -> float:
         """The sampling weight of machine labels: ``pseudo_label_weight`` or the plan's."""
@@ -119,7 +120,7 @@ class Setup:
         """What the work folder's results depend on (``setup.json``; a rerun must match it): every
         field but the folders the run writes, and the pool size."""
         out = {k: v for k, v in asdict(self).items() if k not in ("bundle", "out")}
-        return {**out, "data": str(self.data), "pool": pool}
+        return {**out, "data": str(self.data), "pool": pool, "plan_sets": list(self.plan_sets)}
 
     def settings(self, generator: str, rounds: int) -> LoopSettings:
         return LoopSettings(
@@ -669,6 +670,10 @@ def main() -> None:
         "--retrain", default="scratch", choices=RETRAIN_MODES,
         help="each round's training from scratch, or from the previous model (then also the few-continued arm)",
     )  # fmt: skip
+    ap.add_argument(
+        "--plan-set", action="append", default=[], metavar="KEY=VALUE",
+        help="a plan setting, as `samdsk-plan plan --set` (repeatable; the bundle is then planned from --data)",
+    )  # fmt: skip
     ap.add_argument("-j", "--jobs", type=int, default=2, help="jobs side by side (one torch thread each)")
     args = ap.parse_args()
     arms = [a.strip() for a in args.arms.split(",") if a.strip() and a.strip() != "few"]
@@ -705,6 +710,7 @@ def main() -> None:
     setup = Setup(
         data, bundle, out, epochs, args.batch_size, min(args.val_interval, epochs),
         args.filters or FILTERS[args.dataset], args.pseudo_label_weight, args.train_seed, args.retrain,
+        tuple(args.plan_set),
     )  # fmt: skip
     fixed, recorded = setup.fixed(args.pool), out / "setup.json"
     try:
@@ -714,16 +720,17 @@ def main() -> None:
     if before != fixed:
         changed = ", ".join(f"{k} {before.get(k)!r} -> {v!r}" for k, v in fixed.items() if before.get(k) != v)
         sys.exit(f"{out}: the work folder holds results of other settings ({changed}); choose another --out")
+    if not bundle.is_dir():  # before the settings are recorded: a refused --plan-set leaves the folder reusable
+        prepare_bundle(args.dataset, data, out, setup.plan_sets)
     atomic_write_json(recorded, fixed)
-    if not bundle.is_dir():
-        prepare_bundle(args.dataset, data, out)
     plans = Plans.load(bundle / "configs" / "plans.json")
     print(
         f"{args.dataset}: {len(splits)} seed(s), pool {args.pool}, at most {args.rounds} round(s), "
         f"{epochs * ITERATIONS_PER_EPOCH} iterations of batch {args.batch_size} per training, filters "
         f"[{setup.filters}], machine-label weight {setup.machine_label_weight(plans):g}, training seed "
         f"{setup.train_seed}, retrain {setup.retrain}, "
-        f"{args.jobs} job(s) of one thread, CPU; work folder {out}",
+        + "".join(f"plan --set {kv}, " for kv in setup.plan_sets)
+        + f"{args.jobs} job(s) of one thread, CPU; work folder {out}",
         flush=True,
     )
     print(f"machine: {machine()}", flush=True)

@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -74,22 +75,26 @@ def default_data(dataset: str) -> Path:
     return (REPO.parent / "shared" / "data" / dataset).resolve()
 
 
-def prepare_bundle(dataset: str, data: Path, work: Path) -> Path:
+def prepare_bundle(dataset: str, data: Path, work: Path, plan_sets: Sequence[str] = ()) -> Path:
     """The bundle to train: a copy of ``bundles/DATASET`` when ``data`` is the shared folder it
-    was emitted from, else one emitted from ``data`` (fingerprint -> plan -> emit in ``work``),
-    so another folder given as ``--data`` never trains a bundle planned for other images."""
+    was emitted from and no plan setting is changed, else one emitted from ``data`` (fingerprint
+    -> plan with ``--set`` of each of ``plan_sets`` -> emit in ``work``), so another folder given as
+    ``--data`` never trains a bundle planned for other images."""
     bundle = work / "bundle"
     committed = REPO / "bundles" / dataset
-    if committed.is_dir() and Path(data).resolve() == default_data(dataset):
+    if committed.is_dir() and Path(data).resolve() == default_data(dataset) and not plan_sets:
         shutil.copytree(committed, bundle)
         return bundle
     cli = [sys.executable, "-m", "samdsk_plan"]
+    sets = [a for s in plan_sets for a in ("--set", s)]
     for step in (
         ["fingerprint", str(data), "-o", str(work / "fp.json"), "-q"],
-        ["plan", str(work / "fp.json"), "-o", str(work / "plans.json")],
+        ["plan", str(work / "fp.json"), "-o", str(work / "plans.json"), *sets],
         ["emit", str(work / "plans.json"), "-o", str(bundle)],
     ):
-        subprocess.run(cli + step, check=True, stdout=subprocess.DEVNULL)
+        code = subprocess.run(cli + step, stdout=subprocess.DEVNULL).returncode
+        if code:  # its own message (a bad --set, an unreadable image) is on stderr above
+            sys.exit(f"samdsk-plan {step[0]} failed (exit {code}) while preparing the bundle in {work}")
     return bundle
 
 
