@@ -1,4 +1,4 @@
-"""One SamDSK round with LiteMedSAM prompted by the model, on a small synthetic dataset (six
+"""One SamDSK round with LiteMedSAM prompted by the model, on a small synthetic dataset (four
 slices per case, so the encoder's seconds per slice stay affordable), from fingerprint to loop."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tests.test_bundle_run_2d import ONE_BOX
 
 pytestmark = pytest.mark.slow  # bundle runs and the real LiteMedSAM
 
-SHAPE = (6, 48, 48)  # slices along axis 0, 4 mm apart: the plan matches along axis 0 only
+SHAPE = (4, 48, 48)  # slices along axis 0, 4 mm apart: the plan matches along axis 0 only
 AFFINE = np.diag([4.0, 1.0, 1.0, 1.0])
 TINY = [
     "--epochs",
