@@ -18,7 +18,7 @@ import pytest
 
 from samdsk_plan.cli.main import main
 from samdsk_plan.loop import Loop, LoopSettings
-from samdsk_plan.loop.bundle_runner import bundle_command
+from tests.test_bundle_run import run_bundle
 
 # real data or bundle runs: left out of `make test-fast`; one pytest-xdist worker runs the file, whose tests
 # share the module's trained run (`finished`)
@@ -329,22 +329,16 @@ def test_pseudolabel_config_runs_one_pass_through_monai_bundle(finished, bundle,
     """inference.json + pseudolabel.json with round 0's model: predictions, matches, accepted.json."""
     work = tmp_path / "bundle"
     shutil.copytree(bundle, work)
-    cmd = bundle_command(
-        ["inference.json", "pseudolabel.json"],
-        {
-            "dataset_dir": hippocampus,
-            "datalist": datalist,
-            "ckpt_dir": finished / "round_0" / "models",
-            "device": "cpu",
-            "num_workers": 0,
-            "network_def#filters": "[8,16,32,64]",
-            "acceptance_threshold": 0,
-            "max_accepted": 3,
-            "fast": True,
-        },
-    )
-    done = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    args = {
+        "dataset_dir": hippocampus,
+        "datalist": datalist,
+        "ckpt_dir": finished / "round_0" / "models",
+        "network_def#filters": "[8,16,32,64]",
+        "acceptance_threshold": 0,
+        "max_accepted": 3,
+        "fast": True,
+    }
+    run_bundle(work, ["inference.json", "pseudolabel.json"], *(a for k, v in args.items() for a in (f"--{k}", str(v))))
     accepted = json.loads((work / "pseudolabels" / "accepted.json").read_text())
     assert len(accepted["training"]) == 3 and len(accepted["unlabelled"]) == 1
     betas = [e["samdsk"]["beta"] for e in accepted["training"]]

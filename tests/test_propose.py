@@ -1,7 +1,6 @@
 """``samdsk-plan propose`` and the bundle's ``propose.json`` on real hippocampus cases."""
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +9,12 @@ import torch
 
 from samdsk_plan.cli.main import main
 from samdsk_plan.io import read_image
-from samdsk_plan.loop.bundle_runner import bundle_command
 from samdsk_plan.planning import Plans
 from samdsk_plan.proposals.cache import ProposalCache
 from samdsk_plan.proposals.pipeline import case_key, make_generators
 from samdsk_plan.proposals.sam_checkpoint import build_sam
 from samdsk_plan.proposals.volume import window_to_unit
+from tests.test_bundle_run import run_bundle
 from tests.test_sam import TINY
 
 pytestmark = pytest.mark.slow  # real data or bundle runs: left out of `make test-fast`
@@ -143,10 +142,7 @@ def test_cli_sam_path_with_a_checkpoint_file(hippocampus, tmp_path, capsys):
 
 def test_bundle_propose_config(hippocampus, tmp_path):
     data = two_case_datalist(tmp_path)
-    cmd = bundle_command(
-        ["propose.json"], {"dataset_dir": hippocampus, "datalist": data, "cache_dir": tmp_path / "cache", "fast": True}
-    )
-    done = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    args = {"dataset_dir": hippocampus, "datalist": data, "cache_dir": tmp_path / "cache", "fast": True}
+    run_bundle(BUNDLE, ["propose.json"], *(a for k, v in args.items() for a in (f"--{k}", str(v))))
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
     assert not (BUNDLE / "proposals").exists()
