@@ -717,6 +717,7 @@ def main() -> None:
         before = read_json_object(recorded) if recorded.is_file() else fixed
     except SamdskError as error:  # truncated or hand-edited: the folder's settings are unknown
         sys.exit(f"{error}; choose another --out")
+    before.setdefault("plan_sets", [])  # folders from before --plan-set ran the plan's settings
     if before != fixed:
         changed = ", ".join(f"{k} {before.get(k)!r} -> {v!r}" for k, v in fixed.items() if before.get(k) != v)
         sys.exit(f"{out}: the work folder holds results of other settings ({changed}); choose another --out")

@@ -271,7 +271,11 @@ def test_benchmark_refuses_a_machine_label_weight_that_is_not_positive(tmp_path)
 
 @pytest.mark.parametrize(
     "changed, message",
-    [({"train_seed": 1}, "train_seed 1 -> 0"), ({"retrain": "finetune"}, "retrain 'finetune' -> 'scratch'")],
+    [
+        ({"train_seed": 1}, "train_seed 1 -> 0"),
+        ({"retrain": "finetune"}, "retrain 'finetune' -> 'scratch'"),
+        ({"plan_sets": ("samdsk.pseudo_label_weight=1",)}, "plan_sets ['samdsk.pseudo_label_weight=1'] -> []"),
+    ],
 )
 def test_benchmark_refuses_a_work_folder_of_other_settings(tmp_path, psfhs, changed, message):
     """A work folder keeps finished trainings: a rerun with another training seed (or retraining
@@ -282,7 +286,10 @@ def test_benchmark_refuses_a_work_folder_of_other_settings(tmp_path, psfhs, chan
     out.mkdir()
     # the defaults (400 iterations: 8 epochs of batch 4, validation every 4) but one setting changed
     setup = bench.Setup(psfhs.resolve(), out / "bundle", out, 8, 4, 4, bench.FILTERS["psfhs"], **changed)
-    (out / "setup.json").write_text(json.dumps(setup.fixed(60)))
+    recorded = setup.fixed(60)
+    if not setup.plan_sets:  # as a folder from before --plan-set records it: read as the plan's settings
+        del recorded["plan_sets"]
+    (out / "setup.json").write_text(json.dumps(recorded))
     done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert f"{out}: the work folder holds results of other settings ({message})" in done.stderr
