@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from samdsk_plan.errors import SamdskError
 from samdsk_plan.loop.bundle_runner import BundleRunner, bundle_command
+from samdsk_plan.loop.warm_start import WarmStarter
 from tests.test_faults import _processes_mentioning, _wait_gone
 
 pytestmark = pytest.mark.slow  # each test imports MONAI twice: left out of `make test-fast`
@@ -74,3 +76,17 @@ def test_ctrl_c_during_a_warm_run_ends_it_and_leaves_no_process(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert _wait_gone(str(log.parent)) == []
+
+
+def test_a_server_that_died_before_a_request_is_reported_not_a_broken_pipe(tmp_path, monkeypatch):
+    """The race between the runner's check that its server lives and its write of the request:
+    a server that died in between gives the same SamdskError as one dying during a run (the
+    write's BrokenPipeError is not raised), and the next run starts a new server."""
+    warm = WarmStarter(dict(os.environ), str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    dead.wait()
+    monkeypatch.setattr(warm, "_start", lambda: dead)  # the check passed; the server is gone by the write
+    warm._server = dead
+    with pytest.raises(SamdskError, match=r"warm-start server ended \(exit 0\) before a run finished"):
+        warm.run(["run"], tmp_path, tmp_path / "x.log", os.environ)
+    assert warm._server is None and dead.stdin.closed  # closed: the next run starts another server

@@ -73,7 +73,8 @@ class WarmStarter:
             self._server.kill()
             self._server.wait()
             for stream in (self._server.stdin, self._server.stdout):
-                stream.close()
+                with contextlib.suppress(BrokenPipeError):  # a request left unsent in the buffer of a dead server
+                    stream.close()  # (closed all the same: the flush fails, the close is done)
             self._server = None
 
     def _start(self) -> subprocess.Popen:
