@@ -33,12 +33,13 @@ def _warm_starter() -> WarmStarter:
     return warm
 
 
-def run_bundle(bundle: Path, configs: list[str], *args: str, fresh: bool = False) -> str:
-    """``python -m monai.bundle run`` of ``configs`` in ``bundle`` on the CPU; asserts it succeeds
-    and returns its output (stdout and stderr). ``fresh``: in a new interpreter, the README's
-    command as typed; else forked from this worker's warm-start server, which spares the 8-12 s
-    import of MONAI per run and gives the same result (test_bundle_run_2d checks the weights)."""
-    cmd = bundle_command(configs, {"device": "cpu", "num_workers": 0}) + list(args)
+def run_bundle(bundle: Path, configs: list[str], *args: str, overrides: dict | None = None, fresh: bool = False) -> str:
+    """``python -m monai.bundle run`` of ``configs`` in ``bundle`` on the CPU with ``overrides``
+    (``--KEY VALUE`` each) and ``args``; asserts it succeeds and returns its output (stdout and
+    stderr). ``fresh``: in a new interpreter, the README's command as typed; else forked from this
+    worker's warm-start server, which spares the 8-12 s import of MONAI per run and gives the same
+    result (test_bundle_run_2d checks the weights)."""
+    cmd = bundle_command(configs, {"device": "cpu", "num_workers": 0, **(overrides or {})}) + list(args)
     if fresh:
         done = subprocess.run(cmd, cwd=bundle, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]

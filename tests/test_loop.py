@@ -338,7 +338,7 @@ def test_pseudolabel_config_runs_one_pass_through_monai_bundle(finished, bundle,
         "max_accepted": 3,
         "fast": True,
     }
-    run_bundle(work, ["inference.json", "pseudolabel.json"], *(a for k, v in args.items() for a in (f"--{k}", str(v))))
+    run_bundle(work, ["inference.json", "pseudolabel.json"], overrides=args)
     accepted = json.loads((work / "pseudolabels" / "accepted.json").read_text())
     assert len(accepted["training"]) == 3 and len(accepted["unlabelled"]) == 1
     betas = [e["samdsk"]["beta"] for e in accepted["training"]]

@@ -143,6 +143,6 @@ def test_cli_sam_path_with_a_checkpoint_file(hippocampus, tmp_path, capsys):
 def test_bundle_propose_config(hippocampus, tmp_path):
     data = two_case_datalist(tmp_path)
     args = {"dataset_dir": hippocampus, "datalist": data, "cache_dir": tmp_path / "cache", "fast": True}
-    run_bundle(BUNDLE, ["propose.json"], *(a for k, v in args.items() for a in (f"--{k}", str(v))))
+    run_bundle(BUNDLE, ["propose.json"], overrides=args)
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
     assert not (BUNDLE / "proposals").exists()
